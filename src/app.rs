@@ -1,0 +1,139 @@
+//! Composition root: builds every part from the configuration and runs the
+//! HTTP server and the job worker until stopped.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use poem::{Server, listener::TcpAcceptor};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    config::Config,
+    fulfill::{Fulfiller, callback::CallbackSender},
+    http::{AppState, routes},
+    store::{Store, StoreError},
+    stripe::StripeClient,
+    worker::Worker,
+};
+
+/// How long in-flight requests get to finish after a stop is requested.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("cannot open the database at {path}: {source}")]
+    Store { path: String, source: StoreError },
+    #[error("{0}")]
+    Setup(String),
+    #[error("server: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+pub struct Application {
+    listener: TcpListener,
+    addr: SocketAddr,
+    state: Arc<AppState>,
+    fulfiller: Arc<Fulfiller>,
+    stop: CancellationToken,
+}
+
+impl Application {
+    /// Opens the database (checking its integrity), takes over claims left by
+    /// an earlier process, and prepares to serve on `listener`.
+    pub async fn build(config: &Config, listener: TcpListener) -> Result<Application, AppError> {
+        let path = config.storage.path.clone();
+        let store = tokio::task::spawn_blocking({
+            let path = path.clone();
+            move || Store::open(&path)
+        })
+        .await
+        .map_err(|e| AppError::Setup(e.to_string()))?
+        .map_err(|source| AppError::Store {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let key = config
+            .stripe
+            .secret_key
+            .clone()
+            .ok_or_else(|| AppError::Setup("stripe.secret_key is required".into()))?;
+        let stripe = StripeClient::new(
+            &config.stripe.api_base,
+            key,
+            &config.stripe.api_version,
+            Duration::from_millis(config.jobs.retry_base_ms),
+        )
+        .map_err(|e| AppError::Setup(e.to_string()))?;
+        let callback = match (&config.fulfillment.callback_url, &config.fulfillment.callback_secret) {
+            (Some(url), Some(secret)) => Some(
+                CallbackSender::new(url, secret.expose()).map_err(|e| AppError::Setup(e.to_string()))?,
+            ),
+            _ => None,
+        };
+        let fulfiller = Arc::new(Fulfiller::new(store, stripe, callback, config.jobs.clone()));
+        fulfiller
+            .take_over_claims()
+            .await
+            .map_err(|source| AppError::Store {
+                path: path.display().to_string(),
+                source,
+            })?;
+        let state = Arc::new(AppState {
+            fulfiller: fulfiller.clone(),
+            webhook_secrets: config.stripe.webhook_secrets.clone(),
+            tolerance_secs: config.stripe.tolerance_secs,
+            api_token: config.admin.api_token.clone(),
+        });
+        let addr = listener.local_addr()?;
+        Ok(Application {
+            listener,
+            addr,
+            state,
+            fulfiller,
+            stop: CancellationToken::new(),
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Cancel it to stop: the server stops accepting, in-flight requests and
+    /// jobs finish, then `run_until_stopped` returns.
+    pub fn stop_token(&self) -> CancellationToken {
+        self.stop.clone()
+    }
+
+    pub fn store(&self) -> Store {
+        self.fulfiller.store().clone()
+    }
+
+    pub fn fulfiller(&self) -> Arc<Fulfiller> {
+        self.fulfiller.clone()
+    }
+
+    pub async fn run_until_stopped(self) -> Result<(), AppError> {
+        let stop = self.stop.clone();
+        let worker = tokio::spawn(Worker::new(self.fulfiller.clone()).run_until_stopped(stop.clone()));
+        let acceptor = TcpAcceptor::from_tokio(self.listener)?;
+        tracing::info!(addr = %self.addr, "listening");
+        let served = Server::new_with_acceptor(acceptor)
+            .run_with_graceful_shutdown(
+                routes(self.state.clone()),
+                {
+                    let stop = stop.clone();
+                    async move { stop.cancelled().await }
+                },
+                Some(SHUTDOWN_GRACE),
+            )
+            .await;
+        // The server can also end on its own (an I/O error): stop the worker then too.
+        stop.cancel();
+        if let Err(e) = worker.await {
+            tracing::error!(error = %e, "worker task failed");
+        }
+        served?;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}

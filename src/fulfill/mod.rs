@@ -1,0 +1,827 @@
+//! `fulfill_checkout`: the one entry point that fulfils a Checkout Session,
+//! for the webhook worker, the landing page, the admin re-trigger and retries.
+//!
+//! How exactly-once holds:
+//! 1. Callers for one session queue on a per-session in-process mutex.
+//! 2. The holder makes a durable claim in one redb transaction: the session
+//!    moves to `fulfilling` with a lease owned by this process. A session that
+//!    is already fulfilled (or claimed by a live lease) is left alone.
+//! 3. The session is retrieved fresh from Stripe with every line item; it is
+//!    fulfilled only if `payment_status != "unpaid"`.
+//! 4. The fulfillment (id, line items, callback body) is recorded in one
+//!    transaction *before* anything leaves the process. From then on the
+//!    session has a pending fulfillment, and every later attempt (a retry, a
+//!    restart after `kill -9`, another trigger) delivers that same fulfillment
+//!    with the same `webhook-id` instead of creating a new one.
+//! 5. The merchant's 2xx moves it to `fulfilled`. Failures schedule a retry in
+//!    the durable job queue with jittered exponential backoff, until
+//!    `jobs.give_up_after_secs`, then `failed`.
+//!
+//! A claim also schedules a recovery job at the lease's expiry; a process that
+//! starts takes over claims of earlier processes at once.
+
+pub mod callback;
+pub mod locks;
+
+use std::{sync::Arc, time::Duration};
+
+use serde_json::{Value, json};
+use tokio::sync::Notify;
+
+use crate::{
+    config::JobsConfig,
+    model::{
+        AttemptRecord, DeliveryAttempt, EventRecord, EventRef, FulfillmentRecord, Job, Lease,
+        Notification, RetryInfo, SessionDetail, SessionRecord, State, Trigger, new_id, push_bounded,
+    },
+    store::{Store, StoreError, Tx},
+    stripe::{self, Event, Retrieved, Session, StripeClient},
+    time::{now_ms, rfc3339_ms},
+};
+use callback::{CallbackSender, DeliveryError};
+use locks::SessionLocks;
+
+pub const FULFILLED_CALLBACK: &str = "checkout.fulfilled";
+pub const PAYMENT_FAILED_CALLBACK: &str = "checkout.payment_failed";
+
+#[derive(Debug, thiserror::Error)]
+pub enum FulfillError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("unknown Checkout Session")]
+    UnknownSession,
+    #[error("not a Checkout Session id")]
+    BadId,
+}
+
+/// Extra wishes for one call.
+#[derive(Default)]
+pub struct FulfillOptions {
+    /// Fulfil again even if already fulfilled (recorded as forced).
+    pub force: bool,
+    /// Who asked, for the audit trail of forced fulfillments.
+    pub actor: Option<String>,
+    /// A session the caller has just retrieved, to save a second call.
+    pub prefetched: Option<Retrieved>,
+}
+
+/// What a call left behind.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    pub state: State,
+    /// The fulfillment this call created or delivered, if any.
+    pub fulfillment_id: Option<String>,
+    pub error: Option<String>,
+}
+
+/// What a webhook delivery did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ingested {
+    /// First delivery of this event id, acted on.
+    Recorded,
+    /// First delivery of an event type fulfilld does not act on.
+    Ignored,
+    /// A redelivery: nothing changed.
+    Duplicate,
+}
+
+pub struct Fulfiller {
+    store: Store,
+    stripe: StripeClient,
+    callback: Option<CallbackSender>,
+    locks: SessionLocks,
+    boot_id: String,
+    jobs: JobsConfig,
+    wake: Arc<Notify>,
+}
+
+enum Claim {
+    /// Nothing to do: the session is already where it should be.
+    Skip(SessionRecord),
+    /// This call holds the claim. `refulfil` is a forced second fulfillment.
+    Claimed { rec: SessionRecord, was: State, refulfil: bool },
+}
+
+impl Fulfiller {
+    pub fn new(
+        store: Store,
+        stripe: StripeClient,
+        callback: Option<CallbackSender>,
+        jobs: JobsConfig,
+    ) -> Self {
+        Fulfiller {
+            store,
+            stripe,
+            callback,
+            locks: SessionLocks::default(),
+            boot_id: new_id("boot"),
+            jobs,
+            wake: Arc::new(Notify::new()),
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn stripe(&self) -> &StripeClient {
+        &self.stripe
+    }
+
+    /// Notified whenever work is queued.
+    pub fn wake_handle(&self) -> Arc<Notify> {
+        self.wake.clone()
+    }
+
+    /// Sessions whose lock is held or awaited right now.
+    pub fn locks_in_use(&self) -> usize {
+        self.locks.len()
+    }
+
+    /// Records one webhook delivery durably; returns only after the commit.
+    /// `raw` is the exact body received, `event` its parse.
+    pub async fn ingest(&self, raw: String, event: Event) -> Result<Ingested, StoreError> {
+        let now = now_ms();
+        let callbacks = self.callback.is_some();
+        let result = self
+            .store
+            .write(move |tx| ingest_op(tx, &raw, &event, now, callbacks))
+            .await?;
+        if result == Ingested::Recorded {
+            self.wake.notify_one();
+        }
+        Ok(result)
+    }
+
+    /// Fulfils `session_id` at most once (see the module docs); safe to call
+    /// any number of times, concurrently, from any trigger.
+    pub async fn fulfill_checkout(
+        &self,
+        session_id: &str,
+        trigger: Trigger,
+        opts: FulfillOptions,
+    ) -> Result<Outcome, FulfillError> {
+        if !crate::model::is_session_id(session_id) {
+            return Err(FulfillError::BadId);
+        }
+        let _guard = self.locks.lock(session_id).await;
+        let id = session_id.to_string();
+        let now = now_ms();
+        let lease_ms = self.jobs.lease_secs.saturating_mul(1000);
+        let boot = self.boot_id.clone();
+        let force = opts.force;
+        let created = opts.prefetched.as_ref().map(|p| p.session.created);
+        let claim = self
+            .store
+            .write({
+                let id = id.clone();
+                move |tx| claim_op(tx, &id, trigger, force, created, now, lease_ms, &boot)
+            })
+            .await?;
+        let (rec, was, refulfil) = match claim {
+            Claim::Skip(rec) => {
+                return Ok(Outcome {
+                    state: rec.state,
+                    fulfillment_id: None,
+                    error: None,
+                });
+            }
+            Claim::Claimed { rec, was, refulfil } => (rec, was, refulfil),
+        };
+
+        let fulfillment_id = match rec.pending_fulfillment.clone() {
+            Some(pending) => pending,
+            None => {
+                let retrieved = match opts.prefetched {
+                    Some(p) => p,
+                    None => match self.stripe.retrieve_session(&id).await {
+                        Ok(r) => r,
+                        Err(e) => return self.record_failure(&id, trigger, &e.to_string(), e.is_retryable(), None).await,
+                    },
+                };
+                if !retrieved.session.is_payable_now() {
+                    return self.record_unpaid(&id, trigger, was, retrieved).await;
+                }
+                let (fid, delivered) = self
+                    .record_fulfillment(&id, trigger, retrieved, refulfil, opts.actor)
+                    .await?;
+                if delivered {
+                    return Ok(Outcome {
+                        state: State::Fulfilled,
+                        fulfillment_id: Some(fid),
+                        error: None,
+                    });
+                }
+                fid
+            }
+        };
+        self.deliver_fulfillment(&id, trigger, &fulfillment_id).await
+    }
+
+    /// Stores an unpaid session: awaiting its delayed payment, or expired.
+    async fn record_unpaid(
+        &self,
+        id: &str,
+        trigger: Trigger,
+        was: State,
+        retrieved: Retrieved,
+    ) -> Result<Outcome, FulfillError> {
+        let now = now_ms();
+        let id = id.to_string();
+        let state = self
+            .store
+            .write(move |tx| {
+                let mut rec = tx.session(&id)?.unwrap_or_else(|| SessionRecord::new(&id, retrieved.session.created, now));
+                let mut detail = tx.detail(&id)?;
+                apply_retrieved(&mut rec, &mut detail, &retrieved);
+                rec.state = if retrieved.session.status.as_deref() == Some("expired") {
+                    State::Expired
+                } else if rec.state == State::PaymentFailed || was == State::PaymentFailed {
+                    State::PaymentFailed
+                } else {
+                    State::AwaitingPayment
+                };
+                settle(tx, &mut rec, &mut detail, trigger, now, None)?;
+                Ok(rec.state)
+            })
+            .await?;
+        Ok(Outcome {
+            state,
+            fulfillment_id: None,
+            error: None,
+        })
+    }
+
+    /// Records a fulfillment durably before anything is sent. Returns its id
+    /// and whether it is already complete (no merchant callback configured).
+    async fn record_fulfillment(
+        &self,
+        id: &str,
+        trigger: Trigger,
+        retrieved: Retrieved,
+        forced: bool,
+        actor: Option<String>,
+    ) -> Result<(String, bool), FulfillError> {
+        let now = now_ms();
+        let session_id = id.to_string();
+        let id = session_id.clone();
+        let callbacks = self.callback.is_some();
+        let lease_until = now + self.jobs.lease_secs.saturating_mul(1000);
+        let result = self
+            .store
+            .write(move |tx| {
+                let mut rec = tx.session(&id)?.unwrap_or_else(|| SessionRecord::new(&id, retrieved.session.created, now));
+                let mut detail = tx.detail(&id)?;
+                apply_retrieved(&mut rec, &mut detail, &retrieved);
+                let fid = new_id("ful");
+                push_bounded(
+                    &mut detail.fulfillments,
+                    FulfillmentRecord {
+                        id: fid.clone(),
+                        at_ms: now,
+                        forced,
+                        trigger,
+                        actor: actor.clone(),
+                        delivered_at_ms: (!callbacks).then_some(now),
+                    },
+                );
+                if callbacks {
+                    let body = json!({
+                        "type": FULFILLED_CALLBACK,
+                        "timestamp": rfc3339_ms(now),
+                        "data": {"fulfillment_id": fid, "forced": forced, "session": retrieved.raw},
+                    });
+                    tx.put_notification(&Notification {
+                        id: fid.clone(),
+                        session_id: id.clone(),
+                        kind: FULFILLED_CALLBACK.into(),
+                        body: body.to_string(),
+                        status: "queued".into(),
+                    })?;
+                    rec.pending_fulfillment = Some(fid.clone());
+                    if let Some(lease) = rec.lease.as_mut() {
+                        lease.until_ms = lease_until;
+                    }
+                    rec.updated_at_ms = now;
+                    tx.put_session(&rec)?;
+                    tx.put_detail(&id, &detail)?;
+                    Ok((fid, false))
+                } else {
+                    rec.state = State::Fulfilled;
+                    settle(tx, &mut rec, &mut detail, trigger, now, None)?;
+                    Ok((fid, true))
+                }
+            })
+            .await?;
+        if result.1 {
+            tracing::info!(session = %session_id, fulfillment = %result.0, "fulfilled");
+        }
+        Ok(result)
+    }
+
+    /// Sends the pending fulfillment's callback and records the answer.
+    async fn deliver_fulfillment(&self, id: &str, trigger: Trigger, fid: &str) -> Result<Outcome, FulfillError> {
+        let Some(sender) = &self.callback else {
+            // The callback was configured when this fulfillment was recorded
+            // but is not now: the merchant turned it off, so it is complete.
+            return self.complete_delivery(id, trigger, fid, None).await;
+        };
+        let fid_owned = fid.to_string();
+        let notification = self.store.read(move |r| r.notification(&fid_owned)).await?;
+        let Some(notification) = notification else {
+            return self
+                .record_failure(id, trigger, "the recorded callback body is missing", false, None)
+                .await;
+        };
+        let started = now_ms();
+        match sender.send(fid, &notification.body).await {
+            Ok(status) => {
+                let attempt = delivery(started, FULFILLED_CALLBACK, fid, Ok(status));
+                self.complete_delivery(id, trigger, fid, Some(attempt)).await
+            }
+            Err(e) => {
+                let attempt = delivery(started, FULFILLED_CALLBACK, fid, Err(&e));
+                self.record_failure(id, trigger, &e.message, true, Some(attempt)).await
+            }
+        }
+    }
+
+    async fn complete_delivery(
+        &self,
+        id: &str,
+        trigger: Trigger,
+        fid: &str,
+        attempt: Option<DeliveryAttempt>,
+    ) -> Result<Outcome, FulfillError> {
+        let now = now_ms();
+        let (id_owned, fid_owned) = (id.to_string(), fid.to_string());
+        self.store
+            .write(move |tx| {
+                let Some(mut rec) = tx.session(&id_owned)? else {
+                    return Ok(());
+                };
+                let mut detail = tx.detail(&id_owned)?;
+                if let Some(a) = &attempt {
+                    push_bounded(&mut detail.deliveries, a.clone());
+                }
+                if let Some(f) = detail.fulfillments.iter_mut().find(|f| f.id == fid_owned) {
+                    f.delivered_at_ms = Some(now);
+                }
+                if let Some(mut n) = tx.notification(&fid_owned)? {
+                    n.status = "sent".into();
+                    tx.put_notification(&n)?;
+                }
+                rec.pending_fulfillment = None;
+                rec.state = State::Fulfilled;
+                settle(tx, &mut rec, &mut detail, trigger, now, None)
+            })
+            .await?;
+        tracing::info!(session = %id, fulfillment = %fid, "fulfilled");
+        Ok(Outcome {
+            state: State::Fulfilled,
+            fulfillment_id: Some(fid.to_string()),
+            error: None,
+        })
+    }
+
+    /// Records a failed attempt: `retrying` with a scheduled job, or `failed`
+    /// once the error is permanent or the series is older than the give-up limit.
+    async fn record_failure(
+        &self,
+        id: &str,
+        trigger: Trigger,
+        error: &str,
+        retryable: bool,
+        attempt: Option<DeliveryAttempt>,
+    ) -> Result<Outcome, FulfillError> {
+        let now = now_ms();
+        let jobs = self.jobs.clone();
+        let (id_owned, error_owned) = (id.to_string(), error.to_string());
+        let state = self
+            .store
+            .write(move |tx| {
+                let Some(mut rec) = tx.session(&id_owned)? else {
+                    return Ok(State::Failed);
+                };
+                let mut detail = tx.detail(&id_owned)?;
+                if let Some(a) = &attempt {
+                    push_bounded(&mut detail.deliveries, a.clone());
+                }
+                let retry = rec.retry.get_or_insert(RetryInfo {
+                    failures: 0,
+                    first_failure_ms: now,
+                    next_at_ms: 0,
+                });
+                retry.failures += 1;
+                let expired = now.saturating_sub(retry.first_failure_ms) >= jobs.give_up_after_secs.saturating_mul(1000);
+                let status;
+                if retryable && !expired {
+                    let delay = stripe::backoff(
+                        Duration::from_millis(jobs.retry_base_ms),
+                        retry.failures,
+                        Duration::from_secs(jobs.retry_max_secs),
+                    );
+                    retry.next_at_ms = now + delay.as_millis() as u64;
+                    let next = retry.next_at_ms;
+                    rec.state = State::Retrying;
+                    status = "retrying";
+                    rec.lease = None;
+                    rec.last_error = Some(error_owned.clone());
+                    rec.updated_at_ms = now;
+                    push_bounded(
+                        &mut detail.attempts,
+                        AttemptRecord {
+                            at_ms: now,
+                            trigger,
+                            outcome: State::Retrying.as_str().into(),
+                            error: Some(error_owned.clone()),
+                        },
+                    );
+                    tx.put_session(&rec)?;
+                    tx.put_detail(&id_owned, &detail)?;
+                    tx.schedule(
+                        &Job::Fulfill {
+                            session_id: id_owned.clone(),
+                            trigger: Trigger::Retry,
+                        },
+                        next,
+                    )?;
+                } else {
+                    rec.state = State::Failed;
+                    status = "failed";
+                    settle(tx, &mut rec, &mut detail, trigger, now, Some(error_owned.clone()))?;
+                }
+                if let Some(fid) = &rec.pending_fulfillment
+                    && let Some(mut n) = tx.notification(fid)?
+                {
+                    n.status = status.into();
+                    tx.put_notification(&n)?;
+                }
+                Ok(rec.state)
+            })
+            .await?;
+        if state == State::Failed {
+            tracing::error!(session = %id, error = %error, "fulfillment failed: a person needs to look at it");
+        } else {
+            tracing::warn!(session = %id, error = %error, "fulfillment attempt failed; retry scheduled");
+        }
+        Ok(Outcome {
+            state,
+            fulfillment_id: None,
+            error: Some(error.to_string()),
+        })
+    }
+
+    /// Delivers a stored notification (a `checkout.payment_failed` callback)
+    /// once, recording the answer and scheduling a retry on failure.
+    pub async fn deliver_notification(&self, job: &Job) -> Result<(), StoreError> {
+        let Job::Deliver {
+            session_id,
+            notification_id,
+            failures,
+            first_failure_ms,
+        } = job.clone()
+        else {
+            return Ok(());
+        };
+        let nid = notification_id.clone();
+        let Some(notification) = self.store.read(move |r| r.notification(&nid)).await? else {
+            let key = job.key();
+            return self.store.write(move |tx| tx.unschedule(&key)).await;
+        };
+        let started = now_ms();
+        let result = match &self.callback {
+            Some(sender) => sender.send(&notification.id, &notification.body).await,
+            None => Err(DeliveryError {
+                status: None,
+                message: "fulfillment.callback_url is no longer configured".into(),
+            }),
+        };
+        let attempt = delivery(started, &notification.kind, &notification.id, result.as_ref().map(|s| *s));
+        let jobs = self.jobs.clone();
+        let ok = result.is_ok();
+        self.store
+            .write(move |tx| {
+                let mut detail = tx.detail(&session_id)?;
+                push_bounded(&mut detail.deliveries, attempt.clone());
+                tx.put_detail(&session_id, &detail)?;
+                let Some(mut n) = tx.notification(&notification_id)? else {
+                    return Ok(());
+                };
+                let job = Job::Deliver {
+                    session_id: session_id.clone(),
+                    notification_id: notification_id.clone(),
+                    failures: failures + 1,
+                    first_failure_ms: first_failure_ms.or(Some(started)),
+                };
+                let first = first_failure_ms.unwrap_or(started);
+                if ok {
+                    n.status = "sent".into();
+                    tx.unschedule(&job.key())?;
+                } else if started.saturating_sub(first) >= jobs.give_up_after_secs.saturating_mul(1000) {
+                    n.status = "failed".into();
+                    tx.unschedule(&job.key())?;
+                } else {
+                    n.status = "retrying".into();
+                    let delay = stripe::backoff(
+                        Duration::from_millis(jobs.retry_base_ms),
+                        failures + 1,
+                        Duration::from_secs(jobs.retry_max_secs),
+                    );
+                    tx.schedule(&job, started + delay.as_millis() as u64)?;
+                }
+                tx.put_notification(&n)
+            })
+            .await
+    }
+
+    /// Makes every claim left by an earlier process due now, so a restart
+    /// finishes what a crash interrupted without waiting for leases to expire.
+    pub async fn take_over_claims(&self) -> Result<usize, StoreError> {
+        let ids = self.store.read(|r| r.ids_in_state(State::Fulfilling)).await?;
+        let boot = self.boot_id.clone();
+        let now = now_ms();
+        let count = self
+            .store
+            .write(move |tx| {
+                let mut n = 0;
+                for id in &ids {
+                    let Some(rec) = tx.session(id)? else { continue };
+                    if rec.state == State::Fulfilling && rec.lease.as_ref().is_none_or(|l| l.owner != boot) {
+                        schedule_earliest(tx, id, Trigger::Retry, now)?;
+                        n += 1;
+                    }
+                }
+                Ok(n)
+            })
+            .await?;
+        if count > 0 {
+            tracing::info!(count, "taking over fulfillments interrupted by an earlier stop");
+            self.wake.notify_one();
+        }
+        Ok(count)
+    }
+}
+
+/// Ends an attempt: no lease, no retry series, no queued job; records the attempt.
+fn settle(
+    tx: &mut Tx<'_>,
+    rec: &mut SessionRecord,
+    detail: &mut SessionDetail,
+    trigger: Trigger,
+    now: u64,
+    error: Option<String>,
+) -> Result<(), StoreError> {
+    rec.lease = None;
+    if error.is_none() {
+        rec.retry = None;
+    }
+    rec.last_error = error.clone();
+    rec.updated_at_ms = now;
+    push_bounded(
+        &mut detail.attempts,
+        AttemptRecord {
+            at_ms: now,
+            trigger,
+            outcome: rec.state.as_str().into(),
+            error,
+        },
+    );
+    tx.unschedule(&format!("fulfill:{}", rec.id))?;
+    tx.put_session(rec)?;
+    tx.put_detail(&rec.id, detail)
+}
+
+fn delivery(at_ms: u64, kind: &str, webhook_id: &str, result: Result<u16, &DeliveryError>) -> DeliveryAttempt {
+    match result {
+        Ok(status) => DeliveryAttempt {
+            at_ms,
+            kind: kind.into(),
+            webhook_id: webhook_id.into(),
+            status_code: Some(status),
+            error: None,
+        },
+        Err(e) => DeliveryAttempt {
+            at_ms,
+            kind: kind.into(),
+            webhook_id: webhook_id.into(),
+            status_code: e.status,
+            error: Some(e.message.clone()),
+        },
+    }
+}
+
+/// Queues a fulfill job for `id` at `due` unless one is already due sooner.
+fn schedule_earliest(tx: &mut Tx<'_>, id: &str, trigger: Trigger, due: u64) -> Result<(), StoreError> {
+    let job = Job::Fulfill {
+        session_id: id.to_string(),
+        trigger,
+    };
+    match tx.job_due(&job.key())? {
+        Some(existing) if existing <= due => Ok(()),
+        _ => tx.schedule(&job, due),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn claim_op(
+    tx: &mut Tx<'_>,
+    id: &str,
+    trigger: Trigger,
+    force: bool,
+    created: Option<i64>,
+    now: u64,
+    lease_ms: u64,
+    boot: &str,
+) -> Result<Claim, StoreError> {
+    let existing = tx.session(id)?;
+    if let Some(rec) = &existing {
+        let claim = match rec.state {
+            State::Fulfilled => force,
+            State::PaymentFailed | State::Expired => trigger == Trigger::Admin,
+            State::Fulfilling => !rec
+                .lease
+                .as_ref()
+                .is_some_and(|l| l.owner == boot && l.until_ms > now),
+            State::AwaitingPayment | State::Retrying | State::Failed => true,
+        };
+        if !claim {
+            return Ok(Claim::Skip(rec.clone()));
+        }
+    }
+    let mut rec = existing.unwrap_or_else(|| SessionRecord::new(id, created.unwrap_or_else(|| (now / 1000) as i64), now));
+    let was = rec.state;
+    rec.state = State::Fulfilling;
+    rec.lease = Some(Lease {
+        owner: boot.to_string(),
+        until_ms: now + lease_ms,
+    });
+    rec.updated_at_ms = now;
+    tx.put_session(&rec)?;
+    // The recovery point: if this process dies, the claim is picked up here.
+    tx.schedule(
+        &Job::Fulfill {
+            session_id: id.to_string(),
+            trigger: Trigger::Retry,
+        },
+        now + lease_ms,
+    )?;
+    Ok(Claim::Claimed {
+        rec,
+        was,
+        refulfil: force && was == State::Fulfilled,
+    })
+}
+
+/// Copies what Stripe returned into the records.
+fn apply_retrieved(rec: &mut SessionRecord, detail: &mut SessionDetail, r: &Retrieved) {
+    apply_summary(rec, &r.session);
+    detail.line_items = r.line_items.iter().map(|i| i.record()).collect();
+    detail.delivery_details = r.session.delivery_details();
+    detail.amount_subtotal = r.session.amount_subtotal;
+    detail.raw = Some(r.raw.clone());
+}
+
+fn apply_summary(rec: &mut SessionRecord, s: &Session) {
+    rec.livemode = s.livemode;
+    if s.created > 0 {
+        rec.created = s.created;
+    }
+    if s.payment_status.is_some() {
+        rec.payment_status = s.payment_status.clone();
+    }
+    if s.status.is_some() {
+        rec.status = s.status.clone();
+    }
+    if s.amount_total.is_some() {
+        rec.amount_total = s.amount_total;
+    }
+    if s.currency.is_some() {
+        rec.currency = s.currency.clone();
+    }
+    if let Some(e) = s.email() {
+        rec.customer_email = Some(e);
+    }
+    if let Some(pi) = s.payment_intent_id() {
+        rec.payment_intent = Some(pi);
+    }
+}
+
+/// The webhook's transaction: dedupe by event id, record the event, and move
+/// the session on (queue fulfillment, mark a failed or expired payment).
+fn ingest_op(tx: &mut Tx<'_>, raw: &str, event: &Event, now: u64, callbacks: bool) -> Result<Ingested, StoreError> {
+    if let Some(mut seen) = tx.event(&event.id)? {
+        seen.deliveries = seen.deliveries.saturating_add(1);
+        tx.put_event(&seen)?;
+        return Ok(Ingested::Duplicate);
+    }
+    let kind = event.kind.as_str();
+    let acted_on = matches!(
+        kind,
+        stripe::types::SESSION_COMPLETED
+            | stripe::types::SESSION_ASYNC_SUCCEEDED
+            | stripe::types::SESSION_ASYNC_FAILED
+            | stripe::types::SESSION_EXPIRED
+    );
+    let session = event
+        .data
+        .as_ref()
+        .and_then(|d| Session::from_value(&d.object))
+        .filter(|_| acted_on);
+    tx.put_event(&EventRecord {
+        id: event.id.clone(),
+        kind: event.kind.clone(),
+        livemode: event.livemode,
+        created: event.created,
+        session_id: session.as_ref().map(|s| s.id.clone()),
+        received_at_ms: now,
+        deliveries: 1,
+        disposition: if session.is_some() { "handled" } else { "ignored" }.into(),
+        payload: raw.to_string(),
+    })?;
+    let Some(session) = session else {
+        return Ok(Ingested::Ignored);
+    };
+    let id = session.id.as_str();
+    let existing = tx.session(id)?;
+    let is_new = existing.is_none();
+    let mut rec = existing.unwrap_or_else(|| SessionRecord::new(id, session.created, now));
+    let mut detail = tx.detail(id)?;
+    push_bounded(
+        &mut detail.events,
+        EventRef {
+            id: event.id.clone(),
+            kind: event.kind.clone(),
+            received_at_ms: now,
+        },
+    );
+    let settled = rec.state == State::Fulfilled || rec.pending_fulfillment.is_some();
+    if is_new {
+        apply_summary(&mut rec, &session);
+    }
+    match kind {
+        stripe::types::SESSION_COMPLETED | stripe::types::SESSION_ASYNC_SUCCEEDED => {
+            let unpaid_completion = kind == stripe::types::SESSION_COMPLETED && !session.is_payable_now();
+            if settled || matches!(rec.state, State::Expired) || (rec.state == State::PaymentFailed && kind == stripe::types::SESSION_COMPLETED) {
+                // Already done, or a late completion of a payment known to have failed.
+            } else if unpaid_completion {
+                if is_new || rec.state == State::AwaitingPayment {
+                    apply_summary(&mut rec, &session);
+                    rec.state = State::AwaitingPayment;
+                }
+            } else {
+                if rec.state != State::Fulfilling {
+                    rec.state = State::Fulfilling;
+                }
+                schedule_earliest(tx, id, Trigger::Webhook, now)?;
+            }
+        }
+        stripe::types::SESSION_ASYNC_FAILED => {
+            if !settled {
+                apply_summary(&mut rec, &session);
+                rec.state = State::PaymentFailed;
+                rec.lease = None;
+                rec.retry = None;
+                tx.unschedule(&format!("fulfill:{id}"))?;
+                if callbacks {
+                    let nid = new_id("ntf");
+                    let body = json!({
+                        "type": PAYMENT_FAILED_CALLBACK,
+                        "timestamp": rfc3339_ms(now),
+                        "data": {"session": event.data.as_ref().map(|d| d.object.clone()).unwrap_or(Value::Null)},
+                    });
+                    tx.put_notification(&Notification {
+                        id: nid.clone(),
+                        session_id: id.to_string(),
+                        kind: PAYMENT_FAILED_CALLBACK.into(),
+                        body: body.to_string(),
+                        status: "queued".into(),
+                    })?;
+                    tx.schedule(
+                        &Job::Deliver {
+                            session_id: id.to_string(),
+                            notification_id: nid,
+                            failures: 0,
+                            first_failure_ms: None,
+                        },
+                        now,
+                    )?;
+                }
+            }
+        }
+        _ => {
+            // checkout.session.expired: an open session can no longer be paid.
+            let leased = rec.lease.as_ref().is_some_and(|l| l.until_ms > now);
+            if !settled && !leased {
+                apply_summary(&mut rec, &session);
+                rec.state = State::Expired;
+                rec.retry = None;
+                tx.unschedule(&format!("fulfill:{id}"))?;
+            }
+        }
+    }
+    rec.updated_at_ms = now;
+    tx.put_session(&rec)?;
+    tx.put_detail(id, &detail)?;
+    Ok(Ingested::Recorded)
+}

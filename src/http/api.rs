@@ -1,0 +1,266 @@
+//! The JSON API under `/admin/api` (CONTRACT.md "The JSON API"), authorised
+//! by `Authorization: Bearer <admin.api_token>`.
+
+use std::{sync::Arc, time::Duration};
+
+use poem::{
+    Body, Request, Response, handler,
+    http::StatusCode,
+    web::{Data, Path, Query},
+};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{AppState, json_error, json_response};
+use crate::{
+    fulfill::FulfillOptions,
+    model::{SessionDetail, SessionRecord, State, Trigger, is_session_id},
+    signature::ct_eq,
+    store::{ListQuery, parse_cursor},
+    time::{rfc3339_ms, rfc3339_secs},
+};
+
+const DEFAULT_LIMIT: usize = 50;
+const MAX_LIMIT: usize = 200;
+/// How long the re-trigger waits for the attempt before answering 202.
+const FULFILL_WAIT: Duration = Duration::from_secs(30);
+
+fn authorised(req: &Request, state: &AppState) -> bool {
+    let Some(token) = &state.api_token else {
+        return false;
+    };
+    let given = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    ct_eq(given.as_bytes(), token.expose().as_bytes())
+}
+
+fn unauthorised() -> Response {
+    let mut r = json_error(StatusCode::UNAUTHORIZED, "authentication required");
+    r.headers_mut().insert(
+        "www-authenticate",
+        poem::http::HeaderValue::from_static("Bearer realm=\"fulfilld\""),
+    );
+    r
+}
+
+/// A session as the API and the dashboard show it. The list leaves out
+/// `attempts` and `events`.
+pub fn session_json(rec: &SessionRecord, detail: &SessionDetail, full: bool) -> Value {
+    let mut v = json!({
+        "id": rec.id,
+        "livemode": rec.livemode,
+        "state": rec.state.as_str(),
+        "payment_status": rec.payment_status,
+        "status": rec.status,
+        "amount_total": rec.amount_total,
+        "currency": rec.currency,
+        "customer_email": rec.customer_email,
+        "payment_intent": rec.payment_intent,
+        "created": rec.created,
+        "created_at": rfc3339_secs(rec.created),
+        "updated_at": rfc3339_ms(rec.updated_at_ms),
+        "last_error": rec.last_error,
+        "next_attempt_at": rec.retry.as_ref().filter(|_| rec.state == State::Retrying).map(|r| rfc3339_ms(r.next_at_ms)),
+        "line_items": detail.line_items.iter().map(|i| json!({
+            "id": i.id,
+            "description": i.description,
+            "quantity": i.quantity,
+            "amount_total": i.amount_total,
+            "currency": i.currency,
+            "unit_amount": i.unit_amount,
+            "price_id": i.price_id,
+        })).collect::<Vec<_>>(),
+        "fulfillments": detail.fulfillments.iter().map(|f| json!({
+            "id": f.id,
+            "at": rfc3339_ms(f.at_ms),
+            "forced": f.forced,
+            "trigger": f.trigger.as_str(),
+            "actor": f.actor,
+            "delivered_at": f.delivered_at_ms.map(rfc3339_ms),
+        })).collect::<Vec<_>>(),
+    });
+    if full && let Some(obj) = v.as_object_mut() {
+        obj.insert(
+            "attempts".into(),
+            detail
+                .attempts
+                .iter()
+                .map(|a| json!({"at": rfc3339_ms(a.at_ms), "trigger": a.trigger.as_str(), "outcome": a.outcome, "error": a.error}))
+                .collect(),
+        );
+        obj.insert(
+            "events".into(),
+            detail
+                .events
+                .iter()
+                .map(|e| json!({"id": e.id, "type": e.kind, "received_at": rfc3339_ms(e.received_at_ms)}))
+                .collect(),
+        );
+        obj.insert(
+            "deliveries".into(),
+            detail
+                .deliveries
+                .iter()
+                .map(|d| json!({"at": rfc3339_ms(d.at_ms), "type": d.kind, "webhook_id": d.webhook_id,
+                                "status_code": d.status_code, "error": d.error}))
+                .collect(),
+        );
+    }
+    v
+}
+
+#[derive(Deserialize)]
+pub struct ListParams {
+    state: Option<String>,
+    q: Option<String>,
+    cursor: Option<String>,
+    limit: Option<usize>,
+}
+
+#[handler]
+pub async fn list_sessions(req: &Request, Query(p): Query<ListParams>, state: Data<&Arc<AppState>>) -> Response {
+    if !authorised(req, &state) {
+        return unauthorised();
+    }
+    let state_filter = match p.state.as_deref().filter(|s| !s.is_empty()) {
+        None => None,
+        Some(s) => match State::parse(s) {
+            Some(st) => Some(st),
+            None => return json_error(StatusCode::BAD_REQUEST, "unknown state"),
+        },
+    };
+    let cursor = match p.cursor.as_deref().filter(|c| !c.is_empty()) {
+        None => None,
+        Some(c) => match parse_cursor(c) {
+            Some(c) => Some(c),
+            None => return json_error(StatusCode::BAD_REQUEST, "invalid cursor"),
+        },
+    };
+    let query = ListQuery {
+        state: state_filter,
+        q: p.q.filter(|q| !q.trim().is_empty()),
+        cursor,
+        limit: p.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT),
+    };
+    let page = state
+        .fulfiller
+        .store()
+        .read(move |r| {
+            let page = r.list(&query)?;
+            let rows = page
+                .sessions
+                .iter()
+                .map(|s| Ok(session_json(s, &r.detail(&s.id)?, false)))
+                .collect::<Result<Vec<_>, crate::store::StoreError>>()?;
+            Ok((rows, page.next_cursor))
+        })
+        .await;
+    match page {
+        Ok((data, next)) => json_response(StatusCode::OK, &json!({"data": data, "next_cursor": next})),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot list sessions");
+            json_error(StatusCode::SERVICE_UNAVAILABLE, "database unavailable")
+        }
+    }
+}
+
+async fn load(state: &AppState, id: &str) -> Result<Option<(SessionRecord, SessionDetail)>, Response> {
+    let id = id.to_string();
+    state
+        .fulfiller
+        .store()
+        .read(move |r| match r.session(&id)? {
+            Some(rec) => Ok(Some((rec, r.detail(&id)?))),
+            None => Ok(None),
+        })
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "cannot read session");
+            json_error(StatusCode::SERVICE_UNAVAILABLE, "database unavailable")
+        })
+}
+
+#[handler]
+pub async fn get_session(req: &Request, Path(id): Path<String>, state: Data<&Arc<AppState>>) -> Response {
+    if !authorised(req, &state) {
+        return unauthorised();
+    }
+    if !is_session_id(&id) {
+        return json_error(StatusCode::NOT_FOUND, "no such session");
+    }
+    match load(&state, &id).await {
+        Ok(Some((rec, detail))) => json_response(StatusCode::OK, &session_json(&rec, &detail, true)),
+        Ok(None) => json_error(StatusCode::NOT_FOUND, "no such session"),
+        Err(r) => r,
+    }
+}
+
+#[derive(Deserialize, Default)]
+struct FulfillBody {
+    #[serde(default)]
+    force: bool,
+}
+
+#[handler]
+pub async fn fulfill_session(
+    req: &Request,
+    Path(id): Path<String>,
+    body: Body,
+    state: Data<&Arc<AppState>>,
+) -> Response {
+    if !authorised(req, &state) {
+        return unauthorised();
+    }
+    let raw = match body.into_bytes_limit(64 * 1024).await {
+        Ok(b) => b,
+        Err(_) => return json_error(StatusCode::BAD_REQUEST, "cannot read body"),
+    };
+    let wish: FulfillBody = if raw.iter().all(u8::is_ascii_whitespace) {
+        FulfillBody::default()
+    } else {
+        match serde_json::from_slice(&raw) {
+            Ok(b) => b,
+            Err(_) => return json_error(StatusCode::BAD_REQUEST, "body must be JSON like {\"force\": true}"),
+        }
+    };
+    if !is_session_id(&id) {
+        return json_error(StatusCode::NOT_FOUND, "no such session");
+    }
+    match load(&state, &id).await {
+        Ok(Some(_)) => {}
+        Ok(None) => return json_error(StatusCode::NOT_FOUND, "no such session"),
+        Err(r) => return r,
+    }
+    let task = {
+        let (fulfiller, id) = (state.fulfiller.clone(), id.clone());
+        tokio::spawn(async move {
+            let opts = FulfillOptions {
+                force: wish.force,
+                actor: Some("api".into()),
+                prefetched: None,
+            };
+            fulfiller.fulfill_checkout(&id, Trigger::Admin, opts).await
+        })
+    };
+    let (status, result) = match tokio::time::timeout(FULFILL_WAIT, task).await {
+        Ok(Ok(Ok(outcome))) => (
+            StatusCode::OK,
+            json!({"state": outcome.state.as_str(), "fulfillment_id": outcome.fulfillment_id, "error": outcome.error}),
+        ),
+        Ok(Ok(Err(e))) => {
+            tracing::error!(session = %id, error = %e, "re-trigger failed");
+            return json_error(StatusCode::SERVICE_UNAVAILABLE, "could not record the attempt");
+        }
+        Ok(Err(_)) => return json_error(StatusCode::INTERNAL_SERVER_ERROR, "the attempt stopped unexpectedly"),
+        Err(_) => (StatusCode::ACCEPTED, json!({"state": "fulfilling", "pending": true})),
+    };
+    match load(&state, &id).await {
+        Ok(Some((rec, detail))) => json_response(status, &json!({"result": result, "session": session_json(&rec, &detail, true)})),
+        Ok(None) => json_error(StatusCode::NOT_FOUND, "no such session"),
+        Err(r) => r,
+    }
+}

@@ -1,0 +1,81 @@
+//! The HTTP surface (CONTRACT.md "HTTP surface"): routes, shared state and
+//! response helpers. Handlers live in one module per route family.
+
+mod api;
+mod assets;
+mod landing;
+mod ops;
+mod webhook;
+
+use std::sync::Arc;
+
+use poem::{
+    Endpoint, EndpointExt, IntoEndpoint, Response, Route, get,
+    http::{HeaderValue, StatusCode, header},
+    post,
+};
+use serde_json::json;
+
+use crate::{config::Secret, fulfill::Fulfiller};
+
+/// Largest webhook body accepted (Stripe's are a few KB).
+pub const MAX_WEBHOOK_BODY: usize = 1024 * 1024;
+
+/// What every handler can reach.
+pub struct AppState {
+    pub fulfiller: Arc<Fulfiller>,
+    pub webhook_secrets: Vec<Secret>,
+    pub tolerance_secs: u64,
+    pub api_token: Option<Secret>,
+}
+
+pub fn routes(state: Arc<AppState>) -> impl Endpoint {
+    Route::new()
+        .at("/webhook", post(webhook::receive))
+        .at("/after-checkout", get(landing::after_checkout))
+        .at("/healthz", get(ops::healthz))
+        .at("/admin/api/sessions", get(api::list_sessions))
+        .at("/admin/api/sessions/:id", get(api::get_session))
+        .at("/admin/api/sessions/:id/fulfill", post(api::fulfill_session))
+        .at("/assets/*path", get(assets::serve))
+        .data(state)
+        .into_endpoint()
+}
+
+/// Headers every HTML page carries: no inline script, no framing, no sniffing.
+const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; base-uri 'none'; \
+                   form-action 'self'; frame-ancestors 'none'";
+
+pub(crate) fn html(status: StatusCode, markup: maud::Markup) -> Response {
+    let mut r = Response::builder()
+        .status(status)
+        .content_type("text/html; charset=utf-8")
+        .body(markup.into_string());
+    let h = r.headers_mut();
+    h.insert("content-security-policy", HeaderValue::from_static(CSP));
+    h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+pub(crate) fn json_response(status: StatusCode, body: &serde_json::Value) -> Response {
+    let mut r = Response::builder()
+        .status(status)
+        .content_type("application/json")
+        .body(body.to_string());
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+pub(crate) fn json_error(status: StatusCode, message: &str) -> Response {
+    json_response(status, &json!({"error": {"message": message}}))
+}
+
+pub(crate) fn text(status: StatusCode, body: &str) -> Response {
+    Response::builder()
+        .status(status)
+        .content_type("text/plain; charset=utf-8")
+        .body(body.to_string())
+}

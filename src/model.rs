@@ -1,0 +1,344 @@
+//! The records fulfilld keeps about Checkout Sessions: pure data, shared by
+//! the store (which persists them), fulfillment (which changes them) and the
+//! HTTP layer (which shows them).
+
+use serde::{Deserialize, Serialize};
+
+/// Fulfillment state of a Checkout Session (CONTRACT.md "Fulfillment states").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    /// Completed, but the (delayed) payment is still processing.
+    AwaitingPayment,
+    /// Paid and queued, or claimed by a worker (see `SessionRecord::lease`).
+    Fulfilling,
+    Fulfilled,
+    /// An attempt failed; another is scheduled.
+    Retrying,
+    /// Gave up; needs a person.
+    Failed,
+    /// The delayed payment failed.
+    PaymentFailed,
+    Expired,
+}
+
+impl State {
+    pub const ALL: [State; 7] = [
+        State::AwaitingPayment,
+        State::Fulfilling,
+        State::Fulfilled,
+        State::Retrying,
+        State::Failed,
+        State::PaymentFailed,
+        State::Expired,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::AwaitingPayment => "awaiting_payment",
+            State::Fulfilling => "fulfilling",
+            State::Fulfilled => "fulfilled",
+            State::Retrying => "retrying",
+            State::Failed => "failed",
+            State::PaymentFailed => "payment_failed",
+            State::Expired => "expired",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<State> {
+        State::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+}
+
+/// What asked for a fulfillment attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Trigger {
+    Webhook,
+    LandingPage,
+    Admin,
+    Retry,
+    Reconcile,
+}
+
+impl Trigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Webhook => "webhook",
+            Trigger::LandingPage => "landing_page",
+            Trigger::Admin => "admin",
+            Trigger::Retry => "retry",
+            Trigger::Reconcile => "reconcile",
+        }
+    }
+}
+
+/// A claim on a session: held by one process (`owner` is its boot id) until `until_ms`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    pub owner: String,
+    pub until_ms: u64,
+}
+
+/// The current series of failed attempts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetryInfo {
+    pub failures: u32,
+    pub first_failure_ms: u64,
+    pub next_at_ms: u64,
+}
+
+/// The small, frequently listed part of a session.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionRecord {
+    pub id: String,
+    pub livemode: bool,
+    pub state: State,
+    pub payment_status: Option<String>,
+    pub status: Option<String>,
+    pub amount_total: Option<i64>,
+    pub currency: Option<String>,
+    pub customer_email: Option<String>,
+    pub payment_intent: Option<String>,
+    /// Stripe's `created`, Unix seconds.
+    pub created: i64,
+    pub updated_at_ms: u64,
+    pub lease: Option<Lease>,
+    /// A fulfillment that is recorded but whose merchant callback has not been acknowledged.
+    pub pending_fulfillment: Option<String>,
+    pub retry: Option<RetryInfo>,
+    pub last_error: Option<String>,
+}
+
+impl SessionRecord {
+    pub fn new(id: &str, created: i64, now_ms: u64) -> Self {
+        SessionRecord {
+            id: id.to_string(),
+            livemode: id.starts_with("cs_live_"),
+            state: State::AwaitingPayment,
+            payment_status: None,
+            status: None,
+            amount_total: None,
+            currency: None,
+            customer_email: None,
+            payment_intent: None,
+            created,
+            updated_at_ms: now_ms,
+            lease: None,
+            pending_fulfillment: None,
+            retry: None,
+            last_error: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LineItemRecord {
+    pub id: String,
+    pub description: Option<String>,
+    pub quantity: Option<i64>,
+    pub amount_total: i64,
+    pub amount_subtotal: i64,
+    pub currency: Option<String>,
+    pub price_id: Option<String>,
+    pub unit_amount: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptRecord {
+    pub at_ms: u64,
+    pub trigger: Trigger,
+    /// The state the attempt left the session in (`fulfilled`, `retrying`, …).
+    pub outcome: String,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventRef {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub received_at_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FulfillmentRecord {
+    pub id: String,
+    pub at_ms: u64,
+    pub forced: bool,
+    pub trigger: Trigger,
+    /// Who forced it, for an audited re-fulfillment.
+    pub actor: Option<String>,
+    /// When the merchant callback acknowledged it (or when it was recorded, without a callback).
+    pub delivered_at_ms: Option<u64>,
+}
+
+/// One attempt to deliver a merchant callback.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryAttempt {
+    pub at_ms: u64,
+    /// `checkout.fulfilled` or `checkout.payment_failed`.
+    pub kind: String,
+    /// The `webhook-id` header: the fulfillment or notification id.
+    pub webhook_id: String,
+    pub status_code: Option<u16>,
+    pub error: Option<String>,
+}
+
+/// Postal details the customer gave, for the landing page.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryDetails {
+    pub name: Option<String>,
+    pub address_lines: Vec<String>,
+}
+
+/// Everything else about a session: line items, history and the raw Stripe object.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SessionDetail {
+    pub line_items: Vec<LineItemRecord>,
+    pub attempts: Vec<AttemptRecord>,
+    pub events: Vec<EventRef>,
+    pub fulfillments: Vec<FulfillmentRecord>,
+    pub deliveries: Vec<DeliveryAttempt>,
+    pub delivery_details: DeliveryDetails,
+    pub amount_subtotal: Option<i64>,
+    /// The Checkout Session as last retrieved, with every line item.
+    pub raw: Option<serde_json::Value>,
+}
+
+/// Bounds on the history kept per session, so a session that is retried for
+/// days or hammered with redeliveries cannot grow without limit.
+pub const MAX_HISTORY: usize = 500;
+
+/// Appends to a history list, dropping the oldest entries (but never the first) past `MAX_HISTORY`.
+pub fn push_bounded<T>(list: &mut Vec<T>, item: T) {
+    list.push(item);
+    if list.len() > MAX_HISTORY {
+        list.remove(1);
+    }
+}
+
+/// A received Stripe event, stored exactly once per event id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventRecord {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub livemode: bool,
+    pub created: i64,
+    pub session_id: Option<String>,
+    pub received_at_ms: u64,
+    /// How many times Stripe delivered it (redeliveries change nothing else).
+    pub deliveries: u32,
+    /// `handled` or `ignored`.
+    pub disposition: String,
+    /// The raw body as received.
+    pub payload: String,
+}
+
+/// Work in the durable queue.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Job {
+    /// Run `fulfill_checkout` for a session.
+    Fulfill { session_id: String, trigger: Trigger },
+    /// Deliver a stored notification (a `checkout.payment_failed` callback).
+    Deliver {
+        session_id: String,
+        notification_id: String,
+        failures: u32,
+        first_failure_ms: Option<u64>,
+    },
+}
+
+impl Job {
+    /// The job's identity in the queue: at most one job per key.
+    pub fn key(&self) -> String {
+        match self {
+            Job::Fulfill { session_id, .. } => format!("fulfill:{session_id}"),
+            Job::Deliver { notification_id, .. } => format!("deliver:{notification_id}"),
+        }
+    }
+}
+
+/// A stored outgoing callback: its id is the stable `webhook-id`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Notification {
+    pub id: String,
+    pub session_id: String,
+    /// `checkout.fulfilled` or `checkout.payment_failed`.
+    pub kind: String,
+    pub body: String,
+    /// `queued`, `sent`, `retrying` or `failed`.
+    pub status: String,
+}
+
+/// A random identifier with a prefix, e.g. `ful_3f9c…` (128 bits).
+pub fn new_id(prefix: &str) -> String {
+    let mut bytes = [0u8; 16];
+    // The OS RNG failing is not recoverable in a meaningful way; fall back to
+    // time-derived bytes rather than crash, since ids only need uniqueness.
+    if getrandom::fill(&mut bytes).is_err() {
+        let t = crate::time::now_ms().to_le_bytes();
+        let n = std::process::id().to_le_bytes();
+        bytes[..8].copy_from_slice(&t);
+        bytes[8..12].copy_from_slice(&n);
+    }
+    let mut out = String::with_capacity(prefix.len() + 33);
+    out.push_str(prefix);
+    out.push('_');
+    for b in bytes {
+        out.push_str(&format!("{b:02x}"));
+    }
+    out
+}
+
+/// A Checkout Session id has the shape `cs_<letters, digits, underscores>`.
+/// Checked before any lookup so nothing else reaches the store, Stripe or a page.
+pub fn is_session_id(s: &str) -> bool {
+    s.len() > 3
+        && s.len() <= 255
+        && s.starts_with("cs_")
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn states_round_trip_through_their_names() {
+        for s in State::ALL {
+            assert_eq!(State::parse(s.as_str()), Some(s));
+            assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
+        }
+        assert_eq!(State::parse("nope"), None);
+    }
+
+    #[test]
+    fn session_ids_are_checked() {
+        assert!(is_session_id("cs_test_a1Zb2Yc3"));
+        assert!(!is_session_id("cs_"));
+        assert!(!is_session_id("<script>alert(1)</script>"));
+        assert!(!is_session_id("cs_test/../x"));
+        assert!(!is_session_id(&format!("cs_{}", "a".repeat(300))));
+    }
+
+    #[test]
+    fn history_is_bounded_but_keeps_the_first() {
+        let mut v = Vec::new();
+        for i in 0..(MAX_HISTORY + 10) {
+            push_bounded(&mut v, i);
+        }
+        assert_eq!(v.len(), MAX_HISTORY);
+        assert_eq!(v[0], 0);
+        assert_eq!(*v.last().unwrap(), MAX_HISTORY + 9);
+    }
+
+    #[test]
+    fn ids_are_unique_and_prefixed() {
+        let a = new_id("ful");
+        assert!(a.starts_with("ful_") && a.len() == 36);
+        assert_ne!(a, new_id("ful"));
+    }
+}

@@ -1,0 +1,389 @@
+//! Table layout and typed access. Values are JSON (readable with any redb
+//! tool, tolerant of added fields); keys are what the lookups need:
+//!
+//! | table | key | value |
+//! | --- | --- | --- |
+//! | `sessions` | session id | `SessionRecord` (small: what lists show) |
+//! | `session_details` | session id | `SessionDetail` (line items, history, raw object) |
+//! | `events` | event id | `EventRecord` (dedup of Stripe deliveries) |
+//! | `notifications` | notification id | `Notification` (outgoing callback bodies) |
+//! | `sessions_by_created` | (created, id) | () |
+//! | `sessions_by_state` | (state, created, id) | () |
+//! | `sessions_by_email` | (lowercased email, id) | () |
+//! | `sessions_by_payment_intent` | (payment intent, id) | () |
+//! | `jobs` | (due ms, job key) | `Job` |
+//! | `job_due` | job key | due ms (at most one job per key) |
+
+use redb::{ReadTransaction, ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction};
+use serde::{Serialize, de::DeserializeOwned};
+
+use super::StoreError;
+use crate::model::{EventRecord, Job, Notification, SessionDetail, SessionRecord, State};
+
+const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("sessions");
+const DETAILS: TableDefinition<&str, &[u8]> = TableDefinition::new("session_details");
+const EVENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("events");
+const NOTIFICATIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("notifications");
+const BY_CREATED: TableDefinition<(i64, &str), ()> = TableDefinition::new("sessions_by_created");
+const BY_STATE: TableDefinition<(&str, i64, &str), ()> = TableDefinition::new("sessions_by_state");
+const BY_EMAIL: TableDefinition<(&str, &str), ()> = TableDefinition::new("sessions_by_email");
+const BY_PI: TableDefinition<(&str, &str), ()> = TableDefinition::new("sessions_by_payment_intent");
+const JOBS: TableDefinition<(u64, &str), &[u8]> = TableDefinition::new("jobs");
+const JOB_DUE: TableDefinition<&str, u64> = TableDefinition::new("job_due");
+
+/// Above every session id (ids are ASCII), for open-ended index ranges.
+const ID_MAX: &str = "\u{7f}";
+
+fn decode<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
+        key: key.to_string(),
+        message: e.to_string(),
+    })
+}
+
+fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(value).map_err(|e| StoreError::Task(format!("cannot encode record: {e}")))
+}
+
+fn get_json<T: DeserializeOwned>(
+    table: &impl ReadableTable<&'static str, &'static [u8]>,
+    key: &str,
+) -> Result<Option<T>, StoreError> {
+    match table.get(key)? {
+        Some(v) => decode(key, v.value()).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// A write transaction with typed operations that keep the indexes in step.
+pub struct Tx<'a> {
+    w: &'a mut WriteTransaction,
+}
+
+impl<'a> Tx<'a> {
+    pub(super) fn new(w: &'a mut WriteTransaction) -> Self {
+        Tx { w }
+    }
+
+    pub(super) fn create_tables(&mut self) -> Result<(), StoreError> {
+        self.w.open_table(SESSIONS)?;
+        self.w.open_table(DETAILS)?;
+        self.w.open_table(EVENTS)?;
+        self.w.open_table(NOTIFICATIONS)?;
+        self.w.open_table(BY_CREATED)?;
+        self.w.open_table(BY_STATE)?;
+        self.w.open_table(BY_EMAIL)?;
+        self.w.open_table(BY_PI)?;
+        self.w.open_table(JOBS)?;
+        self.w.open_table(JOB_DUE)?;
+        Ok(())
+    }
+
+    pub fn session(&self, id: &str) -> Result<Option<SessionRecord>, StoreError> {
+        get_json(&self.w.open_table(SESSIONS)?, id)
+    }
+
+    /// Stores a session and moves its index entries to match.
+    pub fn put_session(&mut self, rec: &SessionRecord) -> Result<(), StoreError> {
+        let old = self.session(&rec.id)?;
+        let id = rec.id.as_str();
+        if let Some(old) = &old {
+            if old.created != rec.created {
+                self.w.open_table(BY_CREATED)?.remove((old.created, id))?;
+            }
+            if old.state != rec.state || old.created != rec.created {
+                self.w
+                    .open_table(BY_STATE)?
+                    .remove((old.state.as_str(), old.created, id))?;
+            }
+            if let Some(e) = &old.customer_email
+                && old.customer_email != rec.customer_email
+            {
+                self.w.open_table(BY_EMAIL)?.remove((e.to_lowercase().as_str(), id))?;
+            }
+            if let Some(pi) = &old.payment_intent
+                && old.payment_intent != rec.payment_intent
+            {
+                self.w.open_table(BY_PI)?.remove((pi.as_str(), id))?;
+            }
+        }
+        self.w.open_table(SESSIONS)?.insert(id, encode(rec)?.as_slice())?;
+        self.w.open_table(BY_CREATED)?.insert((rec.created, id), ())?;
+        self.w
+            .open_table(BY_STATE)?
+            .insert((rec.state.as_str(), rec.created, id), ())?;
+        if let Some(e) = &rec.customer_email {
+            self.w.open_table(BY_EMAIL)?.insert((e.to_lowercase().as_str(), id), ())?;
+        }
+        if let Some(pi) = &rec.payment_intent {
+            self.w.open_table(BY_PI)?.insert((pi.as_str(), id), ())?;
+        }
+        Ok(())
+    }
+
+    pub fn detail(&self, id: &str) -> Result<SessionDetail, StoreError> {
+        Ok(get_json(&self.w.open_table(DETAILS)?, id)?.unwrap_or_default())
+    }
+
+    pub fn put_detail(&mut self, id: &str, detail: &SessionDetail) -> Result<(), StoreError> {
+        self.w.open_table(DETAILS)?.insert(id, encode(detail)?.as_slice())?;
+        Ok(())
+    }
+
+    pub fn event(&self, id: &str) -> Result<Option<EventRecord>, StoreError> {
+        get_json(&self.w.open_table(EVENTS)?, id)
+    }
+
+    pub fn put_event(&mut self, rec: &EventRecord) -> Result<(), StoreError> {
+        self.w.open_table(EVENTS)?.insert(rec.id.as_str(), encode(rec)?.as_slice())?;
+        Ok(())
+    }
+
+    pub fn notification(&self, id: &str) -> Result<Option<Notification>, StoreError> {
+        get_json(&self.w.open_table(NOTIFICATIONS)?, id)
+    }
+
+    pub fn put_notification(&mut self, n: &Notification) -> Result<(), StoreError> {
+        self.w
+            .open_table(NOTIFICATIONS)?
+            .insert(n.id.as_str(), encode(n)?.as_slice())?;
+        Ok(())
+    }
+
+    /// When the job with this key is due, if it is queued.
+    pub fn job_due(&self, key: &str) -> Result<Option<u64>, StoreError> {
+        Ok(self.w.open_table(JOB_DUE)?.get(key)?.map(|v| v.value()))
+    }
+
+    /// Queues `job` at `due_ms`, replacing any queued job with the same key.
+    pub fn schedule(&mut self, job: &Job, due_ms: u64) -> Result<(), StoreError> {
+        let key = job.key();
+        self.unschedule(&key)?;
+        self.w
+            .open_table(JOBS)?
+            .insert((due_ms, key.as_str()), encode(job)?.as_slice())?;
+        self.w.open_table(JOB_DUE)?.insert(key.as_str(), due_ms)?;
+        Ok(())
+    }
+
+    /// Removes the job with this key, if any.
+    pub fn unschedule(&mut self, key: &str) -> Result<(), StoreError> {
+        let due = self.w.open_table(JOB_DUE)?.remove(key)?.map(|v| v.value());
+        if let Some(due) = due {
+            self.w.open_table(JOBS)?.remove((due, key))?;
+        }
+        Ok(())
+    }
+}
+
+/// A read snapshot with typed lookups.
+pub struct Reader {
+    r: ReadTransaction,
+}
+
+/// One page of sessions, newest first.
+pub struct Page {
+    pub sessions: Vec<SessionRecord>,
+    /// `created:id` of the last session, when more may follow.
+    pub next_cursor: Option<String>,
+}
+
+/// What to list.
+#[derive(Debug, Default, Clone)]
+pub struct ListQuery {
+    pub state: Option<State>,
+    pub q: Option<String>,
+    pub cursor: Option<(i64, String)>,
+    pub limit: usize,
+}
+
+/// The most prefix matches a search looks at.
+const SEARCH_CAP: usize = 1000;
+
+impl Reader {
+    pub(super) fn new(r: ReadTransaction) -> Self {
+        Reader { r }
+    }
+
+    pub fn session(&self, id: &str) -> Result<Option<SessionRecord>, StoreError> {
+        get_json(&self.r.open_table(SESSIONS)?, id)
+    }
+
+    pub fn detail(&self, id: &str) -> Result<SessionDetail, StoreError> {
+        Ok(get_json(&self.r.open_table(DETAILS)?, id)?.unwrap_or_default())
+    }
+
+    pub fn event(&self, id: &str) -> Result<Option<EventRecord>, StoreError> {
+        get_json(&self.r.open_table(EVENTS)?, id)
+    }
+
+    pub fn notification(&self, id: &str) -> Result<Option<Notification>, StoreError> {
+        get_json(&self.r.open_table(NOTIFICATIONS)?, id)
+    }
+
+    /// Jobs due at or before `now_ms`, earliest first.
+    pub fn due_jobs(&self, now_ms: u64, limit: usize) -> Result<Vec<(u64, Job)>, StoreError> {
+        let table = self.r.open_table(JOBS)?;
+        let mut out = Vec::new();
+        for entry in table.range((0u64, "")..=(now_ms, ID_MAX))? {
+            let (k, v) = entry?;
+            let (due, key) = k.value();
+            out.push((due, decode(key, v.value())?));
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// When the earliest queued job is due.
+    pub fn next_due(&self) -> Result<Option<u64>, StoreError> {
+        let table = self.r.open_table(JOBS)?;
+        Ok(table.first()?.map(|(k, _)| k.value().0))
+    }
+
+    /// Number of queued jobs.
+    pub fn queued_jobs(&self) -> Result<u64, StoreError> {
+        Ok(self.r.open_table(JOB_DUE)?.len()?)
+    }
+
+    /// Ids of every session in `state`.
+    pub fn ids_in_state(&self, state: State) -> Result<Vec<String>, StoreError> {
+        let table = self.r.open_table(BY_STATE)?;
+        let s = state.as_str();
+        let mut out = Vec::new();
+        for entry in table.range((s, i64::MIN, "")..=(s, i64::MAX, ID_MAX))? {
+            out.push(entry?.0.value().2.to_string());
+        }
+        Ok(out)
+    }
+
+    /// Sessions newest first, filtered by state and/or a search, after a cursor.
+    /// Without a search this walks an index from the cursor: no full scan.
+    pub fn list(&self, query: &ListQuery) -> Result<Page, StoreError> {
+        let limit = query.limit.max(1);
+        let before = query.cursor.clone();
+        let mut ids: Vec<(i64, String)> = Vec::with_capacity(limit + 1);
+        match (&query.q, query.state) {
+            (Some(q), _) => {
+                let mut found = self.search(q)?;
+                found.sort_by(|a, b| b.cmp(a));
+                ids.extend(
+                    found
+                        .into_iter()
+                        .filter(|k| before.as_ref().is_none_or(|c| k < c)),
+                );
+            }
+            (None, Some(state)) => {
+                let table = self.r.open_table(BY_STATE)?;
+                let s = state.as_str();
+                let upper = match &before {
+                    Some((c, id)) => std::ops::Bound::Excluded((s, *c, id.as_str())),
+                    None => std::ops::Bound::Included((s, i64::MAX, ID_MAX)),
+                };
+                let lower = std::ops::Bound::Included((s, i64::MIN, ""));
+                for entry in table.range::<(&str, i64, &str)>((lower, upper))?.rev() {
+                    let k = entry?.0;
+                    let (_, created, id) = k.value();
+                    ids.push((created, id.to_string()));
+                    if ids.len() > limit {
+                        break;
+                    }
+                }
+            }
+            (None, None) => {
+                let table = self.r.open_table(BY_CREATED)?;
+                let upper = match &before {
+                    Some((c, id)) => std::ops::Bound::Excluded((*c, id.as_str())),
+                    None => std::ops::Bound::Included((i64::MAX, ID_MAX)),
+                };
+                let lower = std::ops::Bound::Included((i64::MIN, ""));
+                for entry in table.range::<(i64, &str)>((lower, upper))?.rev() {
+                    let k = entry?.0;
+                    let (created, id) = k.value();
+                    ids.push((created, id.to_string()));
+                    if ids.len() > limit {
+                        break;
+                    }
+                }
+            }
+        }
+        let sessions_table = self.r.open_table(SESSIONS)?;
+        let mut sessions = Vec::with_capacity(limit);
+        let mut more = false;
+        for (_, id) in ids {
+            let Some(rec) = get_json::<SessionRecord>(&sessions_table, &id)? else {
+                continue;
+            };
+            if query.state.is_some_and(|s| s != rec.state) {
+                continue;
+            }
+            if sessions.len() == limit {
+                more = true;
+                break;
+            }
+            sessions.push(rec);
+        }
+        let next_cursor = if more {
+            sessions.last().map(|s| format!("{}:{}", s.created, s.id))
+        } else {
+            None
+        };
+        Ok(Page {
+            sessions,
+            next_cursor,
+        })
+    }
+
+    /// (created, id) of sessions whose id, payment intent or email starts with `q`.
+    fn search(&self, q: &str) -> Result<Vec<(i64, String)>, StoreError> {
+        let q = q.trim();
+        let mut ids: Vec<String> = Vec::new();
+        if q.starts_with("cs_") {
+            let table = self.r.open_table(SESSIONS)?;
+            for entry in table.range(q..)? {
+                let (k, _) = entry?;
+                if !k.value().starts_with(q) || ids.len() >= SEARCH_CAP {
+                    break;
+                }
+                ids.push(k.value().to_string());
+            }
+        } else if q.starts_with("pi_") {
+            let table = self.r.open_table(BY_PI)?;
+            for entry in table.range((q, "")..)? {
+                let k = entry?.0;
+                let (pi, id) = k.value();
+                if !pi.starts_with(q) || ids.len() >= SEARCH_CAP {
+                    break;
+                }
+                ids.push(id.to_string());
+            }
+        } else {
+            let lower = q.to_lowercase();
+            let table = self.r.open_table(BY_EMAIL)?;
+            for entry in table.range((lower.as_str(), "")..)? {
+                let k = entry?.0;
+                let (email, id) = k.value();
+                if !email.starts_with(lower.as_str()) || ids.len() >= SEARCH_CAP {
+                    break;
+                }
+                ids.push(id.to_string());
+            }
+        }
+        let table = self.r.open_table(SESSIONS)?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(rec) = get_json::<SessionRecord>(&table, &id)? {
+                out.push((rec.created, id));
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Parses a list cursor `created:id`.
+pub fn parse_cursor(raw: &str) -> Option<(i64, String)> {
+    let (created, id) = raw.split_once(':')?;
+    let created = created.parse().ok()?;
+    crate::model::is_session_id(id).then(|| (created, id.to_string()))
+}

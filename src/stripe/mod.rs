@@ -1,0 +1,263 @@
+//! A small typed client for the two Stripe API calls fulfillment needs:
+//! retrieve a Checkout Session with its line items, and page the line items.
+//!
+//! Retries (jittered exponential backoff) on network errors, 409, 429, 5xx
+//! and `Stripe-Should-Retry: true`; never on `Stripe-Should-Retry: false` or
+//! other 4xx. Errors say whether a later attempt may succeed.
+
+pub mod double;
+pub mod types;
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::config::Secret;
+pub use types::{Event, LineItem, List, Session};
+
+/// Attempts per API call before the error is handed to the caller (whose job
+/// queue retries much later).
+const ATTEMPTS: u32 = 3;
+/// Pages of 100 line items fetched at most (Checkout allows far fewer items).
+const MAX_PAGES: usize = 200;
+/// The in-call backoff never waits longer than this.
+const MAX_CALL_BACKOFF: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StripeError {
+    #[error("Stripe answered {status}: {message}")]
+    Api {
+        status: u16,
+        code: Option<String>,
+        message: String,
+        retryable: bool,
+    },
+    #[error("cannot reach the Stripe API: {0}")]
+    Network(String),
+    #[error("unexpected answer from the Stripe API: {0}")]
+    Decode(String),
+}
+
+impl StripeError {
+    /// Whether a later attempt may succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            StripeError::Api { retryable, .. } => *retryable,
+            StripeError::Network(_) | StripeError::Decode(_) => true,
+        }
+    }
+
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, StripeError::Api { status: 404, .. })
+    }
+}
+
+/// A session as retrieved: typed fields, plus the raw object with every line
+/// item in `line_items.data` and `has_more: false`.
+#[derive(Debug, Clone)]
+pub struct Retrieved {
+    pub session: Session,
+    pub line_items: Vec<LineItem>,
+    pub raw: Value,
+}
+
+#[derive(Clone)]
+pub struct StripeClient {
+    http: reqwest::Client,
+    base: String,
+    key: Secret,
+    version: String,
+    retry_base: Duration,
+}
+
+impl StripeClient {
+    pub fn new(
+        api_base: &str,
+        key: Secret,
+        version: &str,
+        retry_base: Duration,
+    ) -> Result<Self, StripeError> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(30))
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("fulfilld/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| StripeError::Network(e.to_string()))?;
+        Ok(StripeClient {
+            http,
+            base: api_base.trim_end_matches('/').to_string(),
+            key,
+            version: version.to_string(),
+            retry_base,
+        })
+    }
+
+    /// `GET /v1/checkout/sessions/{id}?expand[]=line_items`, then every further
+    /// page of `GET /v1/checkout/sessions/{id}/line_items` while `has_more`.
+    pub async fn retrieve_session(&self, id: &str) -> Result<Retrieved, StripeError> {
+        if !crate::model::is_session_id(id) {
+            return Err(StripeError::Api {
+                status: 400,
+                code: Some("invalid_id".into()),
+                message: "not a Checkout Session id".into(),
+                retryable: false,
+            });
+        }
+        let url = format!("{}/v1/checkout/sessions/{id}?expand%5B%5D=line_items", self.base);
+        let mut raw = self.get(&url).await?;
+        let session = Session::from_value(&raw)
+            .ok_or_else(|| StripeError::Decode("the answer is not a Checkout Session".into()))?;
+        if session.id != id {
+            return Err(StripeError::Decode(format!("asked for {id}, got {}", session.id)));
+        }
+        let first: List<LineItem> = raw
+            .get("line_items")
+            .filter(|v| v.is_object())
+            .map(|v| serde_json::from_value(v.clone()))
+            .transpose()
+            .map_err(|e| StripeError::Decode(format!("line_items: {e}")))?
+            .unwrap_or(List {
+                data: Vec::new(),
+                has_more: true,
+            });
+        let mut items_raw: Vec<Value> = raw
+            .pointer("/line_items/data")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        let mut items = first.data;
+        let mut has_more = first.has_more;
+        let mut pages = 0;
+        while has_more {
+            pages += 1;
+            if pages > MAX_PAGES {
+                return Err(StripeError::Decode("line items never end".into()));
+            }
+            let mut page_url = format!("{}/v1/checkout/sessions/{id}/line_items?limit=100", self.base);
+            if let Some(last) = items.last() {
+                page_url.push_str("&starting_after=");
+                page_url.push_str(&last.id);
+            }
+            let page_raw = self.get(&page_url).await?;
+            let page: List<LineItem> = serde_json::from_value(page_raw.clone())
+                .map_err(|e| StripeError::Decode(format!("line items page: {e}")))?;
+            if page.data.is_empty() && page.has_more {
+                return Err(StripeError::Decode("an empty page of line items claims more".into()));
+            }
+            if page.data.iter().any(|i| !is_item_id(&i.id)) {
+                return Err(StripeError::Decode("a line item has no valid id".into()));
+            }
+            items_raw.extend(page_raw.get("data").and_then(Value::as_array).cloned().unwrap_or_default());
+            items.extend(page.data);
+            has_more = page.has_more;
+        }
+        if let Some(obj) = raw.as_object_mut() {
+            let url = format!("/v1/checkout/sessions/{id}/line_items");
+            obj.insert(
+                "line_items".into(),
+                serde_json::json!({"object": "list", "data": items_raw, "has_more": false, "url": url}),
+            );
+        }
+        Ok(Retrieved {
+            session,
+            line_items: items,
+            raw,
+        })
+    }
+
+    async fn get(&self, url: &str) -> Result<Value, StripeError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let result = self.get_once(url).await;
+            match result {
+                Err(e) if e.is_retryable() && attempt < ATTEMPTS => {
+                    let delay = backoff(self.retry_base, attempt, MAX_CALL_BACKOFF);
+                    tracing::warn!(error = %e, attempt, delay_ms = delay.as_millis() as u64, "Stripe API call failed, retrying");
+                    tokio::time::sleep(delay).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn get_once(&self, url: &str) -> Result<Value, StripeError> {
+        let response = self
+            .http
+            .get(url)
+            .bearer_auth(self.key.expose())
+            .header("Stripe-Version", &self.version)
+            .send()
+            .await
+            .map_err(|e| StripeError::Network(without_url(e)))?;
+        let status = response.status().as_u16();
+        let should_retry = response
+            .headers()
+            .get("stripe-should-retry")
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v == "true");
+        let body = response.bytes().await.map_err(|e| StripeError::Network(without_url(e)))?;
+        if (200..300).contains(&status) {
+            return serde_json::from_slice(&body).map_err(|e| StripeError::Decode(e.to_string()));
+        }
+        let err: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        let message = err
+            .pointer("/error/message")
+            .and_then(Value::as_str)
+            .map(|m| m.chars().take(300).collect::<String>())
+            .unwrap_or_else(|| format!("HTTP {status}"));
+        let code = err.pointer("/error/code").and_then(Value::as_str).map(str::to_string);
+        let retryable = match should_retry {
+            Some(explicit) => explicit,
+            None => status == 409 || status == 429 || status >= 500,
+        };
+        Err(StripeError::Api {
+            status,
+            code,
+            message,
+            retryable,
+        })
+    }
+}
+
+fn is_item_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 255 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// A reqwest error without the URL (which could carry query data) in its text.
+fn without_url(e: reqwest::Error) -> String {
+    e.without_url().to_string()
+}
+
+/// Delay before retry number `attempt` (1-based): `base × 2^(attempt−1)`,
+/// capped at `max`, then scaled by a random factor in [0.5, 1].
+pub fn backoff(base: Duration, attempt: u32, max: Duration) -> Duration {
+    let exp = base.saturating_mul(1u32 << attempt.saturating_sub(1).min(30));
+    let capped = exp.min(max).as_millis() as u64;
+    let half = capped / 2;
+    let jitter = if half == 0 { 0 } else { random_u64() % (half + 1) };
+    Duration::from_millis(half + jitter)
+}
+
+fn random_u64() -> u64 {
+    getrandom::u64().unwrap_or_else(|_| crate::time::now_ms().wrapping_mul(0x9E37_79B9_7F4A_7C15))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_with_jitter_and_caps() {
+        let base = Duration::from_millis(1000);
+        for _ in 0..50 {
+            let d1 = backoff(base, 1, Duration::from_secs(3600));
+            assert!(d1 >= Duration::from_millis(500) && d1 <= Duration::from_millis(1000));
+            let d3 = backoff(base, 3, Duration::from_secs(3600));
+            assert!(d3 >= Duration::from_millis(2000) && d3 <= Duration::from_millis(4000));
+            let capped = backoff(base, 40, Duration::from_secs(10));
+            assert!(capped >= Duration::from_secs(5) && capped <= Duration::from_secs(10));
+        }
+    }
+}

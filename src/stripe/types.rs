@@ -1,0 +1,258 @@
+//! The parts of Stripe objects fulfilld reads. Parsing is lenient: unknown
+//! fields are ignored, enums are open (kept as strings), and anything
+//! optional may be missing or null.
+
+use serde::{Deserialize, Deserializer};
+use serde_json::Value;
+
+use crate::model::{DeliveryDetails, LineItemRecord};
+
+/// A webhook event (snapshot event, API v1).
+#[derive(Debug, Clone, Deserialize)]
+pub struct Event {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default, deserialize_with = "lenient")]
+    pub created: i64,
+    #[serde(default, deserialize_with = "lenient")]
+    pub livemode: bool,
+    #[serde(default, deserialize_with = "lenient")]
+    pub data: Option<EventData>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct EventData {
+    #[serde(default)]
+    pub object: Value,
+}
+
+/// The Checkout Session event types fulfilld acts on.
+pub const SESSION_COMPLETED: &str = "checkout.session.completed";
+pub const SESSION_ASYNC_SUCCEEDED: &str = "checkout.session.async_payment_succeeded";
+pub const SESSION_ASYNC_FAILED: &str = "checkout.session.async_payment_failed";
+pub const SESSION_EXPIRED: &str = "checkout.session.expired";
+
+/// A Checkout Session.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct Session {
+    pub id: String,
+    #[serde(deserialize_with = "lenient")]
+    pub livemode: bool,
+    #[serde(deserialize_with = "lenient")]
+    pub status: Option<String>,
+    #[serde(deserialize_with = "lenient")]
+    pub payment_status: Option<String>,
+    #[serde(deserialize_with = "lenient")]
+    pub amount_total: Option<i64>,
+    #[serde(deserialize_with = "lenient")]
+    pub amount_subtotal: Option<i64>,
+    #[serde(deserialize_with = "lenient")]
+    pub currency: Option<String>,
+    #[serde(deserialize_with = "lenient")]
+    pub customer_email: Option<String>,
+    #[serde(deserialize_with = "lenient")]
+    pub customer_details: Option<CustomerDetails>,
+    /// An id, or an expanded PaymentIntent object.
+    pub payment_intent: Value,
+    #[serde(deserialize_with = "lenient")]
+    pub created: i64,
+    pub collected_information: Value,
+    pub shipping_details: Value,
+    #[serde(deserialize_with = "lenient")]
+    pub line_items: Option<List<LineItem>>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct CustomerDetails {
+    #[serde(deserialize_with = "lenient")]
+    pub email: Option<String>,
+    #[serde(deserialize_with = "lenient")]
+    pub name: Option<String>,
+    pub address: Value,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct List<T> {
+    #[serde(default = "Vec::new")]
+    pub data: Vec<T>,
+    #[serde(default, deserialize_with = "lenient")]
+    pub has_more: bool,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct LineItem {
+    pub id: String,
+    #[serde(deserialize_with = "lenient")]
+    pub description: Option<String>,
+    #[serde(deserialize_with = "lenient")]
+    pub quantity: Option<i64>,
+    #[serde(deserialize_with = "lenient")]
+    pub amount_total: i64,
+    #[serde(deserialize_with = "lenient")]
+    pub amount_subtotal: i64,
+    #[serde(deserialize_with = "lenient")]
+    pub currency: Option<String>,
+    /// A Price object (or, rarely, its id).
+    pub price: Value,
+}
+
+/// A field that fails to parse becomes its default instead of failing the
+/// whole object: Stripe adds fields and values over time.
+fn lenient<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    let v = Value::deserialize(d)?;
+    Ok(T::deserialize(v).unwrap_or_default())
+}
+
+impl Session {
+    /// Parses a session object (from an event or the API), leniently.
+    pub fn from_value(v: &Value) -> Option<Session> {
+        let s: Session = serde_json::from_value(v.clone()).ok()?;
+        crate::model::is_session_id(&s.id).then_some(s)
+    }
+
+    /// "Fulfil iff payment_status != unpaid": `paid` and
+    /// `no_payment_required` both count; a missing status does not.
+    pub fn is_payable_now(&self) -> bool {
+        matches!(self.payment_status.as_deref(), Some(s) if s != "unpaid")
+    }
+
+    pub fn payment_intent_id(&self) -> Option<String> {
+        match &self.payment_intent {
+            Value::String(s) => Some(s.clone()),
+            Value::Object(o) => o.get("id").and_then(Value::as_str).map(str::to_string),
+            _ => None,
+        }
+    }
+
+    /// The buyer's email: `customer_details.email`, else the prefilled `customer_email`.
+    pub fn email(&self) -> Option<String> {
+        self.customer_details
+            .as_ref()
+            .and_then(|c| c.email.clone())
+            .or_else(|| self.customer_email.clone())
+    }
+
+    /// Name and postal address for delivery: shipping details when collected,
+    /// else the billing details.
+    pub fn delivery_details(&self) -> DeliveryDetails {
+        let shipping = [
+            self.collected_information.get("shipping_details"),
+            Some(&self.shipping_details),
+        ]
+        .into_iter()
+        .flatten()
+        .find(|v| v.is_object());
+        let (name, address) = match shipping {
+            Some(s) => (
+                s.get("name").and_then(Value::as_str).map(str::to_string),
+                s.get("address").cloned().unwrap_or(Value::Null),
+            ),
+            None => (
+                self.customer_details.as_ref().and_then(|c| c.name.clone()),
+                self.customer_details
+                    .as_ref()
+                    .map(|c| c.address.clone())
+                    .unwrap_or(Value::Null),
+            ),
+        };
+        let field = |k: &str| address.get(k).and_then(Value::as_str).filter(|s| !s.is_empty());
+        let mut address_lines: Vec<String> = ["line1", "line2"]
+            .iter()
+            .filter_map(|k| field(k).map(str::to_string))
+            .collect();
+        let city_line = [field("postal_code"), field("city"), field("state")]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join(" ");
+        if !city_line.is_empty() {
+            address_lines.push(city_line);
+        }
+        if let Some(c) = field("country") {
+            address_lines.push(c.to_string());
+        }
+        DeliveryDetails { name, address_lines }
+    }
+}
+
+impl LineItem {
+    pub fn record(&self) -> LineItemRecord {
+        let (price_id, unit_amount) = match &self.price {
+            Value::Object(p) => (
+                p.get("id").and_then(Value::as_str).map(str::to_string),
+                p.get("unit_amount").and_then(Value::as_i64),
+            ),
+            Value::String(s) => (Some(s.clone()), None),
+            _ => (None, None),
+        };
+        LineItemRecord {
+            id: self.id.clone(),
+            description: self.description.clone(),
+            quantity: self.quantity,
+            amount_total: self.amount_total,
+            amount_subtotal: self.amount_subtotal,
+            currency: self.currency.clone(),
+            price_id,
+            unit_amount,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(path: &str) -> Value {
+        let full = format!("{}/tests/fixtures/stripe/{path}", env!("CARGO_MANIFEST_DIR"));
+        serde_json::from_str(&std::fs::read_to_string(full).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn parses_the_shared_event_and_session_fixtures() {
+        let raw = fixture("synthetic/checkout.session.completed.event.json");
+        let event: Event = serde_json::from_value(raw.clone()).unwrap();
+        assert_eq!(event.kind, SESSION_COMPLETED);
+        let s = Session::from_value(&event.data.unwrap().object).unwrap();
+        assert!(s.is_payable_now());
+        assert_eq!(s.amount_total, Some(3000));
+        assert_eq!(s.email().as_deref(), Some("jenny.rosen@example.com"));
+        assert_eq!(s.payment_intent_id().as_deref(), Some("pi_3TestPaymentIntent0001"));
+        let d = s.delivery_details();
+        assert_eq!(d.name.as_deref(), Some("Jenny Rosen"));
+        assert_eq!(d.address_lines[0], "510 Townsend St");
+
+        let session = Session::from_value(&fixture("openapi-fixtures3/checkout.session.json")).unwrap();
+        assert!(!session.is_payable_now());
+        assert_eq!(session.amount_total, None);
+
+        let items: List<LineItem> =
+            serde_json::from_value(fixture("synthetic/checkout.session.line_items.list.json")).unwrap();
+        assert_eq!(items.data.len(), 1);
+        assert!(items.data[0].record().price_id.is_some());
+    }
+
+    #[test]
+    fn unknown_values_and_wrong_types_do_not_fail_parsing() {
+        let v = serde_json::json!({
+            "id": "cs_test_x", "payment_status": "something_new", "amount_total": "oops",
+            "status": 7, "brand_new_field": {"a": 1}, "line_items": null
+        });
+        let s = Session::from_value(&v).unwrap();
+        assert_eq!(s.payment_status.as_deref(), Some("something_new"));
+        assert_eq!(s.amount_total, None);
+        assert_eq!(s.status, None);
+        assert!(Session::from_value(&serde_json::json!({"id": "pi_123"})).is_none());
+        let paid = |p: &str| Session { payment_status: Some(p.into()), ..Default::default() };
+        assert!(paid("paid").is_payable_now());
+        assert!(paid("no_payment_required").is_payable_now());
+        assert!(!paid("unpaid").is_payable_now());
+    }
+}

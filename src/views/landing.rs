@@ -1,0 +1,202 @@
+//! The Checkout landing page (`success_url`): what the customer sees.
+
+use maud::{Markup, html};
+
+use super::page;
+use crate::{
+    model::{SessionDetail, SessionRecord},
+    money,
+};
+
+/// Which page to show.
+pub enum Landing<'a> {
+    /// Paid and recorded: the receipt.
+    Receipt(&'a SessionRecord, &'a SessionDetail),
+    /// Completed, waiting for a delayed payment (ACH, SEPA…).
+    PaymentProcessing(&'a SessionRecord),
+    /// Paid, but fulfillment is still under way.
+    InProgress,
+    PaymentFailed(&'a SessionRecord),
+    Expired,
+    NotFound,
+    BadRequest,
+    Unavailable,
+}
+
+/// Shows an email as `j•••@example.com`: enough for the customer to recognise,
+/// not enough to harvest from a shared link.
+pub fn mask_email(email: &str) -> String {
+    match email.split_once('@') {
+        Some((local, domain)) => {
+            let first: String = local.chars().take(1).collect();
+            format!("{first}•••@{domain}")
+        }
+        None => "•••".into(),
+    }
+}
+
+fn amount(rec: &SessionRecord) -> Option<String> {
+    Some(money::format(rec.amount_total?, rec.currency.as_deref()?))
+}
+
+pub fn render(view: &Landing<'_>) -> Markup {
+    match view {
+        Landing::Receipt(rec, detail) => receipt(rec, detail),
+        Landing::PaymentProcessing(rec) => page(
+            "Payment processing",
+            Some(15),
+            html! {
+                div class="badge badge-wait" { "Payment processing" }
+                h1 { "Thanks, your order is in" }
+                p { "Your payment is still being processed by your bank. This can take a few business days for bank debits." }
+                @if let Some(a) = amount(rec) { p { "Amount: " strong { (a) } } }
+                @if let Some(e) = &rec.customer_email {
+                    p { "We will email " strong { (mask_email(e)) } " as soon as it clears and your order is on its way." }
+                } @else {
+                    p { "We will let you know as soon as it clears and your order is on its way." }
+                }
+                p class="muted" { "You can close this page." }
+            },
+        ),
+        Landing::InProgress => page(
+            "Finishing your order",
+            Some(3),
+            html! {
+                div class="badge badge-wait" { "Processing" }
+                h1 { "Thanks! We are finishing your order" }
+                p { "Your payment went through and we are preparing your order. This page refreshes by itself." }
+            },
+        ),
+        Landing::PaymentFailed(rec) => page(
+            "Payment failed",
+            None,
+            html! {
+                div class="badge badge-bad" { "Payment failed" }
+                h1 { "Your payment did not go through" }
+                p {
+                    "Your bank reported that the payment"
+                    @if let Some(a) = amount(rec) { " of " strong { (a) } }
+                    " failed, so your order has not been placed and you have not been charged."
+                }
+                p { "Please try again with another payment method, or contact us if you think this is a mistake." }
+            },
+        ),
+        Landing::Expired => page(
+            "Checkout expired",
+            None,
+            html! {
+                div class="badge badge-bad" { "Expired" }
+                h1 { "This checkout has expired" }
+                p { "No payment was taken. Please start your order again." }
+            },
+        ),
+        Landing::NotFound => page(
+            "Order not found",
+            None,
+            html! {
+                h1 { "We could not find that order" }
+                p { "The link may be incomplete. If you just paid, please use the link from your confirmation email or contact us." }
+            },
+        ),
+        Landing::BadRequest => page(
+            "Invalid link",
+            None,
+            html! {
+                h1 { "This link is not valid" }
+                p { "The order reference in the address is missing or malformed." }
+            },
+        ),
+        Landing::Unavailable => page(
+            "Please try again",
+            Some(10),
+            html! {
+                h1 { "We could not load your order just now" }
+                p { "If you have paid, your payment is safe and your order will be processed. This page will try again shortly." }
+            },
+        ),
+    }
+}
+
+fn receipt(rec: &SessionRecord, detail: &SessionDetail) -> Markup {
+    let currency = rec.currency.clone().unwrap_or_else(|| "usd".into());
+    let delivery = &detail.delivery_details;
+    page(
+        "Thank you for your order",
+        None,
+        html! {
+            div class="badge badge-ok" { "Paid" }
+            h1 { "Thank you for your order" }
+            @if let Some(e) = &rec.customer_email {
+                p class="muted" { "A confirmation goes to " (mask_email(e)) "." }
+            }
+            table class="items" {
+                thead { tr { th { "Item" } th class="num" { "Qty" } th class="num" { "Amount" } } }
+                tbody {
+                    @for item in &detail.line_items {
+                        tr {
+                            td { (item.description.as_deref().unwrap_or("Item")) }
+                            td class="num" { (item.quantity.unwrap_or(1)) }
+                            td class="num" { (money::format(item.amount_total, item.currency.as_deref().unwrap_or(&currency))) }
+                        }
+                    }
+                }
+                tfoot {
+                    @if let (Some(sub), Some(total)) = (detail.amount_subtotal, rec.amount_total) {
+                        @if sub != total {
+                            tr { td colspan="2" { "Subtotal" } td class="num" { (money::format(sub, &currency)) } }
+                        }
+                    }
+                    @if let Some(total) = rec.amount_total {
+                        tr class="total" { td colspan="2" { "Total" } td class="num" { (money::format(total, &currency)) } }
+                    }
+                }
+            }
+            @if delivery.name.is_some() || !delivery.address_lines.is_empty() {
+                h2 { "Delivery details" }
+                address {
+                    @if let Some(n) = &delivery.name { (n) br; }
+                    @for line in &delivery.address_lines { (line) br; }
+                }
+            }
+            p class="muted small" { "Order reference: " code { (rec.id) } }
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{LineItemRecord, State};
+
+    #[test]
+    fn receipt_escapes_customer_controlled_text() {
+        let mut rec = SessionRecord::new("cs_test_x", 0, 0);
+        rec.state = State::Fulfilled;
+        rec.amount_total = Some(1234);
+        rec.currency = Some("eur".into());
+        rec.customer_email = Some("<img src=x onerror=alert(1)>@x.test".into());
+        let mut detail = SessionDetail::default();
+        detail.line_items.push(LineItemRecord {
+            id: "li_1".into(),
+            description: Some("<script>alert(1)</script>".into()),
+            quantity: Some(2),
+            amount_total: 1234,
+            amount_subtotal: 1234,
+            currency: Some("eur".into()),
+            price_id: None,
+            unit_amount: Some(617),
+        });
+        detail.delivery_details.name = Some("</address><script>x</script>".into());
+        let html = render(&Landing::Receipt(&rec, &detail)).into_string();
+        assert!(!html.contains("<script>"), "{html}");
+        assert!(!html.contains("<img"), "{html}");
+        assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
+        assert!(html.contains("€12.34"));
+    }
+
+    #[test]
+    fn masks_emails() {
+        assert_eq!(mask_email("jenny@example.com"), "j•••@example.com");
+        assert_eq!(mask_email("nope"), "•••");
+    }
+}

@@ -1,0 +1,162 @@
+//! The job runner: takes due jobs from the durable queue and runs them, a few
+//! at a time. A job leaves the queue only when its work has settled (the
+//! session moved on, or the job was rescheduled), so a crash at any point
+//! leaves it there for the next process.
+
+use std::{
+    collections::HashSet,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use tokio::{sync::Semaphore, task::JoinSet};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    fulfill::{FulfillOptions, Fulfiller},
+    model::Job,
+    store::StoreError,
+    time::now_ms,
+};
+
+/// Jobs run at once. Stripe allows 25 API requests per second per endpoint by
+/// default; a handful of concurrent fulfillments stays well inside that.
+pub const CONCURRENCY: usize = 4;
+/// Longest sleep when the queue has nothing due (new work wakes it sooner).
+const IDLE: Duration = Duration::from_secs(1);
+/// Pause after the queue itself could not be read.
+const ON_ERROR: Duration = Duration::from_secs(1);
+
+pub struct Worker {
+    fulfiller: Arc<Fulfiller>,
+    permits: Arc<Semaphore>,
+    in_flight: Arc<Mutex<HashSet<String>>>,
+}
+
+impl Worker {
+    pub fn new(fulfiller: Arc<Fulfiller>) -> Self {
+        Worker {
+            fulfiller,
+            permits: Arc::new(Semaphore::new(CONCURRENCY)),
+            in_flight: Arc::default(),
+        }
+    }
+
+    /// Runs jobs until `stop` is cancelled, then waits for the jobs it started.
+    pub async fn run_until_stopped(self, stop: CancellationToken) {
+        let wake = self.fulfiller.wake_handle();
+        let mut running = JoinSet::new();
+        loop {
+            while running.try_join_next().is_some() {}
+            let wait = match self.start_due(&mut running).await {
+                // Everything due is already running; its end wakes us.
+                Ok((0, true)) => IDLE,
+                Ok((0, false)) => self.until_next_due().await,
+                Ok(_) => Duration::ZERO,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot read the job queue");
+                    ON_ERROR
+                }
+            };
+            if wait.is_zero() {
+                // Wait for a free slot before looking again.
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    p = self.permits.clone().acquire_owned() => drop(p),
+                }
+                continue;
+            }
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = wake.notified() => {}
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+        while running.join_next().await.is_some() {}
+    }
+
+    async fn until_next_due(&self) -> Duration {
+        match self.fulfiller.store().read(|r| r.next_due()).await {
+            Ok(Some(due)) => Duration::from_millis(due.saturating_sub(now_ms())).clamp(Duration::from_millis(5), IDLE),
+            _ => IDLE,
+        }
+    }
+
+    /// Starts every due job not already running, as far as permits allow.
+    /// Returns how many it started, and whether some due job was already running.
+    async fn start_due(&self, running: &mut JoinSet<()>) -> Result<(usize, bool), StoreError> {
+        let due = self.fulfiller.store().read(|r| r.due_jobs(now_ms(), 64)).await?;
+        let mut started = 0;
+        let mut busy = false;
+        for (due_ms, job) in due {
+            let key = job.key();
+            let Ok(permit) = self.permits.clone().try_acquire_owned() else {
+                break;
+            };
+            if !self.lock_key(&key) {
+                busy = true;
+                continue;
+            }
+            let fulfiller = self.fulfiller.clone();
+            let in_flight = self.in_flight.clone();
+            running.spawn(async move {
+                run_job(&fulfiller, &job, due_ms).await;
+                in_flight.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
+                drop(permit);
+                fulfiller.wake_handle().notify_one();
+            });
+            started += 1;
+        }
+        Ok((started, busy))
+    }
+
+    fn lock_key(&self, key: &str) -> bool {
+        self.in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key.to_string())
+    }
+}
+
+/// Runs one job to its next resting point. Public so tests and tools can
+/// drive the queue without the loop.
+pub async fn run_job(fulfiller: &Fulfiller, job: &Job, due_ms: u64) {
+    match job {
+        Job::Fulfill { session_id, trigger } => {
+            match fulfiller
+                .fulfill_checkout(session_id, *trigger, FulfillOptions::default())
+                .await
+            {
+                Ok(outcome) => {
+                    tracing::debug!(session = %session_id, state = outcome.state.as_str(), "job done");
+                }
+                Err(e) => {
+                    tracing::error!(session = %session_id, error = %e, "fulfillment job could not record its outcome");
+                    return;
+                }
+            }
+        }
+        Job::Deliver { notification_id, .. } => {
+            if let Err(e) = fulfiller.deliver_notification(job).await {
+                tracing::error!(notification = %notification_id, error = %e, "notification job could not record its outcome");
+            }
+            return;
+        }
+    }
+    // A job whose due time nobody moved has nothing left to do (the session
+    // was already settled when it ran); anything that still needs work has
+    // been rescheduled, with a different due time.
+    let key = job.key();
+    let result = fulfiller
+        .store()
+        .write(move |tx| {
+            if tx.job_due(&key)? == Some(due_ms) {
+                tx.unschedule(&key)?;
+            }
+            Ok(())
+        })
+        .await;
+    if let Err(e) = result {
+        tracing::error!(error = %e, "cannot remove a finished job");
+    }
+}

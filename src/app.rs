@@ -64,9 +64,13 @@ impl Application {
             Duration::from_millis(config.jobs.retry_base_ms),
         )
         .map_err(|e| AppError::Setup(e.to_string()))?;
-        let callback = match (&config.fulfillment.callback_url, &config.fulfillment.callback_secret) {
+        let callback = match (
+            &config.fulfillment.callback_url,
+            &config.fulfillment.callback_secret,
+        ) {
             (Some(url), Some(secret)) => Some(
-                CallbackSender::new(url, secret.expose()).map_err(|e| AppError::Setup(e.to_string()))?,
+                CallbackSender::new(url, secret.expose())
+                    .map_err(|e| AppError::Setup(e.to_string()))?,
             ),
             _ => None,
         };
@@ -114,7 +118,8 @@ impl Application {
 
     pub async fn run_until_stopped(self) -> Result<(), AppError> {
         let stop = self.stop.clone();
-        let worker = tokio::spawn(Worker::new(self.fulfiller.clone()).run_until_stopped(stop.clone()));
+        let worker =
+            tokio::spawn(Worker::new(self.fulfiller.clone()).run_until_stopped(stop.clone()));
         let acceptor = TcpAcceptor::from_tokio(self.listener)?;
         tracing::info!(addr = %self.addr, "listening");
         let served = Server::new_with_acceptor(acceptor)

@@ -56,7 +56,14 @@ impl Secret {
         let prefix = &s[..prefix_end];
         let rest = &s[prefix_end..];
         if rest.chars().count() >= 16 {
-            let tail: String = rest.chars().rev().take(4).collect::<Vec<_>>().into_iter().rev().collect();
+            let tail: String = rest
+                .chars()
+                .rev()
+                .take(4)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect();
             format!("{prefix}…{tail}")
         } else {
             format!("{prefix}****")
@@ -135,7 +142,7 @@ fn split_secrets(raw: &str) -> Vec<Secret> {
         .collect()
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub server: ServerConfig,
@@ -178,7 +185,7 @@ pub struct StripeConfig {
     pub api_version: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -197,7 +204,7 @@ pub struct AdminConfig {
     pub api_token_file: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FulfillmentConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -209,7 +216,7 @@ pub struct FulfillmentConfig {
     pub receipt_email: bool,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SmtpConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -220,7 +227,7 @@ pub struct SmtpConfig {
     pub from: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct NotificationsConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -255,22 +262,6 @@ pub struct JobsConfig {
     pub lease_secs: u64,
 }
 
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            server: ServerConfig::default(),
-            storage: StorageConfig::default(),
-            stripe: StripeConfig::default(),
-            admin: AdminConfig::default(),
-            fulfillment: FulfillmentConfig::default(),
-            smtp: SmtpConfig::default(),
-            notifications: NotificationsConfig::default(),
-            log: LogConfig::default(),
-            jobs: JobsConfig::default(),
-        }
-    }
-}
-
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
@@ -298,52 +289,6 @@ impl Default for StripeConfig {
             api_base: "https://api.stripe.com".into(),
             tolerance_secs: 300,
             api_version: DEFAULT_STRIPE_API_VERSION.into(),
-        }
-    }
-}
-
-impl Default for AdminConfig {
-    fn default() -> Self {
-        AdminConfig {
-            username: None,
-            password: None,
-            password_file: None,
-            password_hash: None,
-            password_hash_file: None,
-            api_token: None,
-            api_token_file: None,
-        }
-    }
-}
-
-impl Default for FulfillmentConfig {
-    fn default() -> Self {
-        FulfillmentConfig {
-            callback_url: None,
-            callback_secret: None,
-            callback_secret_file: None,
-            receipt_email: false,
-        }
-    }
-}
-
-impl Default for SmtpConfig {
-    fn default() -> Self {
-        SmtpConfig {
-            url: None,
-            url_file: None,
-            from: None,
-        }
-    }
-}
-
-impl Default for NotificationsConfig {
-    fn default() -> Self {
-        NotificationsConfig {
-            merchant_email: None,
-            webhook_url: None,
-            webhook_url_file: None,
-            retry_url: None,
         }
     }
 }
@@ -399,13 +344,17 @@ impl Config {
     /// Only `server.listen`, without requiring secrets (for `healthcheck`).
     pub fn listen_from(source: &ConfigSource) -> Result<SocketAddr, ConfigError> {
         let figment = Self::layers(source, Env::prefixed("FULFILLD_"))?;
-        let config: Config = figment.extract().map_err(|e| ConfigError::Load(Box::new(e)))?;
+        let config: Config = figment
+            .extract()
+            .map_err(|e| ConfigError::Load(Box::new(e)))?;
         config.listen_addr()
     }
 
     /// Extracts and checks a configuration from any figment (tests use TOML strings).
     pub fn from_figment(figment: Figment) -> Result<Config, ConfigError> {
-        let mut config: Config = figment.extract().map_err(|e| ConfigError::Load(Box::new(e)))?;
+        let mut config: Config = figment
+            .extract()
+            .map_err(|e| ConfigError::Load(Box::new(e)))?;
         config.read_secret_files()?;
         config.validate()?;
         Ok(config)
@@ -425,11 +374,18 @@ impl Config {
                         format!("give either {key} or {key}_file, not both"),
                     ));
                 }
-                *value = Some(Secret::new(read_secret_file(&format!("{key}_file"), &path)?));
+                *value = Some(Secret::new(read_secret_file(
+                    &format!("{key}_file"),
+                    &path,
+                )?));
             }
             Ok(())
         }
-        take("stripe.secret_key", &mut self.stripe.secret_key, &mut self.stripe.secret_key_file)?;
+        take(
+            "stripe.secret_key",
+            &mut self.stripe.secret_key,
+            &mut self.stripe.secret_key_file,
+        )?;
         if let Some(path) = self.stripe.webhook_secrets_file.take() {
             if !self.stripe.webhook_secrets.is_empty() {
                 return Err(ConfigError::invalid(
@@ -440,13 +396,21 @@ impl Config {
             let raw = read_secret_file("stripe.webhook_secrets_file", &path)?;
             self.stripe.webhook_secrets = split_secrets(&raw);
         }
-        take("admin.password", &mut self.admin.password, &mut self.admin.password_file)?;
+        take(
+            "admin.password",
+            &mut self.admin.password,
+            &mut self.admin.password_file,
+        )?;
         take(
             "admin.password_hash",
             &mut self.admin.password_hash,
             &mut self.admin.password_hash_file,
         )?;
-        take("admin.api_token", &mut self.admin.api_token, &mut self.admin.api_token_file)?;
+        take(
+            "admin.api_token",
+            &mut self.admin.api_token,
+            &mut self.admin.api_token_file,
+        )?;
         take(
             "fulfillment.callback_secret",
             &mut self.fulfillment.callback_secret,
@@ -496,7 +460,10 @@ impl Config {
         {
             return Err(ConfigError::invalid(
                 "stripe.webhook_secrets",
-                format!("entry {} must be a signing secret starting with whsec_", i + 1),
+                format!(
+                    "entry {} must be a signing secret starting with whsec_",
+                    i + 1
+                ),
             ));
         }
         check_url("stripe.api_base", &self.stripe.api_base)?;
@@ -507,7 +474,10 @@ impl Config {
             ));
         }
         if self.stripe.api_version.trim().is_empty() {
-            return Err(ConfigError::invalid("stripe.api_version", "must not be empty"));
+            return Err(ConfigError::invalid(
+                "stripe.api_version",
+                "must not be empty",
+            ));
         }
         match self.admin.username.as_deref() {
             None | Some("") => return Err(ConfigError::invalid("admin.username", "is required")),
@@ -527,7 +497,10 @@ impl Config {
                 ));
             }
             (Some(p), None) if p.expose().chars().count() < 8 => {
-                return Err(ConfigError::invalid("admin.password", "must be at least 8 characters"));
+                return Err(ConfigError::invalid(
+                    "admin.password",
+                    "must be at least 8 characters",
+                ));
             }
             (None, Some(h)) if !h.expose().starts_with("$argon2") => {
                 return Err(ConfigError::invalid(
@@ -540,7 +513,10 @@ impl Config {
         if let Some(t) = &self.admin.api_token
             && t.expose().len() < 16
         {
-            return Err(ConfigError::invalid("admin.api_token", "must be at least 16 characters"));
+            return Err(ConfigError::invalid(
+                "admin.api_token",
+                "must be at least 16 characters",
+            ));
         }
         if let Some(url) = &self.fulfillment.callback_url {
             check_url("fulfillment.callback_url", url)?;
@@ -553,19 +529,29 @@ impl Config {
                 }
                 Some(s) => {
                     signature::standard_webhooks_key(s.expose()).map_err(|e| {
-                        ConfigError::invalid("fulfillment.callback_secret", format!("{e} (expected whsec_<base64 key>)"))
+                        ConfigError::invalid(
+                            "fulfillment.callback_secret",
+                            format!("{e} (expected whsec_<base64 key>)"),
+                        )
                     })?;
                 }
             }
         }
         if let Some(url) = &self.smtp.url {
-            let parsed = reqwest::Url::parse(url.expose())
-                .map_err(|_| ConfigError::invalid("smtp.url", "is not a URL (smtp://host:port or smtps://…)"))?;
+            let parsed = reqwest::Url::parse(url.expose()).map_err(|_| {
+                ConfigError::invalid("smtp.url", "is not a URL (smtp://host:port or smtps://…)")
+            })?;
             if !matches!(parsed.scheme(), "smtp" | "smtps") {
-                return Err(ConfigError::invalid("smtp.url", "scheme must be smtp or smtps"));
+                return Err(ConfigError::invalid(
+                    "smtp.url",
+                    "scheme must be smtp or smtps",
+                ));
             }
             if self.smtp.from.is_none() {
-                return Err(ConfigError::invalid("smtp.from", "is required when smtp.url is set"));
+                return Err(ConfigError::invalid(
+                    "smtp.from",
+                    "is required when smtp.url is set",
+                ));
             }
         }
         if let Some(url) = &self.notifications.webhook_url {
@@ -576,22 +562,30 @@ impl Config {
         }
         let jobs = &self.jobs;
         if jobs.retry_base_ms == 0 {
-            return Err(ConfigError::invalid("jobs.retry_base_ms", "must be greater than 0"));
+            return Err(ConfigError::invalid(
+                "jobs.retry_base_ms",
+                "must be greater than 0",
+            ));
         }
         if jobs.retry_max_secs == 0 {
-            return Err(ConfigError::invalid("jobs.retry_max_secs", "must be greater than 0"));
+            return Err(ConfigError::invalid(
+                "jobs.retry_max_secs",
+                "must be greater than 0",
+            ));
         }
         if jobs.lease_secs == 0 {
-            return Err(ConfigError::invalid("jobs.lease_secs", "must be greater than 0"));
+            return Err(ConfigError::invalid(
+                "jobs.lease_secs",
+                "must be greater than 0",
+            ));
         }
         Ok(())
     }
 
     pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
-        self.server
-            .listen
-            .parse()
-            .map_err(|_| ConfigError::invalid("server.listen", "must be an address like 127.0.0.1:4242"))
+        self.server.listen.parse().map_err(|_| {
+            ConfigError::invalid("server.listen", "must be an address like 127.0.0.1:4242")
+        })
     }
 
     /// Warnings about settings that are valid but probably wrong.
@@ -616,7 +610,8 @@ impl Config {
 
     /// The configuration as TOML with every secret masked.
     pub fn masked_toml(&self) -> String {
-        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot print configuration: {e}\n"))
+        toml::to_string_pretty(self)
+            .unwrap_or_else(|e| format!("# cannot print configuration: {e}\n"))
     }
 }
 
@@ -625,13 +620,17 @@ fn read_secret_file(key: &str, path: &Path) -> Result<String, ConfigError> {
         .map_err(|e| ConfigError::invalid(key, format!("cannot read {}: {e}", path.display())))?;
     let value = raw.trim().to_string();
     if value.is_empty() {
-        return Err(ConfigError::invalid(key, format!("{} is empty", path.display())));
+        return Err(ConfigError::invalid(
+            key,
+            format!("{} is empty", path.display()),
+        ));
     }
     Ok(value)
 }
 
 fn check_url(key: &str, value: &str) -> Result<(), ConfigError> {
-    let url = reqwest::Url::parse(value).map_err(|_| ConfigError::invalid(key, "is not a valid URL"))?;
+    let url =
+        reqwest::Url::parse(value).map_err(|_| ConfigError::invalid(key, "is not a valid URL"))?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err(ConfigError::invalid(key, "must be an http or https URL"));
     }
@@ -676,9 +675,13 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_named() {
-        let err = parse(&format!("{GOOD}\n[server]\nlisten_port = 1\n")).unwrap_err().to_string();
+        let err = parse(&format!("{GOOD}\n[server]\nlisten_port = 1\n"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("listen_port"), "{err}");
-        let err = parse(&format!("{GOOD}\n[serverr]\n")).unwrap_err().to_string();
+        let err = parse(&format!("{GOOD}\n[serverr]\n"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("serverr"), "{err}");
     }
 
@@ -687,17 +690,28 @@ mod tests {
         let cases = [
             (GOOD.replace("sk_test_", "pk_test_"), "stripe.secret_key"),
             (GOOD.replace("whsec_two", "two"), "stripe.webhook_secrets"),
-            (GOOD.replace("correct horse battery", "short"), "admin.password"),
-            (format!("{GOOD}\n[server]\nlisten = \"nope\"\n"), "server.listen"),
+            (
+                GOOD.replace("correct horse battery", "short"),
+                "admin.password",
+            ),
+            (
+                format!("{GOOD}\n[server]\nlisten = \"nope\"\n"),
+                "server.listen",
+            ),
             (
                 format!("{GOOD}\n[fulfillment]\ncallback_url = \"http://x.test/cb\"\n"),
                 "fulfillment.callback_secret",
             ),
             (
-                format!("{GOOD}\n[fulfillment]\ncallback_url = \"http://x.test/cb\"\ncallback_secret = \"whsec_%%%\"\n"),
+                format!(
+                    "{GOOD}\n[fulfillment]\ncallback_url = \"http://x.test/cb\"\ncallback_secret = \"whsec_%%%\"\n"
+                ),
                 "fulfillment.callback_secret",
             ),
-            (format!("{GOOD}\n[smtp]\nurl = \"smtp://localhost:25\"\n"), "smtp.from"),
+            (
+                format!("{GOOD}\n[smtp]\nurl = \"smtp://localhost:25\"\n"),
+                "smtp.from",
+            ),
         ];
         for (raw, key) in cases {
             let err = parse(&raw).unwrap_err().to_string();
@@ -717,7 +731,10 @@ mod tests {
             &format!("secret_key_file = {:?}", key.display().to_string()),
         );
         let c = parse(&raw).unwrap();
-        assert_eq!(c.stripe.secret_key.as_ref().unwrap().expose(), "sk_live_abcdefghijklmnopqrstuvwxyz");
+        assert_eq!(
+            c.stripe.secret_key.as_ref().unwrap().expose(),
+            "sk_live_abcdefghijklmnopqrstuvwxyz"
+        );
         let printed = c.masked_toml();
         assert!(printed.contains("sk_live_…wxyz"), "{printed}");
         assert!(!printed.contains("abcdefghijklmnop"), "{printed}");
@@ -728,9 +745,13 @@ mod tests {
 
     #[test]
     fn env_overrides_file_and_lists_split_on_commas() {
+        #[allow(clippy::result_large_err)]
         figment::Jail::expect_with(|jail| {
             jail.create_file("c.toml", GOOD)?;
-            jail.set_env("FULFILLD_STRIPE__WEBHOOK_SECRETS", "whsec_a,whsec_b,whsec_c");
+            jail.set_env(
+                "FULFILLD_STRIPE__WEBHOOK_SECRETS",
+                "whsec_a,whsec_b,whsec_c",
+            );
             jail.set_env("FULFILLD_ADMIN__PASSWORD", "12345678");
             jail.set_env("FULFILLD_CONFIG", "c.toml");
             let c = Config::load(&ConfigSource {

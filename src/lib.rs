@@ -4,15 +4,15 @@
 //! `time`, `money`, `signature`, `config`, `model` → `store`, `stripe` →
 //! `fulfill` → `worker` → `views` → `http` → `app`.
 
+pub mod app;
 pub mod config;
+pub mod fulfill;
+pub mod http;
 pub mod model;
 pub mod money;
 pub mod signature;
 pub mod store;
-pub mod time;
 pub mod stripe;
-pub mod fulfill;
-pub mod worker;
+pub mod time;
 pub mod views;
-pub mod http;
-pub mod app;
+pub mod worker;

@@ -10,7 +10,11 @@ use fulfilld::{
 };
 
 #[derive(Parser)]
-#[command(name = "fulfilld", version, about = "Exactly-once fulfillment of Stripe Checkout Sessions")]
+#[command(
+    name = "fulfilld",
+    version,
+    about = "Exactly-once fulfillment of Stripe Checkout Sessions"
+)]
 struct Cli {
     /// Configuration file (default ./config.toml, optional)
     #[arg(long, global = true, env = "FULFILLD_CONFIG", value_name = "PATH")]
@@ -86,7 +90,9 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,poem=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),

@@ -241,7 +241,10 @@ pub struct EventRecord {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Job {
     /// Run `fulfill_checkout` for a session.
-    Fulfill { session_id: String, trigger: Trigger },
+    Fulfill {
+        session_id: String,
+        trigger: Trigger,
+    },
     /// Deliver a stored notification (a `checkout.payment_failed` callback).
     Deliver {
         session_id: String,
@@ -256,7 +259,9 @@ impl Job {
     pub fn key(&self) -> String {
         match self {
             Job::Fulfill { session_id, .. } => format!("fulfill:{session_id}"),
-            Job::Deliver { notification_id, .. } => format!("deliver:{notification_id}"),
+            Job::Deliver {
+                notification_id, ..
+            } => format!("deliver:{notification_id}"),
         }
     }
 }

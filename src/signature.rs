@@ -97,9 +97,9 @@ pub fn verify_stripe(
     for (index, secret) in secrets.iter().enumerate() {
         let expected = stripe_v1(secret.as_ref(), timestamp, body);
         // Check every candidate so the time taken does not depend on which matched.
-        let hit = candidates
-            .iter()
-            .fold(false, |acc, c| acc | ct_eq(expected.as_bytes(), c.as_bytes()));
+        let hit = candidates.iter().fold(false, |acc, c| {
+            acc | ct_eq(expected.as_bytes(), c.as_bytes())
+        });
         if hit && matched.is_none() {
             matched = Some(index);
         }
@@ -154,7 +154,12 @@ pub fn standard_webhooks_key(secret: &str) -> Result<Vec<u8>, SecretError> {
 
 /// The `webhook-signature` header value of the Standard Webhooks scheme:
 /// `v1,<base64 HMAC-SHA256(key, "{msg_id}.{timestamp}.{body}")>`.
-pub fn standard_webhooks_signature(key: &[u8], msg_id: &str, timestamp: i64, body: &[u8]) -> String {
+pub fn standard_webhooks_signature(
+    key: &[u8],
+    msg_id: &str,
+    timestamp: i64,
+    body: &[u8],
+) -> String {
     let mut mac = HmacSha256::new_from_slice(key).expect("HMAC takes any key length");
     mac.update(msg_id.as_bytes());
     mac.update(b".");
@@ -213,7 +218,13 @@ mod tests {
     /// The verdict the webhook endpoint gives: signature first, then JSON.
     fn verdict(v: &Vector) -> String {
         let header = (!v.header.is_empty()).then_some(v.header.as_str());
-        match verify_stripe(header, v.payload.as_bytes(), &[&v.secret], v.tolerance, v.now) {
+        match verify_stripe(
+            header,
+            v.payload.as_bytes(),
+            &[&v.secret],
+            v.tolerance,
+            v.now,
+        ) {
             Err(r) => r.as_str().to_string(),
             Ok(_) => match serde_json::from_slice::<serde_json::Value>(v.payload.as_bytes()) {
                 Ok(_) => "ok".to_string(),
@@ -237,7 +248,8 @@ mod tests {
     fn any_of_several_secrets_may_match() {
         let body = br#"{"id":"evt_1"}"#;
         let header = stripe_header("whsec_new", 100, body);
-        let got = verify_stripe(Some(&header), body, &["whsec_old", "whsec_new"], 300, 100).unwrap();
+        let got =
+            verify_stripe(Some(&header), body, &["whsec_old", "whsec_new"], 300, 100).unwrap();
         assert_eq!(got.secret_index, 1);
         assert_eq!(
             verify_stripe(Some(&header), body, &["whsec_old"], 300, 100),
@@ -248,7 +260,11 @@ mod tests {
     #[test]
     fn hand_checkable_vector() {
         assert_eq!(
-            stripe_v1("whsec_test_secret", 1492774577, br#"{"id":"evt_test_webhook","object":"event"}"#),
+            stripe_v1(
+                "whsec_test_secret",
+                1492774577,
+                br#"{"id":"evt_test_webhook","object":"event"}"#
+            ),
             "88a022085c6bdb887b02cb26ff76dd681234d9675c0f22844059f55552a8883a"
         );
     }

@@ -77,7 +77,8 @@ impl Worker {
 
     async fn until_next_due(&self) -> Duration {
         match self.fulfiller.store().read(|r| r.next_due()).await {
-            Ok(Some(due)) => Duration::from_millis(due.saturating_sub(now_ms())).clamp(Duration::from_millis(5), IDLE),
+            Ok(Some(due)) => Duration::from_millis(due.saturating_sub(now_ms()))
+                .clamp(Duration::from_millis(5), IDLE),
             _ => IDLE,
         }
     }
@@ -85,7 +86,11 @@ impl Worker {
     /// Starts every due job not already running, as far as permits allow.
     /// Returns how many it started, and whether some due job was already running.
     async fn start_due(&self, running: &mut JoinSet<()>) -> Result<(usize, bool), StoreError> {
-        let due = self.fulfiller.store().read(|r| r.due_jobs(now_ms(), 64)).await?;
+        let due = self
+            .fulfiller
+            .store()
+            .read(|r| r.due_jobs(now_ms(), 64))
+            .await?;
         let mut started = 0;
         let mut busy = false;
         for (due_ms, job) in due {
@@ -101,7 +106,10 @@ impl Worker {
             let in_flight = self.in_flight.clone();
             running.spawn(async move {
                 run_job(&fulfiller, &job, due_ms).await;
-                in_flight.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
+                in_flight
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&key);
                 drop(permit);
                 fulfiller.wake_handle().notify_one();
             });
@@ -122,7 +130,10 @@ impl Worker {
 /// drive the queue without the loop.
 pub async fn run_job(fulfiller: &Fulfiller, job: &Job, due_ms: u64) {
     match job {
-        Job::Fulfill { session_id, trigger } => {
+        Job::Fulfill {
+            session_id,
+            trigger,
+        } => {
             match fulfiller
                 .fulfill_checkout(session_id, *trigger, FulfillOptions::default())
                 .await
@@ -136,7 +147,9 @@ pub async fn run_job(fulfiller: &Fulfiller, job: &Job, due_ms: u64) {
                 }
             }
         }
-        Job::Deliver { notification_id, .. } => {
+        Job::Deliver {
+            notification_id, ..
+        } => {
             if let Err(e) = fulfiller.deliver_notification(job).await {
                 tracing::error!(notification = %notification_id, error = %e, "notification job could not record its outcome");
             }

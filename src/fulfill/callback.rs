@@ -48,7 +48,12 @@ impl CallbackSender {
     /// POSTs `body` once. `Ok(status)` only for a 2xx answer.
     pub async fn send(&self, webhook_id: &str, body: &str) -> Result<u16, DeliveryError> {
         let timestamp = crate::time::now_secs();
-        let sig = signature::standard_webhooks_signature(&self.key, webhook_id, timestamp, body.as_bytes());
+        let sig = signature::standard_webhooks_signature(
+            &self.key,
+            webhook_id,
+            timestamp,
+            body.as_bytes(),
+        );
         let response = self
             .http
             .post(&self.url)

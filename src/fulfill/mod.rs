@@ -32,7 +32,8 @@ use crate::{
     config::JobsConfig,
     model::{
         AttemptRecord, DeliveryAttempt, EventRecord, EventRef, FulfillmentRecord, Job, Lease,
-        Notification, RetryInfo, SessionDetail, SessionRecord, State, Trigger, new_id, push_bounded,
+        Notification, RetryInfo, SessionDetail, SessionRecord, State, Trigger, new_id,
+        push_bounded,
     },
     store::{Store, StoreError, Tx},
     stripe::{self, Event, Retrieved, Session, StripeClient},
@@ -99,7 +100,11 @@ enum Claim {
     /// Nothing to do: the session is already where it should be.
     Skip(SessionRecord),
     /// This call holds the claim. `refulfil` is a forced second fulfillment.
-    Claimed { rec: SessionRecord, was: State, refulfil: bool },
+    Claimed {
+        rec: SessionRecord,
+        was: State,
+        refulfil: bool,
+    },
 }
 
 impl Fulfiller {
@@ -196,7 +201,17 @@ impl Fulfiller {
                     Some(p) => p,
                     None => match self.stripe.retrieve_session(&id).await {
                         Ok(r) => r,
-                        Err(e) => return self.record_failure(&id, trigger, &e.to_string(), e.is_retryable(), None).await,
+                        Err(e) => {
+                            return self
+                                .record_failure(
+                                    &id,
+                                    trigger,
+                                    &e.to_string(),
+                                    e.is_retryable(),
+                                    None,
+                                )
+                                .await;
+                        }
                     },
                 };
                 if !retrieved.session.is_payable_now() {
@@ -215,7 +230,8 @@ impl Fulfiller {
                 fid
             }
         };
-        self.deliver_fulfillment(&id, trigger, &fulfillment_id).await
+        self.deliver_fulfillment(&id, trigger, &fulfillment_id)
+            .await
     }
 
     /// Stores an unpaid session: awaiting its delayed payment, or expired.
@@ -231,7 +247,9 @@ impl Fulfiller {
         let state = self
             .store
             .write(move |tx| {
-                let mut rec = tx.session(&id)?.unwrap_or_else(|| SessionRecord::new(&id, retrieved.session.created, now));
+                let mut rec = tx
+                    .session(&id)?
+                    .unwrap_or_else(|| SessionRecord::new(&id, retrieved.session.created, now));
                 let mut detail = tx.detail(&id)?;
                 apply_retrieved(&mut rec, &mut detail, &retrieved);
                 rec.state = if retrieved.session.status.as_deref() == Some("expired") {
@@ -270,7 +288,9 @@ impl Fulfiller {
         let result = self
             .store
             .write(move |tx| {
-                let mut rec = tx.session(&id)?.unwrap_or_else(|| SessionRecord::new(&id, retrieved.session.created, now));
+                let mut rec = tx
+                    .session(&id)?
+                    .unwrap_or_else(|| SessionRecord::new(&id, retrieved.session.created, now));
                 let mut detail = tx.detail(&id)?;
                 apply_retrieved(&mut rec, &mut detail, &retrieved);
                 let fid = new_id("ful");
@@ -320,7 +340,12 @@ impl Fulfiller {
     }
 
     /// Sends the pending fulfillment's callback and records the answer.
-    async fn deliver_fulfillment(&self, id: &str, trigger: Trigger, fid: &str) -> Result<Outcome, FulfillError> {
+    async fn deliver_fulfillment(
+        &self,
+        id: &str,
+        trigger: Trigger,
+        fid: &str,
+    ) -> Result<Outcome, FulfillError> {
         let Some(sender) = &self.callback else {
             // The callback was configured when this fulfillment was recorded
             // but is not now: the merchant turned it off, so it is complete.
@@ -330,18 +355,26 @@ impl Fulfiller {
         let notification = self.store.read(move |r| r.notification(&fid_owned)).await?;
         let Some(notification) = notification else {
             return self
-                .record_failure(id, trigger, "the recorded callback body is missing", false, None)
+                .record_failure(
+                    id,
+                    trigger,
+                    "the recorded callback body is missing",
+                    false,
+                    None,
+                )
                 .await;
         };
         let started = now_ms();
         match sender.send(fid, &notification.body).await {
             Ok(status) => {
                 let attempt = delivery(started, FULFILLED_CALLBACK, fid, Ok(status));
-                self.complete_delivery(id, trigger, fid, Some(attempt)).await
+                self.complete_delivery(id, trigger, fid, Some(attempt))
+                    .await
             }
             Err(e) => {
                 let attempt = delivery(started, FULFILLED_CALLBACK, fid, Err(&e));
-                self.record_failure(id, trigger, &e.message, true, Some(attempt)).await
+                self.record_failure(id, trigger, &e.message, true, Some(attempt))
+                    .await
             }
         }
     }
@@ -413,7 +446,8 @@ impl Fulfiller {
                     next_at_ms: 0,
                 });
                 retry.failures += 1;
-                let expired = now.saturating_sub(retry.first_failure_ms) >= jobs.give_up_after_secs.saturating_mul(1000);
+                let expired = now.saturating_sub(retry.first_failure_ms)
+                    >= jobs.give_up_after_secs.saturating_mul(1000);
                 let status;
                 if retryable && !expired {
                     let delay = stripe::backoff(
@@ -449,7 +483,14 @@ impl Fulfiller {
                 } else {
                     rec.state = State::Failed;
                     status = "failed";
-                    settle(tx, &mut rec, &mut detail, trigger, now, Some(error_owned.clone()))?;
+                    settle(
+                        tx,
+                        &mut rec,
+                        &mut detail,
+                        trigger,
+                        now,
+                        Some(error_owned.clone()),
+                    )?;
                 }
                 if let Some(fid) = &rec.pending_fulfillment
                     && let Some(mut n) = tx.notification(fid)?
@@ -497,7 +538,12 @@ impl Fulfiller {
                 message: "fulfillment.callback_url is no longer configured".into(),
             }),
         };
-        let attempt = delivery(started, &notification.kind, &notification.id, result.as_ref().map(|s| *s));
+        let attempt = delivery(
+            started,
+            &notification.kind,
+            &notification.id,
+            result.as_ref().map(|s| *s),
+        );
         let jobs = self.jobs.clone();
         let ok = result.is_ok();
         self.store
@@ -518,7 +564,9 @@ impl Fulfiller {
                 if ok {
                     n.status = "sent".into();
                     tx.unschedule(&job.key())?;
-                } else if started.saturating_sub(first) >= jobs.give_up_after_secs.saturating_mul(1000) {
+                } else if started.saturating_sub(first)
+                    >= jobs.give_up_after_secs.saturating_mul(1000)
+                {
                     n.status = "failed".into();
                     tx.unschedule(&job.key())?;
                 } else {
@@ -538,7 +586,10 @@ impl Fulfiller {
     /// Makes every claim left by an earlier process due now, so a restart
     /// finishes what a crash interrupted without waiting for leases to expire.
     pub async fn take_over_claims(&self) -> Result<usize, StoreError> {
-        let ids = self.store.read(|r| r.ids_in_state(State::Fulfilling)).await?;
+        let ids = self
+            .store
+            .read(|r| r.ids_in_state(State::Fulfilling))
+            .await?;
         let boot = self.boot_id.clone();
         let now = now_ms();
         let count = self
@@ -547,7 +598,9 @@ impl Fulfiller {
                 let mut n = 0;
                 for id in &ids {
                     let Some(rec) = tx.session(id)? else { continue };
-                    if rec.state == State::Fulfilling && rec.lease.as_ref().is_none_or(|l| l.owner != boot) {
+                    if rec.state == State::Fulfilling
+                        && rec.lease.as_ref().is_none_or(|l| l.owner != boot)
+                    {
                         schedule_earliest(tx, id, Trigger::Retry, now)?;
                         n += 1;
                     }
@@ -556,7 +609,10 @@ impl Fulfiller {
             })
             .await?;
         if count > 0 {
-            tracing::info!(count, "taking over fulfillments interrupted by an earlier stop");
+            tracing::info!(
+                count,
+                "taking over fulfillments interrupted by an earlier stop"
+            );
             self.wake.notify_one();
         }
         Ok(count)
@@ -592,7 +648,12 @@ fn settle(
     tx.put_detail(&rec.id, detail)
 }
 
-fn delivery(at_ms: u64, kind: &str, webhook_id: &str, result: Result<u16, &DeliveryError>) -> DeliveryAttempt {
+fn delivery(
+    at_ms: u64,
+    kind: &str,
+    webhook_id: &str,
+    result: Result<u16, &DeliveryError>,
+) -> DeliveryAttempt {
     match result {
         Ok(status) => DeliveryAttempt {
             at_ms,
@@ -612,7 +673,12 @@ fn delivery(at_ms: u64, kind: &str, webhook_id: &str, result: Result<u16, &Deliv
 }
 
 /// Queues a fulfill job for `id` at `due` unless one is already due sooner.
-fn schedule_earliest(tx: &mut Tx<'_>, id: &str, trigger: Trigger, due: u64) -> Result<(), StoreError> {
+fn schedule_earliest(
+    tx: &mut Tx<'_>,
+    id: &str,
+    trigger: Trigger,
+    due: u64,
+) -> Result<(), StoreError> {
     let job = Job::Fulfill {
         session_id: id.to_string(),
         trigger,
@@ -649,7 +715,8 @@ fn claim_op(
             return Ok(Claim::Skip(rec.clone()));
         }
     }
-    let mut rec = existing.unwrap_or_else(|| SessionRecord::new(id, created.unwrap_or_else(|| (now / 1000) as i64), now));
+    let mut rec = existing
+        .unwrap_or_else(|| SessionRecord::new(id, created.unwrap_or((now / 1000) as i64), now));
     let was = rec.state;
     rec.state = State::Fulfilling;
     rec.lease = Some(Lease {
@@ -709,7 +776,13 @@ fn apply_summary(rec: &mut SessionRecord, s: &Session) {
 
 /// The webhook's transaction: dedupe by event id, record the event, and move
 /// the session on (queue fulfillment, mark a failed or expired payment).
-fn ingest_op(tx: &mut Tx<'_>, raw: &str, event: &Event, now: u64, callbacks: bool) -> Result<Ingested, StoreError> {
+fn ingest_op(
+    tx: &mut Tx<'_>,
+    raw: &str,
+    event: &Event,
+    now: u64,
+    callbacks: bool,
+) -> Result<Ingested, StoreError> {
     if let Some(mut seen) = tx.event(&event.id)? {
         seen.deliveries = seen.deliveries.saturating_add(1);
         tx.put_event(&seen)?;
@@ -736,7 +809,12 @@ fn ingest_op(tx: &mut Tx<'_>, raw: &str, event: &Event, now: u64, callbacks: boo
         session_id: session.as_ref().map(|s| s.id.clone()),
         received_at_ms: now,
         deliveries: 1,
-        disposition: if session.is_some() { "handled" } else { "ignored" }.into(),
+        disposition: if session.is_some() {
+            "handled"
+        } else {
+            "ignored"
+        }
+        .into(),
         payload: raw.to_string(),
     })?;
     let Some(session) = session else {
@@ -761,8 +839,12 @@ fn ingest_op(tx: &mut Tx<'_>, raw: &str, event: &Event, now: u64, callbacks: boo
     }
     match kind {
         stripe::types::SESSION_COMPLETED | stripe::types::SESSION_ASYNC_SUCCEEDED => {
-            let unpaid_completion = kind == stripe::types::SESSION_COMPLETED && !session.is_payable_now();
-            if settled || matches!(rec.state, State::Expired) || (rec.state == State::PaymentFailed && kind == stripe::types::SESSION_COMPLETED) {
+            let unpaid_completion =
+                kind == stripe::types::SESSION_COMPLETED && !session.is_payable_now();
+            if settled
+                || matches!(rec.state, State::Expired)
+                || (rec.state == State::PaymentFailed && kind == stripe::types::SESSION_COMPLETED)
+            {
                 // Already done, or a late completion of a payment known to have failed.
             } else if unpaid_completion {
                 if is_new || rec.state == State::AwaitingPayment {

@@ -105,8 +105,10 @@ pub fn session_json(rec: &SessionRecord, detail: &SessionDetail, full: bool) -> 
             detail
                 .deliveries
                 .iter()
-                .map(|d| json!({"at": rfc3339_ms(d.at_ms), "type": d.kind, "webhook_id": d.webhook_id,
-                                "status_code": d.status_code, "error": d.error}))
+                .map(|d| {
+                    json!({"at": rfc3339_ms(d.at_ms), "type": d.kind, "webhook_id": d.webhook_id,
+                                "status_code": d.status_code, "error": d.error})
+                })
                 .collect(),
         );
     }
@@ -122,7 +124,11 @@ pub struct ListParams {
 }
 
 #[handler]
-pub async fn list_sessions(req: &Request, Query(p): Query<ListParams>, state: Data<&Arc<AppState>>) -> Response {
+pub async fn list_sessions(
+    req: &Request,
+    Query(p): Query<ListParams>,
+    state: Data<&Arc<AppState>>,
+) -> Response {
     if !authorised(req, &state) {
         return unauthorised();
     }
@@ -160,7 +166,9 @@ pub async fn list_sessions(req: &Request, Query(p): Query<ListParams>, state: Da
         })
         .await;
     match page {
-        Ok((data, next)) => json_response(StatusCode::OK, &json!({"data": data, "next_cursor": next})),
+        Ok((data, next)) => {
+            json_response(StatusCode::OK, &json!({"data": data, "next_cursor": next}))
+        }
         Err(e) => {
             tracing::error!(error = %e, "cannot list sessions");
             json_error(StatusCode::SERVICE_UNAVAILABLE, "database unavailable")
@@ -168,7 +176,10 @@ pub async fn list_sessions(req: &Request, Query(p): Query<ListParams>, state: Da
     }
 }
 
-async fn load(state: &AppState, id: &str) -> Result<Option<(SessionRecord, SessionDetail)>, Response> {
+async fn load(
+    state: &AppState,
+    id: &str,
+) -> Result<Option<(SessionRecord, SessionDetail)>, Response> {
     let id = id.to_string();
     state
         .fulfiller
@@ -185,7 +196,11 @@ async fn load(state: &AppState, id: &str) -> Result<Option<(SessionRecord, Sessi
 }
 
 #[handler]
-pub async fn get_session(req: &Request, Path(id): Path<String>, state: Data<&Arc<AppState>>) -> Response {
+pub async fn get_session(
+    req: &Request,
+    Path(id): Path<String>,
+    state: Data<&Arc<AppState>>,
+) -> Response {
     if !authorised(req, &state) {
         return unauthorised();
     }
@@ -193,7 +208,9 @@ pub async fn get_session(req: &Request, Path(id): Path<String>, state: Data<&Arc
         return json_error(StatusCode::NOT_FOUND, "no such session");
     }
     match load(&state, &id).await {
-        Ok(Some((rec, detail))) => json_response(StatusCode::OK, &session_json(&rec, &detail, true)),
+        Ok(Some((rec, detail))) => {
+            json_response(StatusCode::OK, &session_json(&rec, &detail, true))
+        }
         Ok(None) => json_error(StatusCode::NOT_FOUND, "no such session"),
         Err(r) => r,
     }
@@ -224,7 +241,12 @@ pub async fn fulfill_session(
     } else {
         match serde_json::from_slice(&raw) {
             Ok(b) => b,
-            Err(_) => return json_error(StatusCode::BAD_REQUEST, "body must be JSON like {\"force\": true}"),
+            Err(_) => {
+                return json_error(
+                    StatusCode::BAD_REQUEST,
+                    "body must be JSON like {\"force\": true}",
+                );
+            }
         }
     };
     if !is_session_id(&id) {
@@ -253,13 +275,27 @@ pub async fn fulfill_session(
         ),
         Ok(Ok(Err(e))) => {
             tracing::error!(session = %id, error = %e, "re-trigger failed");
-            return json_error(StatusCode::SERVICE_UNAVAILABLE, "could not record the attempt");
+            return json_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "could not record the attempt",
+            );
         }
-        Ok(Err(_)) => return json_error(StatusCode::INTERNAL_SERVER_ERROR, "the attempt stopped unexpectedly"),
-        Err(_) => (StatusCode::ACCEPTED, json!({"state": "fulfilling", "pending": true})),
+        Ok(Err(_)) => {
+            return json_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the attempt stopped unexpectedly",
+            );
+        }
+        Err(_) => (
+            StatusCode::ACCEPTED,
+            json!({"state": "fulfilling", "pending": true}),
+        ),
     };
     match load(&state, &id).await {
-        Ok(Some((rec, detail))) => json_response(status, &json!({"result": result, "session": session_json(&rec, &detail, true)})),
+        Ok(Some((rec, detail))) => json_response(
+            status,
+            &json!({"result": result, "session": session_json(&rec, &detail, true)}),
+        ),
         Ok(None) => json_error(StatusCode::NOT_FOUND, "no such session"),
         Err(r) => r,
     }

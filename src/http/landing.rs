@@ -39,7 +39,10 @@ pub async fn after_checkout(req: &Request, state: Data<&Arc<AppState>>) -> Respo
         Ok(k) => k,
         Err(e) => {
             tracing::error!(error = %e, "landing page cannot read the store");
-            return html(StatusCode::SERVICE_UNAVAILABLE, render(&Landing::Unavailable));
+            return html(
+                StatusCode::SERVICE_UNAVAILABLE,
+                render(&Landing::Unavailable),
+            );
         }
     };
     let mut opts = FulfillOptions::default();
@@ -53,20 +56,36 @@ pub async fn after_checkout(req: &Request, state: Data<&Arc<AppState>>) -> Respo
             }
             Ok(Err(e)) => {
                 tracing::warn!(session = %id, error = %e, "landing page cannot retrieve session");
-                return html(StatusCode::SERVICE_UNAVAILABLE, render(&Landing::Unavailable));
+                return html(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    render(&Landing::Unavailable),
+                );
             }
-            Err(_) => return html(StatusCode::SERVICE_UNAVAILABLE, render(&Landing::Unavailable)),
+            Err(_) => {
+                return html(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    render(&Landing::Unavailable),
+                );
+            }
         }
     }
     // Fulfillment runs in its own task so a customer closing the page never
     // cuts an attempt short; the page waits for it only so long.
     let task = {
         let (fulfiller, id) = (fulfiller.clone(), id.clone());
-        tokio::spawn(async move { fulfiller.fulfill_checkout(&id, Trigger::LandingPage, opts).await })
+        tokio::spawn(async move {
+            fulfiller
+                .fulfill_checkout(&id, Trigger::LandingPage, opts)
+                .await
+        })
     };
     match tokio::time::timeout(WAIT, task).await {
-        Ok(Ok(Err(e))) => tracing::error!(session = %id, error = %e, "landing page fulfillment failed"),
-        Ok(Err(e)) => tracing::error!(session = %id, error = %e, "landing page fulfillment task failed"),
+        Ok(Ok(Err(e))) => {
+            tracing::error!(session = %id, error = %e, "landing page fulfillment failed")
+        }
+        Ok(Err(e)) => {
+            tracing::error!(session = %id, error = %e, "landing page fulfillment task failed")
+        }
         _ => {}
     }
     let snapshot = {
@@ -81,7 +100,10 @@ pub async fn after_checkout(req: &Request, state: Data<&Arc<AppState>>) -> Respo
         Ok(None) => return html(StatusCode::NOT_FOUND, render(&Landing::NotFound)),
         Ok(Some((_, Err(e)))) | Err(e) => {
             tracing::error!(error = %e, "landing page cannot read the store");
-            return html(StatusCode::SERVICE_UNAVAILABLE, render(&Landing::Unavailable));
+            return html(
+                StatusCode::SERVICE_UNAVAILABLE,
+                render(&Landing::Unavailable),
+            );
         }
     };
     let has_fulfillment = !detail.fulfillments.is_empty();

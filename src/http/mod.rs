@@ -36,7 +36,10 @@ pub fn routes(state: Arc<AppState>) -> impl Endpoint {
         .at("/healthz", get(ops::healthz))
         .at("/admin/api/sessions", get(api::list_sessions))
         .at("/admin/api/sessions/:id", get(api::get_session))
-        .at("/admin/api/sessions/:id/fulfill", post(api::fulfill_session))
+        .at(
+            "/admin/api/sessions/:id/fulfill",
+            post(api::fulfill_session),
+        )
         .at("/assets/*path", get(assets::serve))
         .data(state)
         .into_endpoint()
@@ -53,7 +56,10 @@ pub(crate) fn html(status: StatusCode, markup: maud::Markup) -> Response {
         .body(markup.into_string());
     let h = r.headers_mut();
     h.insert("content-security-policy", HeaderValue::from_static(CSP));
-    h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    h.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
     h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r

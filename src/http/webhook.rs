@@ -4,13 +4,7 @@
 
 use std::sync::Arc;
 
-use poem::{
-    Body, Request, Response,
-    error::ReadBodyError,
-    handler,
-    http::StatusCode,
-    web::Data,
-};
+use poem::{Body, Request, Response, error::ReadBodyError, handler, http::StatusCode, web::Data};
 use serde_json::json;
 
 use super::{AppState, MAX_WEBHOOK_BODY, json_response, text};
@@ -21,7 +15,10 @@ pub async fn receive(req: &Request, body: Body, state: Data<&Arc<AppState>>) -> 
     let bytes = match body.into_bytes_limit(MAX_WEBHOOK_BODY).await {
         Ok(b) => b,
         Err(ReadBodyError::PayloadTooLarge) => {
-            return text(StatusCode::PAYLOAD_TOO_LARGE, "payload too large: the limit is 1 MiB");
+            return text(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload too large: the limit is 1 MiB",
+            );
         }
         Err(e) => return text(StatusCode::BAD_REQUEST, &format!("cannot read body: {e}")),
     };
@@ -38,7 +35,10 @@ pub async fn receive(req: &Request, body: Body, state: Data<&Arc<AppState>>) -> 
         now_secs(),
     ) {
         tracing::warn!(reason = reason.as_str(), "webhook rejected");
-        return text(StatusCode::BAD_REQUEST, &format!("{}: {reason}", reason.as_str()));
+        return text(
+            StatusCode::BAD_REQUEST,
+            &format!("{}: {reason}", reason.as_str()),
+        );
     }
     let raw = match String::from_utf8(bytes.to_vec()) {
         Ok(s) => s,
@@ -48,7 +48,10 @@ pub async fn receive(req: &Request, body: Body, state: Data<&Arc<AppState>>) -> 
         Ok(e) => e,
         Err(e) => {
             tracing::warn!(error = %e, "webhook body is not a Stripe event");
-            return text(StatusCode::BAD_REQUEST, "bad_json: body is not a Stripe event");
+            return text(
+                StatusCode::BAD_REQUEST,
+                "bad_json: body is not a Stripe event",
+            );
         }
     };
     if event.id.is_empty() || event.id.len() > 255 || event.kind.is_empty() {
@@ -62,12 +65,18 @@ pub async fn receive(req: &Request, body: Body, state: Data<&Arc<AppState>>) -> 
                 Ingested::Duplicate => "duplicate",
             };
             tracing::info!(event = %event.id, kind = %event.kind, outcome, "webhook");
-            json_response(StatusCode::OK, &json!({"received": true, "outcome": outcome}))
+            json_response(
+                StatusCode::OK,
+                &json!({"received": true, "outcome": outcome}),
+            )
         }
         Err(e) => {
             // Not durable, so not acknowledged: Stripe will deliver it again.
             tracing::error!(event = %event.id, error = %e, "cannot record webhook");
-            text(StatusCode::SERVICE_UNAVAILABLE, "temporarily unable to record the event")
+            text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "temporarily unable to record the event",
+            )
         }
     }
 }

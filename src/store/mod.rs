@@ -116,7 +116,8 @@ impl Store {
         if let Some(parent) = path.parent()
             && !parent.as_os_str().is_empty()
         {
-            std::fs::create_dir_all(parent).map_err(|e| StoreError::Redb(redb::StorageError::Io(e).into()))?;
+            std::fs::create_dir_all(parent)
+                .map_err(|e| StoreError::Redb(redb::StorageError::Io(e).into()))?;
         }
         let db = Database::builder()
             .set_cache_size(64 * 1024 * 1024)
@@ -145,7 +146,11 @@ impl Store {
         R: Send + 'static,
     {
         let (reply, rx) = oneshot::channel();
-        let op: Box<dyn WriteOp> = Box::new(Pending { f, out: None, reply });
+        let op: Box<dyn WriteOp> = Box::new(Pending {
+            f,
+            out: None,
+            reply,
+        });
         self.tx.send(op).await.map_err(|_| StoreError::WriterGone)?;
         rx.await.map_err(|_| StoreError::WriterGone)?
     }
@@ -189,7 +194,9 @@ fn writer_loop(db: Arc<Database>, mut rx: mpsc::Receiver<Box<dyn WriteOp>>) {
                     op.finish(result);
                 }
             }
-            Err(e) => batch.into_iter().for_each(|op| op.finish(Err(clone_err(&e)))),
+            Err(e) => batch
+                .into_iter()
+                .for_each(|op| op.finish(Err(clone_err(&e)))),
         }
     }
 }

@@ -14,7 +14,9 @@
 //! | `jobs` | (due ms, job key) | `Job` |
 //! | `job_due` | job key | due ms (at most one job per key) |
 
-use redb::{ReadTransaction, ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction};
+use redb::{
+    ReadTransaction, ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction,
+};
 use serde::{Serialize, de::DeserializeOwned};
 
 use super::StoreError;
@@ -99,7 +101,9 @@ impl<'a> Tx<'a> {
             if let Some(e) = &old.customer_email
                 && old.customer_email != rec.customer_email
             {
-                self.w.open_table(BY_EMAIL)?.remove((e.to_lowercase().as_str(), id))?;
+                self.w
+                    .open_table(BY_EMAIL)?
+                    .remove((e.to_lowercase().as_str(), id))?;
             }
             if let Some(pi) = &old.payment_intent
                 && old.payment_intent != rec.payment_intent
@@ -107,13 +111,19 @@ impl<'a> Tx<'a> {
                 self.w.open_table(BY_PI)?.remove((pi.as_str(), id))?;
             }
         }
-        self.w.open_table(SESSIONS)?.insert(id, encode(rec)?.as_slice())?;
-        self.w.open_table(BY_CREATED)?.insert((rec.created, id), ())?;
+        self.w
+            .open_table(SESSIONS)?
+            .insert(id, encode(rec)?.as_slice())?;
+        self.w
+            .open_table(BY_CREATED)?
+            .insert((rec.created, id), ())?;
         self.w
             .open_table(BY_STATE)?
             .insert((rec.state.as_str(), rec.created, id), ())?;
         if let Some(e) = &rec.customer_email {
-            self.w.open_table(BY_EMAIL)?.insert((e.to_lowercase().as_str(), id), ())?;
+            self.w
+                .open_table(BY_EMAIL)?
+                .insert((e.to_lowercase().as_str(), id), ())?;
         }
         if let Some(pi) = &rec.payment_intent {
             self.w.open_table(BY_PI)?.insert((pi.as_str(), id), ())?;
@@ -126,7 +136,9 @@ impl<'a> Tx<'a> {
     }
 
     pub fn put_detail(&mut self, id: &str, detail: &SessionDetail) -> Result<(), StoreError> {
-        self.w.open_table(DETAILS)?.insert(id, encode(detail)?.as_slice())?;
+        self.w
+            .open_table(DETAILS)?
+            .insert(id, encode(detail)?.as_slice())?;
         Ok(())
     }
 
@@ -135,7 +147,9 @@ impl<'a> Tx<'a> {
     }
 
     pub fn put_event(&mut self, rec: &EventRecord) -> Result<(), StoreError> {
-        self.w.open_table(EVENTS)?.insert(rec.id.as_str(), encode(rec)?.as_slice())?;
+        self.w
+            .open_table(EVENTS)?
+            .insert(rec.id.as_str(), encode(rec)?.as_slice())?;
         Ok(())
     }
 
@@ -240,6 +254,16 @@ impl Reader {
     pub fn next_due(&self) -> Result<Option<u64>, StoreError> {
         let table = self.r.open_table(JOBS)?;
         Ok(table.first()?.map(|(k, _)| k.value().0))
+    }
+
+    /// Number of distinct events recorded.
+    pub fn event_count(&self) -> Result<u64, StoreError> {
+        Ok(self.r.open_table(EVENTS)?.len()?)
+    }
+
+    /// Number of sessions known.
+    pub fn session_count(&self) -> Result<u64, StoreError> {
+        Ok(self.r.open_table(SESSIONS)?.len()?)
     }
 
     /// Number of queued jobs.

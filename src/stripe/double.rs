@@ -150,7 +150,12 @@ impl StripeDouble {
 }
 
 fn record(shared: &Shared, req: &Request) {
-    let header = |n: &str| req.headers().get(n).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let header = |n: &str| {
+        req.headers()
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
     shared.lock().requests.push(Recorded {
         path: req.uri().path().to_string(),
         query: req.uri().query().unwrap_or_default().to_string(),
@@ -174,11 +179,18 @@ fn error(status: u16, code: &str, message: &str) -> Response {
 /// Checks the key, then plays the next scripted answer for `id`, if any.
 async fn gate(shared: &Shared, req: &Request, id: &str) -> Option<Response> {
     record(shared, req);
-    let auth = req.headers().get("authorization").and_then(|v| v.to_str().ok());
+    let auth = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok());
     if auth != Some(format!("Bearer {}", shared.key).as_str()) {
         return Some(error(401, "api_key_invalid", "Invalid API Key provided"));
     }
-    let next = shared.lock().scripts.get_mut(id).and_then(VecDeque::pop_front);
+    let next = shared
+        .lock()
+        .scripts
+        .get_mut(id)
+        .and_then(VecDeque::pop_front);
     match next {
         None => None,
         Some(Scripted::Status(status)) => Some(error(status, "scripted", "scripted failure")),

@@ -104,12 +104,18 @@ impl StripeClient {
                 retryable: false,
             });
         }
-        let url = format!("{}/v1/checkout/sessions/{id}?expand%5B%5D=line_items", self.base);
+        let url = format!(
+            "{}/v1/checkout/sessions/{id}?expand%5B%5D=line_items",
+            self.base
+        );
         let mut raw = self.get(&url).await?;
         let session = Session::from_value(&raw)
             .ok_or_else(|| StripeError::Decode("the answer is not a Checkout Session".into()))?;
         if session.id != id {
-            return Err(StripeError::Decode(format!("asked for {id}, got {}", session.id)));
+            return Err(StripeError::Decode(format!(
+                "asked for {id}, got {}",
+                session.id
+            )));
         }
         let first: List<LineItem> = raw
             .get("line_items")
@@ -134,7 +140,10 @@ impl StripeClient {
             if pages > MAX_PAGES {
                 return Err(StripeError::Decode("line items never end".into()));
             }
-            let mut page_url = format!("{}/v1/checkout/sessions/{id}/line_items?limit=100", self.base);
+            let mut page_url = format!(
+                "{}/v1/checkout/sessions/{id}/line_items?limit=100",
+                self.base
+            );
             if let Some(last) = items.last() {
                 page_url.push_str("&starting_after=");
                 page_url.push_str(&last.id);
@@ -143,12 +152,20 @@ impl StripeClient {
             let page: List<LineItem> = serde_json::from_value(page_raw.clone())
                 .map_err(|e| StripeError::Decode(format!("line items page: {e}")))?;
             if page.data.is_empty() && page.has_more {
-                return Err(StripeError::Decode("an empty page of line items claims more".into()));
+                return Err(StripeError::Decode(
+                    "an empty page of line items claims more".into(),
+                ));
             }
             if page.data.iter().any(|i| !is_item_id(&i.id)) {
                 return Err(StripeError::Decode("a line item has no valid id".into()));
             }
-            items_raw.extend(page_raw.get("data").and_then(Value::as_array).cloned().unwrap_or_default());
+            items_raw.extend(
+                page_raw
+                    .get("data")
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default(),
+            );
             items.extend(page.data);
             has_more = page.has_more;
         }
@@ -197,7 +214,10 @@ impl StripeClient {
             .get("stripe-should-retry")
             .and_then(|v| v.to_str().ok())
             .map(|v| v == "true");
-        let body = response.bytes().await.map_err(|e| StripeError::Network(without_url(e)))?;
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| StripeError::Network(without_url(e)))?;
         if (200..300).contains(&status) {
             return serde_json::from_slice(&body).map_err(|e| StripeError::Decode(e.to_string()));
         }
@@ -207,7 +227,10 @@ impl StripeClient {
             .and_then(Value::as_str)
             .map(|m| m.chars().take(300).collect::<String>())
             .unwrap_or_else(|| format!("HTTP {status}"));
-        let code = err.pointer("/error/code").and_then(Value::as_str).map(str::to_string);
+        let code = err
+            .pointer("/error/code")
+            .and_then(Value::as_str)
+            .map(str::to_string);
         let retryable = match should_retry {
             Some(explicit) => explicit,
             None => status == 409 || status == 429 || status >= 500,
@@ -236,7 +259,11 @@ pub fn backoff(base: Duration, attempt: u32, max: Duration) -> Duration {
     let exp = base.saturating_mul(1u32 << attempt.saturating_sub(1).min(30));
     let capped = exp.min(max).as_millis() as u64;
     let half = capped / 2;
-    let jitter = if half == 0 { 0 } else { random_u64() % (half + 1) };
+    let jitter = if half == 0 {
+        0
+    } else {
+        random_u64() % (half + 1)
+    };
     Duration::from_millis(half + jitter)
 }
 

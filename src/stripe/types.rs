@@ -163,7 +163,12 @@ impl Session {
                     .unwrap_or(Value::Null),
             ),
         };
-        let field = |k: &str| address.get(k).and_then(Value::as_str).filter(|s| !s.is_empty());
+        let field = |k: &str| {
+            address
+                .get(k)
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+        };
         let mut address_lines: Vec<String> = ["line1", "line2"]
             .iter()
             .filter_map(|k| field(k).map(str::to_string))
@@ -179,7 +184,10 @@ impl Session {
         if let Some(c) = field("country") {
             address_lines.push(c.to_string());
         }
-        DeliveryDetails { name, address_lines }
+        DeliveryDetails {
+            name,
+            address_lines,
+        }
     }
 }
 
@@ -211,7 +219,10 @@ mod tests {
     use super::*;
 
     fn fixture(path: &str) -> Value {
-        let full = format!("{}/tests/fixtures/stripe/{path}", env!("CARGO_MANIFEST_DIR"));
+        let full = format!(
+            "{}/tests/fixtures/stripe/{path}",
+            env!("CARGO_MANIFEST_DIR")
+        );
         serde_json::from_str(&std::fs::read_to_string(full).unwrap()).unwrap()
     }
 
@@ -224,17 +235,22 @@ mod tests {
         assert!(s.is_payable_now());
         assert_eq!(s.amount_total, Some(3000));
         assert_eq!(s.email().as_deref(), Some("jenny.rosen@example.com"));
-        assert_eq!(s.payment_intent_id().as_deref(), Some("pi_3TestPaymentIntent0001"));
+        assert_eq!(
+            s.payment_intent_id().as_deref(),
+            Some("pi_3TestPaymentIntent0001")
+        );
         let d = s.delivery_details();
         assert_eq!(d.name.as_deref(), Some("Jenny Rosen"));
         assert_eq!(d.address_lines[0], "510 Townsend St");
 
-        let session = Session::from_value(&fixture("openapi-fixtures3/checkout.session.json")).unwrap();
+        let session =
+            Session::from_value(&fixture("openapi-fixtures3/checkout.session.json")).unwrap();
         assert!(!session.is_payable_now());
         assert_eq!(session.amount_total, None);
 
         let items: List<LineItem> =
-            serde_json::from_value(fixture("synthetic/checkout.session.line_items.list.json")).unwrap();
+            serde_json::from_value(fixture("synthetic/checkout.session.line_items.list.json"))
+                .unwrap();
         assert_eq!(items.data.len(), 1);
         assert!(items.data[0].record().price_id.is_some());
     }
@@ -250,7 +266,10 @@ mod tests {
         assert_eq!(s.amount_total, None);
         assert_eq!(s.status, None);
         assert!(Session::from_value(&serde_json::json!({"id": "pi_123"})).is_none());
-        let paid = |p: &str| Session { payment_status: Some(p.into()), ..Default::default() };
+        let paid = |p: &str| Session {
+            payment_status: Some(p.into()),
+            ..Default::default()
+        };
         assert!(paid("paid").is_payable_now());
         assert!(paid("no_payment_required").is_payable_now());
         assert!(!paid("unpaid").is_payable_now());

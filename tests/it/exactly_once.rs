@@ -1,0 +1,324 @@
+//! The heart of fulfilld: however often and however concurrently a session is
+//! pushed at it, it is fulfilled once and the merchant hears of it once.
+
+use fulfilld::stripe::double::SampleSession;
+
+use crate::helpers::*;
+
+const FULFILLED: &str = "checkout.fulfilled";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_fifty_line_items_arrive_in_one_callback() {
+    let app = spawn_app().await;
+    let id = session_id("big");
+    let session = app.seed(&SampleSession::paid(&id, 250));
+    assert_eq!(
+        app.send_event("evt_big_1", "checkout.session.completed", &session)
+            .await,
+        200
+    );
+
+    let s = app.wait_for_state(&id, "fulfilled").await;
+    assert_eq!(s["line_items"].as_array().unwrap().len(), 250);
+    let callbacks = app.receiver.of_kind(FULFILLED);
+    assert_eq!(callbacks.len(), 1);
+    let cb = &callbacks[0];
+    assert!(cb.signature_valid);
+    let items = &cb.body["data"]["session"]["line_items"];
+    assert_eq!(items["has_more"], false);
+    let data = items["data"].as_array().unwrap();
+    assert_eq!(data.len(), 250);
+    let mut ids: Vec<&str> = data.iter().map(|i| i["id"].as_str().unwrap()).collect();
+    ids.dedup();
+    assert_eq!(ids.len(), 250, "no line item twice");
+    assert_eq!(
+        cb.body["data"]["fulfillment_id"],
+        s["fulfillments"][0]["id"]
+    );
+    assert_eq!(cb.webhook_id, s["fulfillments"][0]["id"].as_str().unwrap());
+    assert_eq!(cb.body["data"]["forced"], false);
+    assert_eq!(cb.body["data"]["session"]["id"], id.as_str());
+    // One retrieve with line_items expanded, then pages of 100 from item 10 on.
+    let calls = app.stripe.requests();
+    assert!(
+        calls
+            .iter()
+            .all(|c| c.authorization.as_deref() == Some(&format!("Bearer {SECRET_KEY}")[..]))
+    );
+    assert!(
+        calls
+            .iter()
+            .all(|c| c.stripe_version.as_deref()
+                == Some(fulfilld::config::DEFAULT_STRIPE_API_VERSION))
+    );
+    assert_eq!(
+        app.stripe
+            .count(&format!("/v1/checkout/sessions/{id}/line_items")),
+        3
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_concurrent_deliveries_and_twenty_landings_fulfil_once() {
+    let app = spawn_app().await;
+    let id = session_id("race");
+    let session = app.seed(&SampleSession::paid(&id, 3));
+    let body =
+        fulfilld::stripe::double::event_body("evt_race_1", "checkout.session.completed", &session);
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let (http, url, body, id) = (
+            app.http.clone(),
+            app.address.clone(),
+            body.clone(),
+            id.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            if i % 2 == 0 {
+                let (body, header) = signed(&body);
+                let r = http
+                    .post(format!("{url}/webhook"))
+                    .header("stripe-signature", header)
+                    .body(body)
+                    .send()
+                    .await
+                    .unwrap();
+                r.status().as_u16()
+            } else {
+                let r = http
+                    .get(format!("{url}/after-checkout?session_id={id}"))
+                    .send()
+                    .await
+                    .unwrap();
+                r.status().as_u16()
+            }
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), 200);
+    }
+    let s = app.wait_for_state(&id, "fulfilled").await;
+    // Let the queue drain fully before counting.
+    eventually("the queue drains", || async {
+        (app.store.read(|r| r.queued_jobs()).await.unwrap() == 0).then_some(())
+    })
+    .await;
+    assert_eq!(s["fulfillments"].as_array().unwrap().len(), 1);
+    assert_eq!(app.receiver.of_kind(FULFILLED).len(), 1);
+    assert_eq!(
+        s["events"].as_array().unwrap().len(),
+        1,
+        "one event, however often delivered"
+    );
+    let (_, page) = landing_page(&app, &id).await;
+    assert!(page.contains("Thank you for your order"));
+}
+
+async fn landing_page(app: &TestApp, id: &str) -> (u16, String) {
+    app.landing(id).await
+}
+
+#[tokio::test]
+async fn completed_then_async_succeeded_fulfils_once() {
+    let app = spawn_app().await;
+    let id = session_id("twoevents");
+    let session = app.seed(&SampleSession::paid(&id, 2));
+    assert_eq!(
+        app.send_event("evt_two_1", "checkout.session.completed", &session)
+            .await,
+        200
+    );
+    app.wait_for_state(&id, "fulfilled").await;
+    assert_eq!(
+        app.send_event(
+            "evt_two_2",
+            "checkout.session.async_payment_succeeded",
+            &session
+        )
+        .await,
+        200
+    );
+    eventually("the queue drains", || async {
+        (app.store.read(|r| r.queued_jobs()).await.unwrap() == 0).then_some(())
+    })
+    .await;
+    let s = app.session(&id).await;
+    assert_eq!(s["state"], "fulfilled");
+    assert_eq!(s["fulfillments"].as_array().unwrap().len(), 1);
+    assert_eq!(s["events"].as_array().unwrap().len(), 2);
+    assert_eq!(app.receiver.of_kind(FULFILLED).len(), 1);
+}
+
+#[tokio::test]
+async fn delayed_payment_waits_then_fulfils_once() {
+    let app = spawn_app().await;
+    let id = session_id("sepa");
+    let mut sample = SampleSession::paid(&id, 2);
+    sample.payment_status = "unpaid";
+    sample.currency = "eur";
+    sample.payment_method = "sepa_debit";
+    let session = app.seed(&sample);
+
+    assert_eq!(
+        app.send_event("evt_sepa_1", "checkout.session.completed", &session)
+            .await,
+        200
+    );
+    let s = app.wait_for_state(&id, "awaiting_payment").await;
+    assert_eq!(s["payment_status"], "unpaid");
+    assert!(s["fulfillments"].as_array().unwrap().is_empty());
+    assert!(
+        app.receiver.received().is_empty(),
+        "nothing sent while unpaid"
+    );
+    assert_eq!(
+        app.stripe.requests().len(),
+        0,
+        "an unpaid completion needs no API call"
+    );
+    let (status, page) = app.landing(&id).await;
+    assert_eq!(status, 200);
+    assert!(page.contains("Payment processing"), "{page}");
+    assert!(app.receiver.received().is_empty());
+
+    // The bank debit clears.
+    app.stripe
+        .update(&id, serde_json::json!({"payment_status": "paid"}));
+    let mut paid = session.clone();
+    paid["payment_status"] = "paid".into();
+    assert_eq!(
+        app.send_event(
+            "evt_sepa_2",
+            "checkout.session.async_payment_succeeded",
+            &paid
+        )
+        .await,
+        200
+    );
+    let s = app.wait_for_state(&id, "fulfilled").await;
+    assert_eq!(s["payment_status"], "paid");
+    assert_eq!(s["fulfillments"].as_array().unwrap().len(), 1);
+    assert_eq!(app.receiver.of_kind(FULFILLED).len(), 1);
+    let cb = &app.receiver.of_kind(FULFILLED)[0];
+    assert_eq!(cb.body["data"]["session"]["currency"], "eur");
+}
+
+#[tokio::test]
+async fn async_payment_failure_is_not_fulfilled() {
+    let app = spawn_app().await;
+    let id = session_id("failed");
+    let mut sample = SampleSession::paid(&id, 1);
+    sample.payment_status = "unpaid";
+    let session = app.seed(&sample);
+    assert_eq!(
+        app.send_event("evt_f_1", "checkout.session.completed", &session)
+            .await,
+        200
+    );
+    app.wait_for_state(&id, "awaiting_payment").await;
+    assert_eq!(
+        app.send_event("evt_f_2", "checkout.session.async_payment_failed", &session)
+            .await,
+        200
+    );
+    let s = app.wait_for_state(&id, "payment_failed").await;
+    assert!(s["fulfillments"].as_array().unwrap().is_empty());
+    let failed = eventually("the payment_failed callback arrives", || async {
+        let r = app.receiver.of_kind("checkout.payment_failed");
+        (!r.is_empty()).then_some(r)
+    })
+    .await;
+    assert_eq!(failed.len(), 1);
+    assert!(failed[0].signature_valid);
+    assert_eq!(failed[0].body["data"]["session"]["id"], id.as_str());
+    assert!(app.receiver.of_kind(FULFILLED).is_empty());
+    // A late completion event or a landing-page visit does not revive it.
+    assert_eq!(
+        app.send_event("evt_f_3", "checkout.session.completed", &session)
+            .await,
+        200
+    );
+    let (_, page) = app.landing(&id).await;
+    assert!(page.contains("did not go through"), "{page}");
+    let s = app.session(&id).await;
+    assert_eq!(s["state"], "payment_failed");
+    assert!(app.receiver.of_kind(FULFILLED).is_empty());
+}
+
+#[tokio::test]
+async fn no_payment_required_is_fulfilled() {
+    let app = spawn_app().await;
+    let id = session_id("free");
+    let mut sample = SampleSession::paid(&id, 1);
+    sample.payment_status = "no_payment_required";
+    sample.items = vec![("Free sample".into(), 0, 1)];
+    let session = app.seed(&sample);
+    assert_eq!(
+        app.send_event("evt_free_1", "checkout.session.completed", &session)
+            .await,
+        200
+    );
+    let s = app.wait_for_state(&id, "fulfilled").await;
+    assert_eq!(s["payment_status"], "no_payment_required");
+    assert_eq!(app.receiver.of_kind(FULFILLED).len(), 1);
+}
+
+#[tokio::test]
+async fn expired_sessions_are_marked_and_never_fulfilled() {
+    let app = spawn_app().await;
+    let id = session_id("expired");
+    let mut sample = SampleSession::paid(&id, 1);
+    sample.payment_status = "unpaid";
+    sample.status = "expired";
+    let session = app.seed(&sample);
+    assert_eq!(
+        app.send_event("evt_exp_1", "checkout.session.expired", &session)
+            .await,
+        200
+    );
+    app.wait_for_state(&id, "expired").await;
+    let (_, page) = app.landing(&id).await;
+    assert!(page.contains("expired"));
+    assert!(app.receiver.received().is_empty());
+}
+
+#[tokio::test]
+async fn forced_refulfillment_is_a_second_audited_fulfillment() {
+    let app = spawn_app().await;
+    let id = session_id("force");
+    let session = app.seed(&SampleSession::paid(&id, 2));
+    assert_eq!(
+        app.send_event("evt_force_1", "checkout.session.completed", &session)
+            .await,
+        200
+    );
+    app.wait_for_state(&id, "fulfilled").await;
+
+    // Without force: nothing happens.
+    let (status, v) = app
+        .api_post(
+            &format!("/admin/api/sessions/{id}/fulfill"),
+            serde_json::json!({}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(v["result"]["state"], "fulfilled");
+    assert_eq!(v["session"]["fulfillments"].as_array().unwrap().len(), 1);
+
+    let (status, v) = app
+        .api_post(
+            &format!("/admin/api/sessions/{id}/fulfill"),
+            serde_json::json!({"force": true}),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let f = v["session"]["fulfillments"].as_array().unwrap();
+    assert_eq!(f.len(), 2);
+    assert_eq!(f[1]["forced"], true);
+    assert_eq!(f[1]["actor"], "api");
+    assert_eq!(f[1]["trigger"], "admin");
+    let callbacks = app.receiver.of_kind(FULFILLED);
+    assert_eq!(callbacks.len(), 2);
+    assert_ne!(callbacks[0].webhook_id, callbacks[1].webhook_id);
+    assert_eq!(callbacks[1].body["data"]["forced"], true);
+}

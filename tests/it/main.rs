@@ -1,0 +1,11 @@
+//! One integration-test binary: the real app on port 0 against a Stripe test
+//! double and a merchant receiver over HTTP on loopback.
+
+mod helpers;
+
+mod api;
+mod crash;
+mod exactly_once;
+mod landing;
+mod stripe_faults;
+mod webhook;

@@ -120,13 +120,13 @@ impl Store {
                 .map_err(|e| StoreError::Redb(redb::StorageError::Io(e).into()))?;
         }
         let db = Database::builder()
-            .set_cache_size(64 * 1024 * 1024)
+            .set_cache_size(32 * 1024 * 1024)
             .set_check_integrity_on_open(true)
             .create(path)?;
         let db = Arc::new(db);
         {
-            let mut w = db.begin_write()?;
-            Tx::new(&mut w).create_tables()?;
+            let w = db.begin_write()?;
+            drop(Tx::open(&w)?);
             w.commit()?;
         }
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
@@ -202,11 +202,8 @@ fn writer_loop(db: Arc<Database>, mut rx: mpsc::Receiver<Box<dyn WriteOp>>) {
 }
 
 fn apply_batch(db: &Database, batch: &mut [Box<dyn WriteOp>]) -> Result<(), StoreError> {
-    let mut w: WriteTransaction = db.begin_write()?;
-    let applied = {
-        let mut tx = Tx::new(&mut w);
-        batch.iter_mut().try_for_each(|op| op.apply(&mut tx))
-    };
+    let w: WriteTransaction = db.begin_write()?;
+    let applied = Tx::open(&w).and_then(|mut tx| batch.iter_mut().try_for_each(|op| op.apply(&mut tx)));
     match applied {
         Ok(()) => {
             w.commit()?;

@@ -15,7 +15,7 @@
 //! | `job_due` | job key | due ms (at most one job per key) |
 
 use redb::{
-    ReadTransaction, ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction,
+    ReadTransaction, ReadableTable, ReadableTableMetadata, Table, TableDefinition, WriteTransaction,
 };
 use serde::{Serialize, de::DeserializeOwned};
 
@@ -58,31 +58,40 @@ fn get_json<T: DeserializeOwned>(
 }
 
 /// A write transaction with typed operations that keep the indexes in step.
-pub struct Tx<'a> {
-    w: &'a mut WriteTransaction,
+/// Every table is opened once per transaction (opening is not free in redb,
+/// and a batch runs hundreds of operations).
+pub struct Tx<'t> {
+    sessions: Table<'t, &'static str, &'static [u8]>,
+    details: Table<'t, &'static str, &'static [u8]>,
+    events: Table<'t, &'static str, &'static [u8]>,
+    notifications: Table<'t, &'static str, &'static [u8]>,
+    by_created: Table<'t, (i64, &'static str), ()>,
+    by_state: Table<'t, (&'static str, i64, &'static str), ()>,
+    by_email: Table<'t, (&'static str, &'static str), ()>,
+    by_pi: Table<'t, (&'static str, &'static str), ()>,
+    jobs: Table<'t, (u64, &'static str), &'static [u8]>,
+    job_due: Table<'t, &'static str, u64>,
 }
 
-impl<'a> Tx<'a> {
-    pub(super) fn new(w: &'a mut WriteTransaction) -> Self {
-        Tx { w }
-    }
-
-    pub(super) fn create_tables(&mut self) -> Result<(), StoreError> {
-        self.w.open_table(SESSIONS)?;
-        self.w.open_table(DETAILS)?;
-        self.w.open_table(EVENTS)?;
-        self.w.open_table(NOTIFICATIONS)?;
-        self.w.open_table(BY_CREATED)?;
-        self.w.open_table(BY_STATE)?;
-        self.w.open_table(BY_EMAIL)?;
-        self.w.open_table(BY_PI)?;
-        self.w.open_table(JOBS)?;
-        self.w.open_table(JOB_DUE)?;
-        Ok(())
+impl<'t> Tx<'t> {
+    /// Opens (creating where needed) every table in `w`.
+    pub(super) fn open(w: &'t WriteTransaction) -> Result<Self, StoreError> {
+        Ok(Tx {
+            sessions: w.open_table(SESSIONS)?,
+            details: w.open_table(DETAILS)?,
+            events: w.open_table(EVENTS)?,
+            notifications: w.open_table(NOTIFICATIONS)?,
+            by_created: w.open_table(BY_CREATED)?,
+            by_state: w.open_table(BY_STATE)?,
+            by_email: w.open_table(BY_EMAIL)?,
+            by_pi: w.open_table(BY_PI)?,
+            jobs: w.open_table(JOBS)?,
+            job_due: w.open_table(JOB_DUE)?,
+        })
     }
 
     pub fn session(&self, id: &str) -> Result<Option<SessionRecord>, StoreError> {
-        get_json(&self.w.open_table(SESSIONS)?, id)
+        get_json(&self.sessions, id)
     }
 
     /// Stores a session and moves its index entries to match.
@@ -91,100 +100,88 @@ impl<'a> Tx<'a> {
         let id = rec.id.as_str();
         if let Some(old) = &old {
             if old.created != rec.created {
-                self.w.open_table(BY_CREATED)?.remove((old.created, id))?;
+                self.by_created.remove((old.created, id))?;
             }
             if old.state != rec.state || old.created != rec.created {
-                self.w
-                    .open_table(BY_STATE)?
-                    .remove((old.state.as_str(), old.created, id))?;
+                self.by_state.remove((old.state.as_str(), old.created, id))?;
             }
             if let Some(e) = &old.customer_email
                 && old.customer_email != rec.customer_email
             {
-                self.w
-                    .open_table(BY_EMAIL)?
-                    .remove((e.to_lowercase().as_str(), id))?;
+                self.by_email.remove((e.to_lowercase().as_str(), id))?;
             }
             if let Some(pi) = &old.payment_intent
                 && old.payment_intent != rec.payment_intent
             {
-                self.w.open_table(BY_PI)?.remove((pi.as_str(), id))?;
+                self.by_pi.remove((pi.as_str(), id))?;
             }
         }
-        self.w
-            .open_table(SESSIONS)?
-            .insert(id, encode(rec)?.as_slice())?;
-        self.w
-            .open_table(BY_CREATED)?
-            .insert((rec.created, id), ())?;
-        self.w
-            .open_table(BY_STATE)?
-            .insert((rec.state.as_str(), rec.created, id), ())?;
-        if let Some(e) = &rec.customer_email {
-            self.w
-                .open_table(BY_EMAIL)?
-                .insert((e.to_lowercase().as_str(), id), ())?;
+        self.sessions.insert(id, encode(rec)?.as_slice())?;
+        if old.as_ref().is_none_or(|o| o.created != rec.created) {
+            self.by_created.insert((rec.created, id), ())?;
         }
-        if let Some(pi) = &rec.payment_intent {
-            self.w.open_table(BY_PI)?.insert((pi.as_str(), id), ())?;
+        if old.as_ref().is_none_or(|o| o.state != rec.state || o.created != rec.created) {
+            self.by_state.insert((rec.state.as_str(), rec.created, id), ())?;
+        }
+        if let Some(e) = &rec.customer_email
+            && old.as_ref().is_none_or(|o| o.customer_email != rec.customer_email)
+        {
+            self.by_email.insert((e.to_lowercase().as_str(), id), ())?;
+        }
+        if let Some(pi) = &rec.payment_intent
+            && old.as_ref().is_none_or(|o| o.payment_intent != rec.payment_intent)
+        {
+            self.by_pi.insert((pi.as_str(), id), ())?;
         }
         Ok(())
     }
 
     pub fn detail(&self, id: &str) -> Result<SessionDetail, StoreError> {
-        Ok(get_json(&self.w.open_table(DETAILS)?, id)?.unwrap_or_default())
+        Ok(get_json(&self.details, id)?.unwrap_or_default())
     }
 
     pub fn put_detail(&mut self, id: &str, detail: &SessionDetail) -> Result<(), StoreError> {
-        self.w
-            .open_table(DETAILS)?
-            .insert(id, encode(detail)?.as_slice())?;
+        self.details.insert(id, encode(detail)?.as_slice())?;
         Ok(())
     }
 
     pub fn event(&self, id: &str) -> Result<Option<EventRecord>, StoreError> {
-        get_json(&self.w.open_table(EVENTS)?, id)
+        get_json(&self.events, id)
     }
 
     pub fn put_event(&mut self, rec: &EventRecord) -> Result<(), StoreError> {
-        self.w
-            .open_table(EVENTS)?
-            .insert(rec.id.as_str(), encode(rec)?.as_slice())?;
+        self.events.insert(rec.id.as_str(), encode(rec)?.as_slice())?;
         Ok(())
     }
 
     pub fn notification(&self, id: &str) -> Result<Option<Notification>, StoreError> {
-        get_json(&self.w.open_table(NOTIFICATIONS)?, id)
+        get_json(&self.notifications, id)
     }
 
     pub fn put_notification(&mut self, n: &Notification) -> Result<(), StoreError> {
-        self.w
-            .open_table(NOTIFICATIONS)?
-            .insert(n.id.as_str(), encode(n)?.as_slice())?;
+        self.notifications.insert(n.id.as_str(), encode(n)?.as_slice())?;
         Ok(())
     }
 
     /// When the job with this key is due, if it is queued.
     pub fn job_due(&self, key: &str) -> Result<Option<u64>, StoreError> {
-        Ok(self.w.open_table(JOB_DUE)?.get(key)?.map(|v| v.value()))
+        Ok(self.job_due.get(key)?.map(|v| v.value()))
     }
 
     /// Queues `job` at `due_ms`, replacing any queued job with the same key.
     pub fn schedule(&mut self, job: &Job, due_ms: u64) -> Result<(), StoreError> {
         let key = job.key();
         self.unschedule(&key)?;
-        self.w
-            .open_table(JOBS)?
-            .insert((due_ms, key.as_str()), encode(job)?.as_slice())?;
-        self.w.open_table(JOB_DUE)?.insert(key.as_str(), due_ms)?;
+        self.jobs.insert((due_ms, key.as_str()), encode(job)?.as_slice())?;
+        self.job_due.insert(key.as_str(), due_ms)?;
         Ok(())
     }
 
     /// Removes the job with this key, if any.
     pub fn unschedule(&mut self, key: &str) -> Result<(), StoreError> {
-        let due = self.w.open_table(JOB_DUE)?.remove(key)?.map(|v| v.value());
+        let due = self.job_due.remove(key)?.map(|v| v.value());
         if let Some(due) = due {
-            self.w.open_table(JOBS)?.remove((due, key))?;
+            self.jobs.remove((due, key))?;
         }
         Ok(())
     }

@@ -22,7 +22,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use fulfilld::{signature, stripe::double::{SampleSession, StripeDouble, event_body}};
+use fulfilld::{
+    signature,
+    stripe::double::{SampleSession, StripeDouble, event_body},
+};
 
 const SECRET_KEY: &str = "sk_test_bench";
 const WEBHOOK_SECRET: &str = "whsec_bench_secret";
@@ -54,27 +57,41 @@ fn template() -> String {
     let (mut session, _) = SampleSession::paid(&format!("cs_test_bench_{SLOT}"), 1).build();
     session["payment_status"] = "unpaid".into();
     session["payment_intent"] = format!("pi_bench_{SLOT}").into();
-    event_body(&format!("evt_bench_{SLOT}"), "checkout.session.completed", &session)
+    event_body(
+        &format!("evt_bench_{SLOT}"),
+        "checkout.session.completed",
+        &session,
+    )
 }
 
 /// A signed, unique webhook: a cheap text substitution, so the generator
 /// spends its share of the cores on sending, not on building JSON.
 fn request(n: u64, template: &str) -> (String, String) {
     let body = template.replace(SLOT, &format!("{n:012}"));
-    let header = signature::stripe_header(WEBHOOK_SECRET, fulfilld::time::now_secs(), body.as_bytes());
+    let header =
+        signature::stripe_header(WEBHOOK_SECRET, fulfilld::time::now_secs(), body.as_bytes());
     (body, header)
 }
 
 #[tokio::main]
 async fn main() {
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
     let connections: usize = args.first().and_then(|a| a.parse().ok()).unwrap_or(50);
     let seconds: u64 = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(10);
     let rate: u64 = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(2000);
 
     let dir = tempfile::tempdir().expect("temp dir");
-    let stripe = StripeDouble::start(SECRET_KEY).await.expect("Stripe double");
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let stripe = StripeDouble::start(SECRET_KEY)
+        .await
+        .expect("Stripe double");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let mut child = Command::new(env!("CARGO_BIN_EXE_fulfilld"))
         .arg("serve")
         .current_dir(dir.path())
@@ -103,10 +120,17 @@ async fn main() {
         {
             break;
         }
-        assert!(started.elapsed() < Duration::from_secs(30), "server did not start");
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "server did not start"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    println!("server ready in {} ms; idle RSS {:.1} MB", started.elapsed().as_millis(), peak_rss_mb(pid));
+    println!(
+        "server ready in {} ms; idle RSS {:.1} MB",
+        started.elapsed().as_millis(),
+        peak_rss_mb(pid)
+    );
 
     let template = Arc::new(template());
     let counter = Arc::new(AtomicU64::new(0));
@@ -117,7 +141,12 @@ async fn main() {
     let t0 = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..connections {
-        let (client, url, template, counter) = (client.clone(), url.clone(), template.clone(), counter.clone());
+        let (client, url, template, counter) = (
+            client.clone(),
+            url.clone(),
+            template.clone(),
+            counter.clone(),
+        );
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
             let mut errors = 0u64;
@@ -125,7 +154,13 @@ async fn main() {
                 let n = counter.fetch_add(1, Ordering::Relaxed);
                 let (body, header) = request(n, &template);
                 let s = Instant::now();
-                match client.post(url.as_str()).header("stripe-signature", header).body(body).send().await {
+                match client
+                    .post(url.as_str())
+                    .header("stripe-signature", header)
+                    .body(body)
+                    .send()
+                    .await
+                {
                     Ok(r) if r.status().is_success() => lat.push(s.elapsed().as_micros() as u64),
                     _ => errors += 1,
                 }
@@ -161,7 +196,12 @@ async fn main() {
     for i in 0..total {
         let scheduled = t0 + interval * i as u32;
         tokio::time::sleep_until(scheduled.into()).await;
-        let (client, url, template, counter) = (client.clone(), url.clone(), template.clone(), counter.clone());
+        let (client, url, template, counter) = (
+            client.clone(),
+            url.clone(),
+            template.clone(),
+            counter.clone(),
+        );
         handles.push(tokio::spawn(async move {
             let n = counter.fetch_add(1, Ordering::Relaxed);
             let (body, header) = request(n, &template);

@@ -743,6 +743,82 @@ mod tests {
         assert!(c.warnings().iter().any(|w| w.contains("https")));
     }
 
+    /// `key = …` and `# key = …` lines of the example, as `section.key`.
+    fn example_keys() -> Vec<(String, String)> {
+        let raw = include_str!("../config.toml.example");
+        let mut section = String::new();
+        let mut out = Vec::new();
+        for line in raw.lines() {
+            let line = line.trim();
+            if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+                section = name.to_string();
+                continue;
+            }
+            let body = line.strip_prefix("# ").unwrap_or(line);
+            if let Some((key, value)) = body.split_once(" = ")
+                && !key.contains(' ')
+                && key.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+            {
+                out.push((format!("{section}.{key}"), value.to_string()));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn the_example_config_is_valid_and_names_every_key() {
+        let example = include_str!("../config.toml.example");
+        parse(example).expect("config.toml.example validates as it is");
+
+        // Every key it names (commented or not) is a real key.
+        let mut all = String::new();
+        let mut current = String::new();
+        for (path, value) in example_keys() {
+            let (section, key) = path.split_once('.').unwrap();
+            if section != current {
+                all.push_str(&format!("[{section}]\n"));
+                current = section.to_string();
+            }
+            all.push_str(&format!("{key} = {value}\n"));
+        }
+        let figment =
+            Figment::from(Serialized::defaults(Config::default())).merge(Toml::string(&all));
+        figment
+            .extract::<Config>()
+            .expect("every key in the example is known");
+
+        // Every key the configuration knows is in the example (the `_file`
+        // variants are described once, at the top).
+        let mut full = parse(GOOD).unwrap();
+        full.admin.password_hash = Some(Secret::new("x"));
+        full.admin.api_token = Some(Secret::new("x"));
+        full.fulfillment.callback_url = Some("x".into());
+        full.fulfillment.callback_secret = Some(Secret::new("x"));
+        full.smtp.url = Some(Secret::new("x"));
+        full.smtp.from = Some("x".into());
+        full.notifications = NotificationsConfig {
+            merchant_email: Some("x".into()),
+            webhook_url: Some(Secret::new("x")),
+            webhook_url_file: None,
+            retry_url: Some("x".into()),
+        };
+        let value = toml::Value::try_from(&full).unwrap();
+        let named: Vec<String> = example_keys().into_iter().map(|(k, _)| k).collect();
+        for (section, table) in value.as_table().unwrap() {
+            for key in table.as_table().unwrap().keys() {
+                let path = format!("{section}.{key}");
+                assert!(
+                    named.contains(&path),
+                    "config.toml.example does not document {path}"
+                );
+            }
+        }
+        assert!(
+            example.contains("_file"),
+            "the _file form of secrets is documented"
+        );
+    }
+
     #[test]
     fn env_overrides_file_and_lists_split_on_commas() {
         #[allow(clippy::result_large_err)]

@@ -232,8 +232,6 @@ pub struct EventRecord {
     pub deliveries: u32,
     /// `handled` or `ignored`.
     pub disposition: String,
-    /// The raw body as received.
-    pub payload: String,
 }
 
 /// Work in the durable queue.

@@ -815,8 +815,8 @@ fn ingest_op(
             "ignored"
         }
         .into(),
-        payload: raw.to_string(),
     })?;
+    tx.put_event_payload(&event.id, raw.as_bytes())?;
     let Some(session) = session else {
         return Ok(Ingested::Ignored);
     };

@@ -57,14 +57,15 @@ pub async fn receive(req: &Request, body: Body, state: Data<&Arc<AppState>>) -> 
     if event.id.is_empty() || event.id.len() > 255 || event.kind.is_empty() {
         return text(StatusCode::BAD_REQUEST, "bad_json: event has no id or type");
     }
-    match state.fulfiller.ingest(raw, event.clone()).await {
+    let (event_id, kind) = (event.id.clone(), event.kind.clone());
+    match state.fulfiller.ingest(raw, event).await {
         Ok(outcome) => {
             let outcome = match outcome {
                 Ingested::Recorded => "recorded",
                 Ingested::Ignored => "ignored",
                 Ingested::Duplicate => "duplicate",
             };
-            tracing::info!(event = %event.id, kind = %event.kind, outcome, "webhook");
+            tracing::info!(event = %event_id, kind = %kind, outcome, "webhook");
             json_response(
                 StatusCode::OK,
                 &json!({"received": true, "outcome": outcome}),
@@ -72,7 +73,7 @@ pub async fn receive(req: &Request, body: Body, state: Data<&Arc<AppState>>) -> 
         }
         Err(e) => {
             // Not durable, so not acknowledged: Stripe will deliver it again.
-            tracing::error!(event = %event.id, error = %e, "cannot record webhook");
+            tracing::error!(event = %event_id, error = %e, "cannot record webhook");
             text(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "temporarily unable to record the event",

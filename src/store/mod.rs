@@ -120,7 +120,7 @@ impl Store {
                 .map_err(|e| StoreError::Redb(redb::StorageError::Io(e).into()))?;
         }
         let db = Database::builder()
-            .set_cache_size(32 * 1024 * 1024)
+            .set_cache_size(16 * 1024 * 1024)
             .set_check_integrity_on_open(true)
             .create(path)?;
         let db = Arc::new(db);
@@ -203,7 +203,8 @@ fn writer_loop(db: Arc<Database>, mut rx: mpsc::Receiver<Box<dyn WriteOp>>) {
 
 fn apply_batch(db: &Database, batch: &mut [Box<dyn WriteOp>]) -> Result<(), StoreError> {
     let w: WriteTransaction = db.begin_write()?;
-    let applied = Tx::open(&w).and_then(|mut tx| batch.iter_mut().try_for_each(|op| op.apply(&mut tx)));
+    let applied =
+        Tx::open(&w).and_then(|mut tx| batch.iter_mut().try_for_each(|op| op.apply(&mut tx)));
     match applied {
         Ok(()) => {
             w.commit()?;

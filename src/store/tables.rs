@@ -6,6 +6,7 @@
 //! | `sessions` | session id | `SessionRecord` (small: what lists show) |
 //! | `session_details` | session id | `SessionDetail` (line items, history, raw object) |
 //! | `events` | event id | `EventRecord` (dedup of Stripe deliveries) |
+//! | `event_payloads` | event id | the raw body as received (bytes, unescaped) |
 //! | `notifications` | notification id | `Notification` (outgoing callback bodies) |
 //! | `sessions_by_created` | (created, id) | () |
 //! | `sessions_by_state` | (state, created, id) | () |
@@ -25,6 +26,7 @@ use crate::model::{EventRecord, Job, Notification, SessionDetail, SessionRecord,
 const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("sessions");
 const DETAILS: TableDefinition<&str, &[u8]> = TableDefinition::new("session_details");
 const EVENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("events");
+const EVENT_PAYLOADS: TableDefinition<&str, &[u8]> = TableDefinition::new("event_payloads");
 const NOTIFICATIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("notifications");
 const BY_CREATED: TableDefinition<(i64, &str), ()> = TableDefinition::new("sessions_by_created");
 const BY_STATE: TableDefinition<(&str, i64, &str), ()> = TableDefinition::new("sessions_by_state");
@@ -64,6 +66,7 @@ pub struct Tx<'t> {
     sessions: Table<'t, &'static str, &'static [u8]>,
     details: Table<'t, &'static str, &'static [u8]>,
     events: Table<'t, &'static str, &'static [u8]>,
+    event_payloads: Table<'t, &'static str, &'static [u8]>,
     notifications: Table<'t, &'static str, &'static [u8]>,
     by_created: Table<'t, (i64, &'static str), ()>,
     by_state: Table<'t, (&'static str, i64, &'static str), ()>,
@@ -80,6 +83,7 @@ impl<'t> Tx<'t> {
             sessions: w.open_table(SESSIONS)?,
             details: w.open_table(DETAILS)?,
             events: w.open_table(EVENTS)?,
+            event_payloads: w.open_table(EVENT_PAYLOADS)?,
             notifications: w.open_table(NOTIFICATIONS)?,
             by_created: w.open_table(BY_CREATED)?,
             by_state: w.open_table(BY_STATE)?,
@@ -103,7 +107,8 @@ impl<'t> Tx<'t> {
                 self.by_created.remove((old.created, id))?;
             }
             if old.state != rec.state || old.created != rec.created {
-                self.by_state.remove((old.state.as_str(), old.created, id))?;
+                self.by_state
+                    .remove((old.state.as_str(), old.created, id))?;
             }
             if let Some(e) = &old.customer_email
                 && old.customer_email != rec.customer_email
@@ -120,16 +125,24 @@ impl<'t> Tx<'t> {
         if old.as_ref().is_none_or(|o| o.created != rec.created) {
             self.by_created.insert((rec.created, id), ())?;
         }
-        if old.as_ref().is_none_or(|o| o.state != rec.state || o.created != rec.created) {
-            self.by_state.insert((rec.state.as_str(), rec.created, id), ())?;
+        if old
+            .as_ref()
+            .is_none_or(|o| o.state != rec.state || o.created != rec.created)
+        {
+            self.by_state
+                .insert((rec.state.as_str(), rec.created, id), ())?;
         }
         if let Some(e) = &rec.customer_email
-            && old.as_ref().is_none_or(|o| o.customer_email != rec.customer_email)
+            && old
+                .as_ref()
+                .is_none_or(|o| o.customer_email != rec.customer_email)
         {
             self.by_email.insert((e.to_lowercase().as_str(), id), ())?;
         }
         if let Some(pi) = &rec.payment_intent
-            && old.as_ref().is_none_or(|o| o.payment_intent != rec.payment_intent)
+            && old
+                .as_ref()
+                .is_none_or(|o| o.payment_intent != rec.payment_intent)
         {
             self.by_pi.insert((pi.as_str(), id), ())?;
         }
@@ -150,7 +163,14 @@ impl<'t> Tx<'t> {
     }
 
     pub fn put_event(&mut self, rec: &EventRecord) -> Result<(), StoreError> {
-        self.events.insert(rec.id.as_str(), encode(rec)?.as_slice())?;
+        self.events
+            .insert(rec.id.as_str(), encode(rec)?.as_slice())?;
+        Ok(())
+    }
+
+    /// Keeps the exact body of an event as received.
+    pub fn put_event_payload(&mut self, id: &str, raw: &[u8]) -> Result<(), StoreError> {
+        self.event_payloads.insert(id, raw)?;
         Ok(())
     }
 
@@ -159,7 +179,8 @@ impl<'t> Tx<'t> {
     }
 
     pub fn put_notification(&mut self, n: &Notification) -> Result<(), StoreError> {
-        self.notifications.insert(n.id.as_str(), encode(n)?.as_slice())?;
+        self.notifications
+            .insert(n.id.as_str(), encode(n)?.as_slice())?;
         Ok(())
     }
 
@@ -172,7 +193,8 @@ impl<'t> Tx<'t> {
     pub fn schedule(&mut self, job: &Job, due_ms: u64) -> Result<(), StoreError> {
         let key = job.key();
         self.unschedule(&key)?;
-        self.jobs.insert((due_ms, key.as_str()), encode(job)?.as_slice())?;
+        self.jobs
+            .insert((due_ms, key.as_str()), encode(job)?.as_slice())?;
         self.job_due.insert(key.as_str(), due_ms)?;
         Ok(())
     }
@@ -226,6 +248,15 @@ impl Reader {
 
     pub fn event(&self, id: &str) -> Result<Option<EventRecord>, StoreError> {
         get_json(&self.r.open_table(EVENTS)?, id)
+    }
+
+    /// The exact body of an event as received.
+    pub fn event_payload(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .r
+            .open_table(EVENT_PAYLOADS)?
+            .get(id)?
+            .map(|v| v.value().to_vec()))
     }
 
     pub fn notification(&self, id: &str) -> Result<Option<Notification>, StoreError> {

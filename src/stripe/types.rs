@@ -114,7 +114,7 @@ where
 impl Session {
     /// Parses a session object (from an event or the API), leniently.
     pub fn from_value(v: &Value) -> Option<Session> {
-        let s: Session = serde_json::from_value(v.clone()).ok()?;
+        let s = Session::deserialize(v).ok()?;
         crate::model::is_session_id(&s.id).then_some(s)
     }
 

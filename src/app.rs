@@ -21,12 +21,31 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
-    #[error("cannot open the database at {path}: {source}")]
-    Store { path: String, source: StoreError },
+    #[error("cannot open the database at {path}: {error}{hint}")]
+    Store {
+        path: String,
+        error: StoreError,
+        hint: &'static str,
+    },
     #[error("{0}")]
     Setup(String),
     #[error("server: {0}")]
     Io(#[from] std::io::Error),
+}
+
+impl AppError {
+    fn store(path: &std::path::Path, error: StoreError) -> Self {
+        let hint = if error.is_corruption() {
+            ". The file is damaged: stop here, keep it for inspection, and restore the last backup"
+        } else {
+            ""
+        };
+        AppError::Store {
+            path: path.display().to_string(),
+            error,
+            hint,
+        }
+    }
 }
 
 pub struct Application {
@@ -48,10 +67,7 @@ impl Application {
         })
         .await
         .map_err(|e| AppError::Setup(e.to_string()))?
-        .map_err(|source| AppError::Store {
-            path: path.display().to_string(),
-            source,
-        })?;
+        .map_err(|error| AppError::store(&path, error))?;
         let key = config
             .stripe
             .secret_key
@@ -78,10 +94,7 @@ impl Application {
         fulfiller
             .take_over_claims()
             .await
-            .map_err(|source| AppError::Store {
-                path: path.display().to_string(),
-                source,
-            })?;
+            .map_err(|error| AppError::store(&path, error))?;
         let state = Arc::new(AppState {
             fulfiller: fulfiller.clone(),
             webhook_secrets: config.stripe.webhook_secrets.clone(),

@@ -48,22 +48,18 @@ impl Secret {
     pub fn expose(&self) -> &str {
         &self.0
     }
-    /// A masked form that keeps a Stripe-style prefix and the last four
-    /// characters of long secrets (`sk_test_…wxyz`), like Stripe's dashboard.
+    /// A masked form: a known key prefix and, for long keys, the last four
+    /// characters (`sk_test_…wxyz`), as Stripe's dashboard shows keys.
+    /// Anything else (passwords, URLs with credentials) is masked entirely.
     pub fn masked(&self) -> String {
+        const PREFIXES: [&str; 5] = ["sk_test_", "sk_live_", "rk_test_", "rk_live_", "whsec_"];
         let s = &self.0;
-        let prefix_end = s.rfind('_').map(|i| i + 1).unwrap_or(0);
-        let prefix = &s[..prefix_end];
-        let rest = &s[prefix_end..];
+        let Some(prefix) = PREFIXES.iter().find(|p| s.starts_with(*p)) else {
+            return "********".into();
+        };
+        let rest = &s[prefix.len()..];
         if rest.chars().count() >= 16 {
-            let tail: String = rest
-                .chars()
-                .rev()
-                .take(4)
-                .collect::<Vec<_>>()
-                .into_iter()
-                .rev()
-                .collect();
+            let tail: String = rest.chars().skip(rest.chars().count() - 4).collect();
             format!("{prefix}…{tail}")
         } else {
             format!("{prefix}****")
@@ -740,6 +736,9 @@ mod tests {
         assert!(!printed.contains("abcdefghijklmnop"), "{printed}");
         assert!(!printed.contains("correct horse"), "{printed}");
         assert!(!format!("{c:?}").contains("correct horse"));
+        assert_eq!(Secret::new("correct horse battery").masked(), "********");
+        assert_eq!(Secret::new("whsec_short").masked(), "whsec_****");
+        assert_eq!(Secret::new("smtp://u:p@host:25").masked(), "********");
         assert!(c.warnings().iter().any(|w| w.contains("https")));
     }
 

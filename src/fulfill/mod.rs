@@ -43,6 +43,8 @@ use callback::{CallbackSender, DeliveryError};
 use locks::SessionLocks;
 
 pub const FULFILLED_CALLBACK: &str = "checkout.fulfilled";
+/// How often a landing page may re-check a session that awaits its payment.
+const LANDING_RECHECK_MS: u64 = 10_000;
 pub const PAYMENT_FAILED_CALLBACK: &str = "checkout.payment_failed";
 
 #[derive(Debug, thiserror::Error)]
@@ -709,7 +711,13 @@ fn claim_op(
                 .lease
                 .as_ref()
                 .is_some_and(|l| l.owner == boot && l.until_ms > now),
-            State::AwaitingPayment | State::Retrying | State::Failed => true,
+            // A customer refreshing the "payment processing" page need not
+            // ask Stripe more than every few seconds.
+            State::AwaitingPayment => {
+                trigger != Trigger::LandingPage
+                    || now.saturating_sub(rec.updated_at_ms) >= LANDING_RECHECK_MS
+            }
+            State::Retrying | State::Failed => true,
         };
         if !claim {
             return Ok(Claim::Skip(rec.clone()));

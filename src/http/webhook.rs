@@ -8,7 +8,12 @@ use poem::{Body, Request, Response, error::ReadBodyError, handler, http::StatusC
 use serde_json::json;
 
 use super::{AppState, MAX_WEBHOOK_BODY, json_response, text};
-use crate::{fulfill::Ingested, signature, stripe::Event, time::now_secs};
+use crate::{
+    fulfill::Ingested,
+    signature,
+    stripe::{Event, Session},
+    time::now_secs,
+};
 
 #[handler]
 pub async fn receive(req: &Request, body: Body, state: Data<&Arc<AppState>>) -> Response {
@@ -56,6 +61,18 @@ pub async fn receive(req: &Request, body: Body, state: Data<&Arc<AppState>>) -> 
     };
     if event.id.is_empty() || event.id.len() > 255 || event.kind.is_empty() {
         return text(StatusCode::BAD_REQUEST, "bad_json: event has no id or type");
+    }
+    if event.kind.starts_with("checkout.session.")
+        && event
+            .data
+            .as_ref()
+            .and_then(|d| Session::from_value(&d.object))
+            .is_none()
+    {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "bad_json: a checkout.session event without a Checkout Session",
+        );
     }
     let (event_id, kind) = (event.id.clone(), event.kind.clone());
     match state.fulfiller.ingest(raw, event).await {

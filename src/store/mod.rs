@@ -30,14 +30,31 @@ const MAX_BATCH: usize = 512;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    // Not a `source`: the message already says it, and error chains would repeat it.
     #[error("database: {0}")]
-    Redb(#[from] redb::Error),
+    Redb(redb::Error),
     #[error("stored record {key} cannot be decoded: {message}")]
     Corrupt { key: String, message: String },
     #[error("the database writer has stopped")]
     WriterGone,
     #[error("database task failed: {0}")]
     Task(String),
+}
+
+impl StoreError {
+    /// The file's contents are damaged (as opposed to unreachable).
+    pub fn is_corruption(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Redb(redb::Error::Corrupted(_)) | StoreError::Corrupt { .. }
+        ) || self.to_string().contains("corrupted")
+    }
+}
+
+impl From<redb::Error> for StoreError {
+    fn from(e: redb::Error) -> Self {
+        StoreError::Redb(e)
+    }
 }
 
 macro_rules! from_redb {

@@ -7,5 +7,6 @@ mod api;
 mod crash;
 mod exactly_once;
 mod landing;
+mod storage;
 mod stripe_faults;
 mod webhook;

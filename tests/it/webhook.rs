@@ -71,6 +71,17 @@ async fn refused_requests_store_nothing() {
         assert!(r.text().await.unwrap().starts_with("bad_json"));
     }
 
+    // Correctly signed, a Checkout Session event type, but no session in it.
+    let no_session = event_body(
+        "evt_nosession",
+        "checkout.session.completed",
+        &serde_json::json!({"id": "pi_1"}),
+    );
+    let h = signature::stripe_header(WEBHOOK_SECRET, now, no_session.as_bytes());
+    let r = app.post_webhook_raw(no_session, Some(&h)).await;
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().starts_with("bad_json"));
+
     // 2 MiB, correctly signed: too large, refused before anything else.
     let huge = format!(
         "{{\"id\":\"evt_huge\",\"type\":\"x\",\"pad\":\"{}\"}}",

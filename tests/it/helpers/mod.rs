@@ -2,6 +2,7 @@
 //! a merchant receiver, all over real HTTP on loopback. Every test gets its
 //! own database, ports and fakes, so tests run in parallel.
 
+pub mod binary;
 pub mod receiver;
 
 use std::{future::Future, path::Path, time::Duration};

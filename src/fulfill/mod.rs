@@ -43,7 +43,7 @@ use callback::{CallbackSender, DeliveryError};
 use locks::SessionLocks;
 
 pub const FULFILLED_CALLBACK: &str = "checkout.fulfilled";
-/// How often a landing page may re-check a session that awaits its payment.
+/// How often a landing page may re-check a session that is not yet fulfilled.
 const LANDING_RECHECK_MS: u64 = 10_000;
 pub const PAYMENT_FAILED_CALLBACK: &str = "checkout.payment_failed";
 
@@ -711,13 +711,12 @@ fn claim_op(
                 .lease
                 .as_ref()
                 .is_some_and(|l| l.owner == boot && l.until_ms > now),
-            // A customer refreshing the "payment processing" page need not
-            // ask Stripe more than every few seconds.
-            State::AwaitingPayment => {
+            // A customer refreshing the page need not ask Stripe more than
+            // every few seconds; retries and people are not throttled.
+            State::AwaitingPayment | State::Retrying | State::Failed => {
                 trigger != Trigger::LandingPage
                     || now.saturating_sub(rec.updated_at_ms) >= LANDING_RECHECK_MS
             }
-            State::Retrying | State::Failed => true,
         };
         if !claim {
             return Ok(Claim::Skip(rec.clone()));

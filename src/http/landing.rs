@@ -113,7 +113,8 @@ pub async fn after_checkout(req: &Request, state: Data<&Arc<AppState>>) -> Respo
         State::AwaitingPayment => Landing::PaymentProcessing(&rec),
         State::PaymentFailed => Landing::PaymentFailed(&rec),
         State::Expired => Landing::Expired,
-        State::Fulfilling | State::Retrying | State::Failed => Landing::InProgress,
+        State::Fulfilling | State::Retrying => Landing::InProgress,
+        State::Failed => Landing::NeedsAttention,
     };
     html(StatusCode::OK, render(&view))
 }

@@ -16,6 +16,8 @@ pub enum Landing<'a> {
     PaymentProcessing(&'a SessionRecord),
     /// Paid, but fulfillment is still under way.
     InProgress,
+    /// Paid, but fulfillment failed and waits for the merchant.
+    NeedsAttention,
     PaymentFailed(&'a SessionRecord),
     Expired,
     NotFound,
@@ -65,6 +67,15 @@ pub fn render(view: &Landing<'_>) -> Markup {
                 div class="badge badge-wait" { "Processing" }
                 h1 { "Thanks! We are finishing your order" }
                 p { "Your payment went through and we are preparing your order. This page refreshes by itself." }
+            },
+        ),
+        Landing::NeedsAttention => page(
+            "Thanks for your order",
+            None,
+            html! {
+                div class="badge badge-wait" { "Received" }
+                h1 { "Thanks! Your order is received" }
+                p { "Your payment is safe. Finishing your order is taking longer than usual; we are on it and will be in touch." }
             },
         ),
         Landing::PaymentFailed(rec) => page(

@@ -104,6 +104,14 @@ async fn an_unknown_session_is_an_error_on_record_not_a_crash() {
     assert_eq!(health.status(), 200);
     assert_eq!(health.text().await.unwrap(), "ok");
 
+    // The customer sees a calm page that does not keep refreshing (and
+    // does not ask Stripe again right away).
+    let (status, page) = app.landing(&id).await;
+    assert_eq!(status, 200);
+    assert!(page.contains("taking longer than usual"), "{page}");
+    assert!(!page.contains("http-equiv=\"refresh\""));
+    assert_eq!(app.stripe.count(&format!("/v1/checkout/sessions/{id}")), 1);
+
     // Once the problem is fixed, an admin re-trigger fulfils it.
     app.seed(&SampleSession::paid(&id, 1));
     let (status, v) = app

@@ -70,8 +70,9 @@ pub(crate) fn json_response(status: StatusCode, body: &serde_json::Value) -> Res
         .status(status)
         .content_type("application/json")
         .body(body.to_string());
-    r.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    let h = r.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
     r
 }
 

@@ -173,11 +173,28 @@ impl Session {
             .iter()
             .filter_map(|k| field(k).map(str::to_string))
             .collect();
-        let city_line = [field("postal_code"), field("city"), field("state")]
+        // "San Francisco, CA 94103" where that is the custom, "75001 Paris" elsewhere.
+        let city_line = if matches!(field("country"), Some("US" | "CA" | "AU")) {
+            let city_state = [field("city"), field("state")]
+                .into_iter()
+                .flatten()
+                .collect::<Vec<_>>()
+                .join(", ");
+            [
+                Some(city_state.as_str()).filter(|s| !s.is_empty()),
+                field("postal_code"),
+            ]
             .into_iter()
             .flatten()
             .collect::<Vec<_>>()
-            .join(" ");
+            .join(" ")
+        } else {
+            [field("postal_code"), field("city"), field("state")]
+                .into_iter()
+                .flatten()
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
         if !city_line.is_empty() {
             address_lines.push(city_line);
         }
@@ -241,7 +258,22 @@ mod tests {
         );
         let d = s.delivery_details();
         assert_eq!(d.name.as_deref(), Some("Jenny Rosen"));
-        assert_eq!(d.address_lines[0], "510 Townsend St");
+        assert_eq!(
+            d.address_lines,
+            ["510 Townsend St", "San Francisco, CA 94103", "US"]
+        );
+        let fr = Session {
+            customer_details: Some(CustomerDetails {
+                name: Some("Amélie".into()),
+                address: serde_json::json!({"line1": "1 rue de Rivoli", "postal_code": "75001", "city": "Paris", "country": "FR"}),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert_eq!(
+            fr.delivery_details().address_lines,
+            ["1 rue de Rivoli", "75001 Paris", "FR"]
+        );
 
         let session =
             Session::from_value(&fixture("openapi-fixtures3/checkout.session.json")).unwrap();

@@ -72,7 +72,10 @@ pub(crate) fn json_response(status: StatusCode, body: &serde_json::Value) -> Res
         .body(body.to_string());
     let h = r.headers_mut();
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    h.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
     r
 }
 

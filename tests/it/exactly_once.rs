@@ -110,12 +110,8 @@ async fn twenty_concurrent_deliveries_and_twenty_landings_fulfil_once() {
         1,
         "one event, however often delivered"
     );
-    let (_, page) = landing_page(&app, &id).await;
+    let (_, page) = app.landing(&id).await;
     assert!(page.contains("Thank you for your order"));
-}
-
-async fn landing_page(app: &TestApp, id: &str) -> (u16, String) {
-    app.landing(id).await
 }
 
 #[tokio::test]

@@ -792,7 +792,7 @@ fn ingest_op(
 ) -> Result<Ingested, StoreError> {
     if let Some(mut seen) = tx.event(&event.id)? {
         seen.deliveries = seen.deliveries.saturating_add(1);
-        tx.put_event(&seen)?;
+        tx.update_event(&seen)?;
         return Ok(Ingested::Duplicate);
     }
     let kind = event.kind.as_str();
@@ -808,7 +808,7 @@ fn ingest_op(
         .as_ref()
         .and_then(|d| Session::from_value(&d.object))
         .filter(|_| acted_on);
-    tx.put_event(&EventRecord {
+    let record = EventRecord {
         id: event.id.clone(),
         kind: event.kind.clone(),
         livemode: event.livemode,
@@ -822,8 +822,8 @@ fn ingest_op(
             "ignored"
         }
         .into(),
-    })?;
-    tx.put_event_payload(&event.id, raw.as_bytes())?;
+    };
+    tx.put_event(&record, raw.as_bytes())?;
     let Some(session) = session else {
         return Ok(Ingested::Ignored);
     };

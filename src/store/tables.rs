@@ -5,15 +5,16 @@
 //! | --- | --- | --- |
 //! | `sessions` | session id | `SessionRecord` (small: what lists show) |
 //! | `session_details` | session id | `SessionDetail` (line items, history, raw object) |
-//! | `events` | event id | `EventRecord` (dedup of Stripe deliveries) |
-//! | `event_payloads` | event id | the raw body as received (bytes, unescaped) |
+//! | `events` | event id | `EventRecord`, then the raw body as received (dedup of Stripe deliveries) |
 //! | `notifications` | notification id | `Notification` (outgoing callback bodies) |
-//! | `sessions_by_created` | (created, id) | () |
 //! | `sessions_by_state` | (state, created, id) | () |
-//! | `sessions_by_email` | (lowercased email, id) | () |
-//! | `sessions_by_payment_intent` | (payment intent, id) | () |
+//! | `sessions_by_term` | (`e:`lowercased email or `p:`payment intent, id) | () |
 //! | `jobs` | (due ms, job key) | `Job` |
 //! | `job_due` | job key | due ms (at most one job per key) |
+//!
+//! Every tree a write touches costs pages in its commit, so the webhook path
+//! touches as few as it can: the newest-first list merges the per-state index
+//! instead of keeping a second ordering, and both search keys share one tree.
 
 use redb::{
     ReadTransaction, ReadableTable, ReadableTableMetadata, Table, TableDefinition, WriteTransaction,
@@ -26,12 +27,9 @@ use crate::model::{EventRecord, Job, Notification, SessionDetail, SessionRecord,
 const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("sessions");
 const DETAILS: TableDefinition<&str, &[u8]> = TableDefinition::new("session_details");
 const EVENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("events");
-const EVENT_PAYLOADS: TableDefinition<&str, &[u8]> = TableDefinition::new("event_payloads");
 const NOTIFICATIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("notifications");
-const BY_CREATED: TableDefinition<(i64, &str), ()> = TableDefinition::new("sessions_by_created");
 const BY_STATE: TableDefinition<(&str, i64, &str), ()> = TableDefinition::new("sessions_by_state");
-const BY_EMAIL: TableDefinition<(&str, &str), ()> = TableDefinition::new("sessions_by_email");
-const BY_PI: TableDefinition<(&str, &str), ()> = TableDefinition::new("sessions_by_payment_intent");
+const BY_TERM: TableDefinition<(&str, &str), ()> = TableDefinition::new("sessions_by_term");
 const JOBS: TableDefinition<(u64, &str), &[u8]> = TableDefinition::new("jobs");
 const JOB_DUE: TableDefinition<&str, u64> = TableDefinition::new("job_due");
 
@@ -59,6 +57,52 @@ fn get_json<T: DeserializeOwned>(
     }
 }
 
+/// An event value: the record's JSON length (u32, little endian), the
+/// record, then the raw body exactly as received.
+fn encode_event(rec: &EventRecord, raw: &[u8]) -> Result<Vec<u8>, StoreError> {
+    let json = encode(rec)?;
+    let len =
+        u32::try_from(json.len()).map_err(|_| StoreError::Task("event record too large".into()))?;
+    let mut out = Vec::with_capacity(4 + json.len() + raw.len());
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(&json);
+    out.extend_from_slice(raw);
+    Ok(out)
+}
+
+/// Splits an event value into its record and its raw body.
+fn decode_event(key: &str, bytes: &[u8]) -> Result<(EventRecord, Vec<u8>), StoreError> {
+    let corrupt = || StoreError::Corrupt {
+        key: key.to_string(),
+        message: "event value is truncated".into(),
+    };
+    let len_bytes: [u8; 4] = bytes
+        .get(..4)
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(corrupt)?;
+    let len = u32::from_le_bytes(len_bytes) as usize;
+    let json = bytes.get(4..4 + len).ok_or_else(corrupt)?;
+    Ok((decode(key, json)?, bytes[4 + len..].to_vec()))
+}
+
+fn get_event(
+    table: &impl ReadableTable<&'static str, &'static [u8]>,
+    id: &str,
+) -> Result<Option<(EventRecord, Vec<u8>)>, StoreError> {
+    match table.get(id)? {
+        Some(v) => decode_event(id, v.value()).map(Some),
+        None => Ok(None),
+    }
+}
+
+fn email_term(email: &str) -> String {
+    format!("e:{}", email.to_lowercase())
+}
+
+fn pi_term(pi: &str) -> String {
+    format!("p:{pi}")
+}
+
 /// A write transaction with typed operations that keep the indexes in step.
 /// Every table is opened once per transaction (opening is not free in redb,
 /// and a batch runs hundreds of operations).
@@ -66,12 +110,9 @@ pub struct Tx<'t> {
     sessions: Table<'t, &'static str, &'static [u8]>,
     details: Table<'t, &'static str, &'static [u8]>,
     events: Table<'t, &'static str, &'static [u8]>,
-    event_payloads: Table<'t, &'static str, &'static [u8]>,
     notifications: Table<'t, &'static str, &'static [u8]>,
-    by_created: Table<'t, (i64, &'static str), ()>,
     by_state: Table<'t, (&'static str, i64, &'static str), ()>,
-    by_email: Table<'t, (&'static str, &'static str), ()>,
-    by_pi: Table<'t, (&'static str, &'static str), ()>,
+    by_term: Table<'t, (&'static str, &'static str), ()>,
     jobs: Table<'t, (u64, &'static str), &'static [u8]>,
     job_due: Table<'t, &'static str, u64>,
 }
@@ -83,12 +124,9 @@ impl<'t> Tx<'t> {
             sessions: w.open_table(SESSIONS)?,
             details: w.open_table(DETAILS)?,
             events: w.open_table(EVENTS)?,
-            event_payloads: w.open_table(EVENT_PAYLOADS)?,
             notifications: w.open_table(NOTIFICATIONS)?,
-            by_created: w.open_table(BY_CREATED)?,
             by_state: w.open_table(BY_STATE)?,
-            by_email: w.open_table(BY_EMAIL)?,
-            by_pi: w.open_table(BY_PI)?,
+            by_term: w.open_table(BY_TERM)?,
             jobs: w.open_table(JOBS)?,
             job_due: w.open_table(JOB_DUE)?,
         })
@@ -102,49 +140,31 @@ impl<'t> Tx<'t> {
     pub fn put_session(&mut self, rec: &SessionRecord) -> Result<(), StoreError> {
         let old = self.session(&rec.id)?;
         let id = rec.id.as_str();
-        if let Some(old) = &old {
-            if old.created != rec.created {
-                self.by_created.remove((old.created, id))?;
-            }
-            if old.state != rec.state || old.created != rec.created {
-                self.by_state
-                    .remove((old.state.as_str(), old.created, id))?;
-            }
-            if let Some(e) = &old.customer_email
-                && old.customer_email != rec.customer_email
-            {
-                self.by_email.remove((e.to_lowercase().as_str(), id))?;
-            }
-            if let Some(pi) = &old.payment_intent
-                && old.payment_intent != rec.payment_intent
-            {
-                self.by_pi.remove((pi.as_str(), id))?;
-            }
+        let state_key = |r: &SessionRecord| (r.state, r.created);
+        let terms = |r: &SessionRecord| {
+            let mut t: Vec<String> = Vec::with_capacity(2);
+            t.extend(r.customer_email.as_deref().map(email_term));
+            t.extend(r.payment_intent.as_deref().map(pi_term));
+            t
+        };
+        let new_terms = terms(rec);
+        let old_terms = old.as_ref().map(terms).unwrap_or_default();
+        if let Some(old) = &old
+            && state_key(old) != state_key(rec)
+        {
+            self.by_state
+                .remove((old.state.as_str(), old.created, id))?;
+        }
+        for term in old_terms.iter().filter(|t| !new_terms.contains(t)) {
+            self.by_term.remove((term.as_str(), id))?;
         }
         self.sessions.insert(id, encode(rec)?.as_slice())?;
-        if old.as_ref().is_none_or(|o| o.created != rec.created) {
-            self.by_created.insert((rec.created, id), ())?;
-        }
-        if old
-            .as_ref()
-            .is_none_or(|o| o.state != rec.state || o.created != rec.created)
-        {
+        if old.as_ref().is_none_or(|o| state_key(o) != state_key(rec)) {
             self.by_state
                 .insert((rec.state.as_str(), rec.created, id), ())?;
         }
-        if let Some(e) = &rec.customer_email
-            && old
-                .as_ref()
-                .is_none_or(|o| o.customer_email != rec.customer_email)
-        {
-            self.by_email.insert((e.to_lowercase().as_str(), id), ())?;
-        }
-        if let Some(pi) = &rec.payment_intent
-            && old
-                .as_ref()
-                .is_none_or(|o| o.payment_intent != rec.payment_intent)
-        {
-            self.by_pi.insert((pi.as_str(), id), ())?;
+        for term in new_terms.iter().filter(|t| !old_terms.contains(t)) {
+            self.by_term.insert((term.as_str(), id), ())?;
         }
         Ok(())
     }
@@ -159,19 +179,22 @@ impl<'t> Tx<'t> {
     }
 
     pub fn event(&self, id: &str) -> Result<Option<EventRecord>, StoreError> {
-        get_json(&self.events, id)
+        Ok(get_event(&self.events, id)?.map(|(rec, _)| rec))
     }
 
-    pub fn put_event(&mut self, rec: &EventRecord) -> Result<(), StoreError> {
+    /// Stores an event's record with the exact body it arrived with.
+    pub fn put_event(&mut self, rec: &EventRecord, raw: &[u8]) -> Result<(), StoreError> {
         self.events
-            .insert(rec.id.as_str(), encode(rec)?.as_slice())?;
+            .insert(rec.id.as_str(), encode_event(rec, raw)?.as_slice())?;
         Ok(())
     }
 
-    /// Keeps the exact body of an event as received.
-    pub fn put_event_payload(&mut self, id: &str, raw: &[u8]) -> Result<(), StoreError> {
-        self.event_payloads.insert(id, raw)?;
-        Ok(())
+    /// Updates an event's record, keeping its body.
+    pub fn update_event(&mut self, rec: &EventRecord) -> Result<(), StoreError> {
+        let raw = get_event(&self.events, &rec.id)?
+            .map(|(_, raw)| raw)
+            .unwrap_or_default();
+        self.put_event(rec, &raw)
     }
 
     pub fn notification(&self, id: &str) -> Result<Option<Notification>, StoreError> {
@@ -247,16 +270,12 @@ impl Reader {
     }
 
     pub fn event(&self, id: &str) -> Result<Option<EventRecord>, StoreError> {
-        get_json(&self.r.open_table(EVENTS)?, id)
+        Ok(get_event(&self.r.open_table(EVENTS)?, id)?.map(|(rec, _)| rec))
     }
 
     /// The exact body of an event as received.
     pub fn event_payload(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self
-            .r
-            .open_table(EVENT_PAYLOADS)?
-            .get(id)?
-            .map(|v| v.value().to_vec()))
+        Ok(get_event(&self.r.open_table(EVENTS)?, id)?.map(|(_, raw)| raw))
     }
 
     pub fn notification(&self, id: &str) -> Result<Option<Notification>, StoreError> {
@@ -315,7 +334,7 @@ impl Reader {
     pub fn list(&self, query: &ListQuery) -> Result<Page, StoreError> {
         let limit = query.limit.max(1);
         let before = query.cursor.clone();
-        let mut ids: Vec<(i64, String)> = Vec::with_capacity(limit + 1);
+        let mut ids: Vec<(i64, String)> = Vec::new();
         match (&query.q, query.state) {
             (Some(q), _) => {
                 let mut found = self.search(q)?;
@@ -326,39 +345,8 @@ impl Reader {
                         .filter(|k| before.as_ref().is_none_or(|c| k < c)),
                 );
             }
-            (None, Some(state)) => {
-                let table = self.r.open_table(BY_STATE)?;
-                let s = state.as_str();
-                let upper = match &before {
-                    Some((c, id)) => std::ops::Bound::Excluded((s, *c, id.as_str())),
-                    None => std::ops::Bound::Included((s, i64::MAX, ID_MAX)),
-                };
-                let lower = std::ops::Bound::Included((s, i64::MIN, ""));
-                for entry in table.range::<(&str, i64, &str)>((lower, upper))?.rev() {
-                    let k = entry?.0;
-                    let (_, created, id) = k.value();
-                    ids.push((created, id.to_string()));
-                    if ids.len() > limit {
-                        break;
-                    }
-                }
-            }
-            (None, None) => {
-                let table = self.r.open_table(BY_CREATED)?;
-                let upper = match &before {
-                    Some((c, id)) => std::ops::Bound::Excluded((*c, id.as_str())),
-                    None => std::ops::Bound::Included((i64::MAX, ID_MAX)),
-                };
-                let lower = std::ops::Bound::Included((i64::MIN, ""));
-                for entry in table.range::<(i64, &str)>((lower, upper))?.rev() {
-                    let k = entry?.0;
-                    let (created, id) = k.value();
-                    ids.push((created, id.to_string()));
-                    if ids.len() > limit {
-                        break;
-                    }
-                }
-            }
+            (None, Some(state)) => ids = self.newest(&[state], before.as_ref(), limit + 1)?,
+            (None, None) => ids = self.newest(&State::ALL, before.as_ref(), limit + 1)?,
         }
         let sessions_table = self.r.open_table(SESSIONS)?;
         let mut sessions = Vec::with_capacity(limit);
@@ -387,6 +375,57 @@ impl Reader {
         })
     }
 
+    /// Up to `want` (created, id) of sessions in `states`, newest first, strictly
+    /// before `before`: a merge of the per-state index ranges, so each page
+    /// reads about `want` index entries whatever the table's size.
+    fn newest(
+        &self,
+        states: &[State],
+        before: Option<&(i64, String)>,
+        want: usize,
+    ) -> Result<Vec<(i64, String)>, StoreError> {
+        use std::ops::Bound;
+        let table = self.r.open_table(BY_STATE)?;
+        let mut ranges = Vec::with_capacity(states.len());
+        for state in states {
+            let s = state.as_str();
+            let upper = match before {
+                Some((c, id)) => Bound::Excluded((s, *c, id.as_str())),
+                None => Bound::Included((s, i64::MAX, ID_MAX)),
+            };
+            let lower = Bound::Included((s, i64::MIN, ""));
+            ranges.push(table.range::<(&str, i64, &str)>((lower, upper))?.rev());
+        }
+        let mut next = |i: usize| -> Result<Option<(i64, String)>, StoreError> {
+            match ranges[i].next() {
+                Some(entry) => {
+                    let (k, _) = entry?;
+                    let (_, created, id) = k.value();
+                    Ok(Some((created, id.to_string())))
+                }
+                None => Ok(None),
+            }
+        };
+        let mut heads = (0..states.len())
+            .map(&mut next)
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut out = Vec::with_capacity(want);
+        while out.len() < want {
+            let newest = heads
+                .iter()
+                .enumerate()
+                .filter_map(|(i, h)| h.as_ref().map(|h| (i, h)))
+                .max_by(|a, b| a.1.cmp(b.1))
+                .map(|(i, _)| i);
+            let Some(i) = newest else { break };
+            if let Some(head) = heads[i].take() {
+                out.push(head);
+            }
+            heads[i] = next(i)?;
+        }
+        Ok(out)
+    }
+
     /// (created, id) of sessions whose id, payment intent or email starts with `q`.
     fn search(&self, q: &str) -> Result<Vec<(i64, String)>, StoreError> {
         let q = q.trim();
@@ -400,23 +439,17 @@ impl Reader {
                 }
                 ids.push(k.value().to_string());
             }
-        } else if q.starts_with("pi_") {
-            let table = self.r.open_table(BY_PI)?;
-            for entry in table.range((q, "")..)? {
-                let k = entry?.0;
-                let (pi, id) = k.value();
-                if !pi.starts_with(q) || ids.len() >= SEARCH_CAP {
-                    break;
-                }
-                ids.push(id.to_string());
-            }
         } else {
-            let lower = q.to_lowercase();
-            let table = self.r.open_table(BY_EMAIL)?;
-            for entry in table.range((lower.as_str(), "")..)? {
+            let prefix = if q.starts_with("pi_") {
+                pi_term(q)
+            } else {
+                email_term(q)
+            };
+            let table = self.r.open_table(BY_TERM)?;
+            for entry in table.range((prefix.as_str(), "")..)? {
                 let k = entry?.0;
-                let (email, id) = k.value();
-                if !email.starts_with(lower.as_str()) || ids.len() >= SEARCH_CAP {
+                let (term, id) = k.value();
+                if !term.starts_with(prefix.as_str()) || ids.len() >= SEARCH_CAP {
                     break;
                 }
                 ids.push(id.to_string());

@@ -168,6 +168,13 @@ async fn rotation_duplicates_and_unknown_types() {
     let second: serde_json::Value = r.json().await.unwrap();
     assert_eq!(second["outcome"], "duplicate");
     let after = app.session(&id).await;
+    let stored = app
+        .store
+        .read(|r| Ok((r.event("evt_rot_1")?, r.event_payload("evt_rot_1")?)))
+        .await
+        .unwrap();
+    assert_eq!(stored.0.unwrap().deliveries, 2, "redeliveries are counted");
+    assert_eq!(stored.1.unwrap(), body.as_bytes(), "the exact body is kept");
     assert_eq!(before["events"], after["events"]);
     assert_eq!(before["attempts"], after["attempts"]);
     assert_eq!(after["fulfillments"].as_array().unwrap().len(), 1);

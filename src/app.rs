@@ -95,12 +95,12 @@ impl Application {
             .take_over_claims()
             .await
             .map_err(|error| AppError::store(&path, error))?;
-        let state = Arc::new(AppState {
-            fulfiller: fulfiller.clone(),
-            webhook_secrets: config.stripe.webhook_secrets.clone(),
-            tolerance_secs: config.stripe.tolerance_secs,
-            api_token: config.admin.api_token.clone(),
-        });
+        let state = Arc::new(AppState::new(
+            fulfiller.clone(),
+            config.stripe.webhook_secrets.clone(),
+            config.stripe.tolerance_secs,
+            config.admin.api_token.clone(),
+        ));
         let addr = listener.local_addr()?;
         Ok(Application {
             listener,

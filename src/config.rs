@@ -557,23 +557,30 @@ impl Config {
             check_url("notifications.retry_url", url)?;
         }
         let jobs = &self.jobs;
-        if jobs.retry_base_ms == 0 {
-            return Err(ConfigError::invalid(
-                "jobs.retry_base_ms",
-                "must be greater than 0",
-            ));
-        }
-        if jobs.retry_max_secs == 0 {
-            return Err(ConfigError::invalid(
-                "jobs.retry_max_secs",
-                "must be greater than 0",
-            ));
-        }
-        if jobs.lease_secs == 0 {
-            return Err(ConfigError::invalid(
-                "jobs.lease_secs",
-                "must be greater than 0",
-            ));
+        let ranges: [(&str, u64, u64, u64); 5] = [
+            (
+                "stripe.tolerance_secs",
+                self.stripe.tolerance_secs,
+                1,
+                7 * 86_400,
+            ),
+            ("jobs.retry_base_ms", jobs.retry_base_ms, 1, 3_600_000),
+            ("jobs.retry_max_secs", jobs.retry_max_secs, 1, 30 * 86_400),
+            (
+                "jobs.give_up_after_secs",
+                jobs.give_up_after_secs,
+                0,
+                365 * 86_400,
+            ),
+            ("jobs.lease_secs", jobs.lease_secs, 1, 86_400),
+        ];
+        for (key, value, min, max) in ranges {
+            if value < min || value > max {
+                return Err(ConfigError::invalid(
+                    key,
+                    format!("must be between {min} and {max}"),
+                ));
+            }
         }
         Ok(())
     }
@@ -707,6 +714,18 @@ mod tests {
             (
                 format!("{GOOD}\n[smtp]\nurl = \"smtp://localhost:25\"\n"),
                 "smtp.from",
+            ),
+            (
+                format!("{GOOD}\n[jobs]\nlease_secs = 99999999999\n"),
+                "jobs.lease_secs",
+            ),
+            (
+                format!("{GOOD}\n[jobs]\nretry_base_ms = 0\n"),
+                "jobs.retry_base_ms",
+            ),
+            (
+                GOOD.replace("[stripe]", "[stripe]\ntolerance_secs = 0"),
+                "stripe.tolerance_secs",
             ),
         ];
         for (raw, key) in cases {

@@ -108,6 +108,14 @@ pub struct SessionRecord {
     pub pending_fulfillment: Option<String>,
     pub retry: Option<RetryInfo>,
     pub last_error: Option<String>,
+    /// Bumped by every new event about the session. An attempt that started
+    /// at another version must not overwrite what those events decided.
+    #[serde(default)]
+    pub version: u64,
+    /// Stripe reported the delayed payment as failed; a later fetch that
+    /// shows the session merely unpaid does not make it `awaiting_payment` again.
+    #[serde(default)]
+    pub payment_failed: bool,
 }
 
 impl SessionRecord {
@@ -128,6 +136,8 @@ impl SessionRecord {
             pending_fulfillment: None,
             retry: None,
             last_error: None,
+            version: 0,
+            payment_failed: false,
         }
     }
 }
@@ -274,6 +284,10 @@ pub struct Notification {
     pub body: String,
     /// `queued`, `sent`, `retrying` or `failed`.
     pub status: String,
+    /// The body holds the session as retrieved from Stripe (with every line
+    /// item), not only an event's snapshot.
+    #[serde(default)]
+    pub refreshed: bool,
 }
 
 /// A random identifier with a prefix, e.g. `ful_3f9c…` (128 bits).

@@ -26,6 +26,9 @@ pub const CONCURRENCY: usize = 4;
 const IDLE: Duration = Duration::from_secs(1);
 /// Pause after the queue itself could not be read.
 const ON_ERROR: Duration = Duration::from_secs(1);
+/// How long a job that could not record its outcome (a storage error) keeps
+/// its slot before it may run again, so a failing disk is not hammered.
+const ON_JOB_ERROR: Duration = Duration::from_secs(5);
 
 pub struct Worker {
     fulfiller: Arc<Fulfiller>,
@@ -48,6 +51,14 @@ impl Worker {
         let mut running = JoinSet::new();
         loop {
             while running.try_join_next().is_some() {}
+            if self.permits.available_permits() == 0 {
+                // Every slot is busy; a finishing job wakes us.
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = wake.notified() => {}
+                }
+                continue;
+            }
             let wait = match self.start_due(&mut running).await {
                 // Everything due is already running; its end wakes us.
                 Ok((0, true)) => IDLE,
@@ -105,7 +116,9 @@ impl Worker {
             let fulfiller = self.fulfiller.clone();
             let in_flight = self.in_flight.clone();
             running.spawn(async move {
-                run_job(&fulfiller, &job, due_ms).await;
+                if !run_job(&fulfiller, &job, due_ms).await {
+                    tokio::time::sleep(ON_JOB_ERROR).await;
+                }
                 in_flight
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
@@ -126,9 +139,10 @@ impl Worker {
     }
 }
 
-/// Runs one job to its next resting point. Public so tests and tools can
-/// drive the queue without the loop.
-pub async fn run_job(fulfiller: &Fulfiller, job: &Job, due_ms: u64) {
+/// Runs one job to its next resting point; false when its outcome could not
+/// be recorded (the job then stays due). Public so tests and tools can drive
+/// the queue without the loop.
+pub async fn run_job(fulfiller: &Fulfiller, job: &Job, due_ms: u64) -> bool {
     match job {
         Job::Fulfill {
             session_id,
@@ -143,7 +157,7 @@ pub async fn run_job(fulfiller: &Fulfiller, job: &Job, due_ms: u64) {
                 }
                 Err(e) => {
                     tracing::error!(session = %session_id, error = %e, "fulfillment job could not record its outcome");
-                    return;
+                    return false;
                 }
             }
         }
@@ -152,8 +166,9 @@ pub async fn run_job(fulfiller: &Fulfiller, job: &Job, due_ms: u64) {
         } => {
             if let Err(e) = fulfiller.deliver_notification(job).await {
                 tracing::error!(notification = %notification_id, error = %e, "notification job could not record its outcome");
+                return false;
             }
-            return;
+            return true;
         }
     }
     // A job whose due time nobody moved has nothing left to do (the session
@@ -171,5 +186,7 @@ pub async fn run_job(fulfiller: &Fulfiller, job: &Job, due_ms: u64) {
         .await;
     if let Err(e) = result {
         tracing::error!(error = %e, "cannot remove a finished job");
+        return false;
     }
+    true
 }

@@ -102,11 +102,7 @@ enum Claim {
     /// Nothing to do: the session is already where it should be.
     Skip(SessionRecord),
     /// This call holds the claim. `refulfil` is a forced second fulfillment.
-    Claimed {
-        rec: SessionRecord,
-        was: State,
-        refulfil: bool,
-    },
+    Claimed { rec: SessionRecord, refulfil: bool },
 }
 
 impl Fulfiller {
@@ -185,7 +181,7 @@ impl Fulfiller {
                 move |tx| claim_op(tx, &id, trigger, force, created, now, lease_ms, &boot)
             })
             .await?;
-        let (rec, was, refulfil) = match claim {
+        let (rec, refulfil) = match claim {
             Claim::Skip(rec) => {
                 return Ok(Outcome {
                     state: rec.state,
@@ -193,7 +189,7 @@ impl Fulfiller {
                     error: None,
                 });
             }
-            Claim::Claimed { rec, was, refulfil } => (rec, was, refulfil),
+            Claim::Claimed { rec, refulfil } => (rec, refulfil),
         };
 
         let fulfillment_id = match rec.pending_fulfillment.clone() {
@@ -211,13 +207,16 @@ impl Fulfiller {
                                     &e.to_string(),
                                     e.is_retryable(),
                                     None,
+                                    Some(rec.version),
                                 )
                                 .await;
                         }
                     },
                 };
                 if !retrieved.session.is_payable_now() {
-                    return self.record_unpaid(&id, trigger, was, retrieved).await;
+                    return self
+                        .record_unpaid(&id, trigger, rec.version, retrieved)
+                        .await;
                 }
                 let (fid, delivered) = self
                     .record_fulfillment(&id, trigger, retrieved, refulfil, opts.actor)
@@ -236,12 +235,13 @@ impl Fulfiller {
             .await
     }
 
-    /// Stores an unpaid session: awaiting its delayed payment, or expired.
+    /// Stores an unpaid session: awaiting its delayed payment, or expired, or
+    /// (if an event arrived during the attempt) whatever that event decided.
     async fn record_unpaid(
         &self,
         id: &str,
         trigger: Trigger,
-        was: State,
+        claimed_version: u64,
         retrieved: Retrieved,
     ) -> Result<Outcome, FulfillError> {
         let now = now_ms();
@@ -253,10 +253,16 @@ impl Fulfiller {
                     .session(&id)?
                     .unwrap_or_else(|| SessionRecord::new(&id, retrieved.session.created, now));
                 let mut detail = tx.detail(&id)?;
+                if rec.version != claimed_version {
+                    // An event arrived while Stripe was asked: what it decided
+                    // (and any job it queued) stands; the next attempt re-checks.
+                    release(tx, &mut rec, &mut detail, trigger, now, None)?;
+                    return Ok(rec.state);
+                }
                 apply_retrieved(&mut rec, &mut detail, &retrieved);
                 rec.state = if retrieved.session.status.as_deref() == Some("expired") {
                     State::Expired
-                } else if rec.state == State::PaymentFailed || was == State::PaymentFailed {
+                } else if rec.payment_failed {
                     State::PaymentFailed
                 } else {
                     State::AwaitingPayment
@@ -286,7 +292,7 @@ impl Fulfiller {
         let session_id = id.to_string();
         let id = session_id.clone();
         let callbacks = self.callback.is_some();
-        let lease_until = now + self.jobs.lease_secs.saturating_mul(1000);
+        let lease_until = now.saturating_add(self.jobs.lease_secs.saturating_mul(1000));
         let result = self
             .store
             .write(move |tx| {
@@ -319,6 +325,7 @@ impl Fulfiller {
                         kind: FULFILLED_CALLBACK.into(),
                         body: body.to_string(),
                         status: "queued".into(),
+                        refreshed: true,
                     })?;
                     rec.pending_fulfillment = Some(fid.clone());
                     if let Some(lease) = rec.lease.as_mut() {
@@ -363,6 +370,7 @@ impl Fulfiller {
                     "the recorded callback body is missing",
                     false,
                     None,
+                    None,
                 )
                 .await;
         };
@@ -375,7 +383,7 @@ impl Fulfiller {
             }
             Err(e) => {
                 let attempt = delivery(started, FULFILLED_CALLBACK, fid, Err(&e));
-                self.record_failure(id, trigger, &e.message, true, Some(attempt))
+                self.record_failure(id, trigger, &e.message, true, Some(attempt), None)
                     .await
             }
         }
@@ -428,6 +436,7 @@ impl Fulfiller {
         error: &str,
         retryable: bool,
         attempt: Option<DeliveryAttempt>,
+        claimed_version: Option<u64>,
     ) -> Result<Outcome, FulfillError> {
         let now = now_ms();
         let jobs = self.jobs.clone();
@@ -441,6 +450,19 @@ impl Fulfiller {
                 let mut detail = tx.detail(&id_owned)?;
                 if let Some(a) = &attempt {
                     push_bounded(&mut detail.deliveries, a.clone());
+                }
+                let overtaken = claimed_version.is_some_and(|v| v != rec.version);
+                if overtaken && matches!(rec.state, State::PaymentFailed | State::Expired) {
+                    // An event settled the session while this attempt ran.
+                    release(
+                        tx,
+                        &mut rec,
+                        &mut detail,
+                        trigger,
+                        now,
+                        Some(error_owned.clone()),
+                    )?;
+                    return Ok(rec.state);
                 }
                 let retry = rec.retry.get_or_insert(RetryInfo {
                     failures: 0,
@@ -457,7 +479,7 @@ impl Fulfiller {
                         retry.failures,
                         Duration::from_secs(jobs.retry_max_secs),
                     );
-                    retry.next_at_ms = now + delay.as_millis() as u64;
+                    retry.next_at_ms = now.saturating_add(delay.as_millis() as u64);
                     let next = retry.next_at_ms;
                     rec.state = State::Retrying;
                     status = "retrying";
@@ -528,14 +550,44 @@ impl Fulfiller {
             return Ok(());
         };
         let nid = notification_id.clone();
-        let Some(notification) = self.store.read(move |r| r.notification(&nid)).await? else {
+        let Some(mut notification) = self.store.read(move |r| r.notification(&nid)).await? else {
             let key = job.key();
             return self.store.write(move |tx| tx.unschedule(&key)).await;
         };
         let started = now_ms();
-        let result = match &self.callback {
-            Some(sender) => sender.send(&notification.id, &notification.body).await,
-            None => Err(DeliveryError {
+        // A failed-payment callback carries the session as retrieved, with
+        // every line item, like a fulfillment: fetched once, then kept so
+        // every retry sends the same body.
+        let mut refreshed_body = None;
+        let mut fetch_error = None;
+        if notification.kind == PAYMENT_FAILED_CALLBACK && !notification.refreshed {
+            match self.stripe.retrieve_session(&session_id).await {
+                Ok(r) => {
+                    let timestamp = serde_json::from_str::<Value>(&notification.body)
+                        .ok()
+                        .and_then(|b| b.get("timestamp").cloned())
+                        .unwrap_or_else(|| Value::String(rfc3339_ms(started)));
+                    let body = json!({
+                        "type": PAYMENT_FAILED_CALLBACK,
+                        "timestamp": timestamp,
+                        "data": {"session": r.raw},
+                    })
+                    .to_string();
+                    notification.body = body.clone();
+                    refreshed_body = Some(body);
+                }
+                Err(e) if e.is_retryable() => fetch_error = Some(e),
+                // Stripe will not say more: send the event's snapshot as it is.
+                Err(_) => refreshed_body = Some(notification.body.clone()),
+            }
+        }
+        let result = match (&self.callback, fetch_error) {
+            (_, Some(e)) => Err(DeliveryError {
+                status: None,
+                message: format!("cannot retrieve the session for the callback: {e}"),
+            }),
+            (Some(sender), None) => sender.send(&notification.id, &notification.body).await,
+            (None, None) => Err(DeliveryError {
                 status: None,
                 message: "fulfillment.callback_url is no longer configured".into(),
             }),
@@ -556,6 +608,10 @@ impl Fulfiller {
                 let Some(mut n) = tx.notification(&notification_id)? else {
                     return Ok(());
                 };
+                if let Some(body) = &refreshed_body {
+                    n.body = body.clone();
+                    n.refreshed = true;
+                }
                 let job = Job::Deliver {
                     session_id: session_id.clone(),
                     notification_id: notification_id.clone(),
@@ -578,7 +634,7 @@ impl Fulfiller {
                         failures + 1,
                         Duration::from_secs(jobs.retry_max_secs),
                     );
-                    tx.schedule(&job, started + delay.as_millis() as u64)?;
+                    tx.schedule(&job, started.saturating_add(delay.as_millis() as u64))?;
                 }
                 tx.put_notification(&n)
             })
@@ -646,6 +702,34 @@ fn settle(
         },
     );
     tx.unschedule(&format!("fulfill:{}", rec.id))?;
+    tx.put_session(rec)?;
+    tx.put_detail(&rec.id, detail)
+}
+
+/// Ends an attempt that an event overtook: drops this attempt's lease and
+/// records it, leaving the state and the queue as the event left them.
+fn release(
+    tx: &mut Tx<'_>,
+    rec: &mut SessionRecord,
+    detail: &mut SessionDetail,
+    trigger: Trigger,
+    now: u64,
+    error: Option<String>,
+) -> Result<(), StoreError> {
+    rec.lease = None;
+    rec.updated_at_ms = now;
+    if error.is_some() {
+        rec.last_error = error.clone();
+    }
+    push_bounded(
+        &mut detail.attempts,
+        AttemptRecord {
+            at_ms: now,
+            trigger,
+            outcome: rec.state.as_str().into(),
+            error,
+        },
+    );
     tx.put_session(rec)?;
     tx.put_detail(&rec.id, detail)
 }
@@ -719,16 +803,27 @@ fn claim_op(
             }
         };
         if !claim {
+            if rec.state == State::Fulfilling
+                && let Some(lease) = &rec.lease
+            {
+                // Another attempt of ours holds it; make sure that, should it
+                // never finish, the session is picked up when its lease ends.
+                schedule_earliest(tx, id, Trigger::Retry, lease.until_ms)?;
+            }
             return Ok(Claim::Skip(rec.clone()));
         }
     }
     let mut rec = existing
         .unwrap_or_else(|| SessionRecord::new(id, created.unwrap_or((now / 1000) as i64), now));
     let was = rec.state;
+    if trigger == Trigger::Admin {
+        // A person asking again starts a fresh series of retries.
+        rec.retry = None;
+    }
     rec.state = State::Fulfilling;
     rec.lease = Some(Lease {
         owner: boot.to_string(),
-        until_ms: now + lease_ms,
+        until_ms: now.saturating_add(lease_ms),
     });
     rec.updated_at_ms = now;
     tx.put_session(&rec)?;
@@ -738,11 +833,10 @@ fn claim_op(
             session_id: id.to_string(),
             trigger: Trigger::Retry,
         },
-        now + lease_ms,
+        now.saturating_add(lease_ms),
     )?;
     Ok(Claim::Claimed {
         rec,
-        was,
         refulfil: force && was == State::Fulfilled,
     })
 }
@@ -840,9 +934,14 @@ fn ingest_op(
             received_at_ms: now,
         },
     );
+    // Any attempt in flight now finishes without overriding this event.
+    rec.version = rec.version.wrapping_add(1);
     let settled = rec.state == State::Fulfilled || rec.pending_fulfillment.is_some();
     if is_new {
         apply_summary(&mut rec, &session);
+    }
+    if kind == stripe::types::SESSION_ASYNC_SUCCEEDED {
+        rec.payment_failed = false;
     }
     match kind {
         stripe::types::SESSION_COMPLETED | stripe::types::SESSION_ASYNC_SUCCEEDED => {
@@ -869,6 +968,7 @@ fn ingest_op(
             if !settled {
                 apply_summary(&mut rec, &session);
                 rec.state = State::PaymentFailed;
+                rec.payment_failed = true;
                 rec.lease = None;
                 rec.retry = None;
                 tx.unschedule(&format!("fulfill:{id}"))?;
@@ -885,6 +985,7 @@ fn ingest_op(
                         kind: PAYMENT_FAILED_CALLBACK.into(),
                         body: body.to_string(),
                         status: "queued".into(),
+                        refreshed: false,
                     })?;
                     tx.schedule(
                         &Job::Deliver {

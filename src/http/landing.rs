@@ -49,7 +49,15 @@ pub async fn after_checkout(req: &Request, state: Data<&Arc<AppState>>) -> Respo
     if known.is_none() {
         // Unknown here: ask Stripe before storing anything, so made-up ids
         // leave no trace.
-        match tokio::time::timeout(WAIT, fulfiller.stripe().retrieve_session(&id)).await {
+        let lookup = async {
+            let _permit = state.lookups.acquire().await;
+            fulfiller.stripe().retrieve_session(&id).await
+        };
+        match tokio::time::timeout(WAIT, lookup).await {
+            Ok(Ok(retrieved)) if retrieved.session.status.as_deref() == Some("open") => {
+                // Not completed: nothing to fulfil, nothing to store.
+                return html(StatusCode::OK, render(&Landing::NotCompleted));
+            }
             Ok(Ok(retrieved)) => opts.prefetched = Some(retrieved),
             Ok(Err(e)) if e.is_not_found() => {
                 return html(StatusCode::NOT_FOUND, render(&Landing::NotFound));

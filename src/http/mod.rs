@@ -21,12 +21,38 @@ use crate::{config::Secret, fulfill::Fulfiller};
 /// Largest webhook body accepted (Stripe's are a few KB).
 pub const MAX_WEBHOOK_BODY: usize = 1024 * 1024;
 
+/// Landing-page lookups of sessions not yet known here (each asks Stripe)
+/// that may run at once: anyone can request the page, and Stripe's rate
+/// limit is shared with fulfillment.
+pub const UNKNOWN_LOOKUPS: usize = 4;
+
 /// What every handler can reach.
 pub struct AppState {
     pub fulfiller: Arc<Fulfiller>,
     pub webhook_secrets: Vec<Secret>,
     pub tolerance_secs: u64,
     pub api_token: Option<Secret>,
+    pub lookups: tokio::sync::Semaphore,
+    /// When the last health probe succeeded (probes write, so they are cached briefly).
+    pub healthy_at: std::sync::Mutex<Option<std::time::Instant>>,
+}
+
+impl AppState {
+    pub fn new(
+        fulfiller: Arc<Fulfiller>,
+        webhook_secrets: Vec<Secret>,
+        tolerance_secs: u64,
+        api_token: Option<Secret>,
+    ) -> Self {
+        AppState {
+            fulfiller,
+            webhook_secrets,
+            tolerance_secs,
+            api_token,
+            lookups: tokio::sync::Semaphore::new(UNKNOWN_LOOKUPS),
+            healthy_at: std::sync::Mutex::new(None),
+        }
+    }
 }
 
 pub fn routes(state: Arc<AppState>) -> impl Endpoint {

@@ -289,7 +289,11 @@ impl Reader {
         for entry in table.range((0u64, "")..=(now_ms, ID_MAX))? {
             let (k, v) = entry?;
             let (due, key) = k.value();
-            out.push((due, decode(key, v.value())?));
+            match decode(key, v.value()) {
+                Ok(job) => out.push((due, job)),
+                // One unreadable row must not stop every other job.
+                Err(e) => tracing::error!(job = key, error = %e, "skipping an unreadable job"),
+            }
             if out.len() >= limit {
                 break;
             }

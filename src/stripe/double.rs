@@ -32,8 +32,11 @@ pub enum Scripted {
     Status(u16),
     /// Answer with this status and `Stripe-Should-Retry`.
     StatusShouldRetry(u16, bool),
-    /// Do not answer until `release_hangs` is called (or 10 minutes pass).
+    /// Do not answer until `release_hangs` is called (or 10 minutes pass),
+    /// then answer with the next scripted answer, if any.
     Hang,
+    /// Answer normally (to script a later request).
+    Pass,
 }
 
 /// A request the double received.
@@ -177,35 +180,50 @@ fn error(status: u16, code: &str, message: &str) -> Response {
 }
 
 /// Checks the key, then plays the next scripted answer for `id`, if any.
+/// A request is recorded only once a hang is ready to be released, so a test
+/// that sees the request can release it without a race.
 async fn gate(shared: &Shared, req: &Request, id: &str) -> Option<Response> {
-    record(shared, req);
     let auth = req
         .headers()
         .get("authorization")
         .and_then(|v| v.to_str().ok());
     if auth != Some(format!("Bearer {}", shared.key).as_str()) {
+        record(shared, req);
         return Some(error(401, "api_key_invalid", "Invalid API Key provided"));
     }
-    let next = shared
-        .lock()
-        .scripts
-        .get_mut(id)
-        .and_then(VecDeque::pop_front);
-    match next {
-        None => None,
-        Some(Scripted::Status(status)) => Some(error(status, "scripted", "scripted failure")),
-        Some(Scripted::StatusShouldRetry(status, retry)) => {
-            let mut r = error(status, "scripted", "scripted failure");
-            r.headers_mut().insert(
-                "stripe-should-retry",
-                if retry { "true" } else { "false" }.parse().ok()?,
-            );
-            Some(r)
+    let mut recorded = false;
+    loop {
+        let next = shared
+            .lock()
+            .scripts
+            .get_mut(id)
+            .and_then(VecDeque::pop_front);
+        if let Some(Scripted::Hang) = next {
+            let released = shared.release.notified();
+            tokio::pin!(released);
+            released.as_mut().enable();
+            if !recorded {
+                record(shared, req);
+                recorded = true;
+            }
+            let _ = tokio::time::timeout(Duration::from_secs(600), released).await;
+            continue;
         }
-        Some(Scripted::Hang) => {
-            let _ = tokio::time::timeout(Duration::from_secs(600), shared.release.notified()).await;
-            None
+        if !recorded {
+            record(shared, req);
         }
+        return match next {
+            None | Some(Scripted::Pass) | Some(Scripted::Hang) => None,
+            Some(Scripted::Status(status)) => Some(error(status, "scripted", "scripted failure")),
+            Some(Scripted::StatusShouldRetry(status, retry)) => {
+                let mut r = error(status, "scripted", "scripted failure");
+                r.headers_mut().insert(
+                    "stripe-should-retry",
+                    if retry { "true" } else { "false" }.parse().ok()?,
+                );
+                Some(r)
+            }
+        };
     }
 }
 

@@ -20,6 +20,8 @@ pub enum Landing<'a> {
     NeedsAttention,
     PaymentFailed(&'a SessionRecord),
     Expired,
+    /// The checkout was never completed.
+    NotCompleted,
     NotFound,
     BadRequest,
     Unavailable,
@@ -99,6 +101,14 @@ pub fn render(view: &Landing<'_>) -> Markup {
                 div class="badge badge-bad" { "Expired" }
                 h1 { "This checkout has expired" }
                 p { "No payment was taken. Please start your order again." }
+            },
+        ),
+        Landing::NotCompleted => page(
+            "Checkout not completed",
+            None,
+            html! {
+                h1 { "This checkout is not complete" }
+                p { "No payment has been made yet. Please return to the checkout page to finish your order." }
             },
         ),
         Landing::NotFound => page(

@@ -227,6 +227,11 @@ async fn async_payment_failure_is_not_fulfilled() {
     assert_eq!(failed.len(), 1);
     assert!(failed[0].signature_valid);
     assert_eq!(failed[0].body["data"]["session"]["id"], id.as_str());
+    // Like a fulfillment, it carries the session as retrieved, with its items.
+    let items = &failed[0].body["data"]["session"]["line_items"];
+    assert_eq!(items["has_more"], false);
+    assert_eq!(items["data"].as_array().unwrap().len(), 1);
+    assert_eq!(failed[0].body["type"], "checkout.payment_failed");
     assert!(app.receiver.of_kind(FULFILLED).is_empty());
     // A late completion event or a landing-page visit does not revive it.
     assert_eq!(

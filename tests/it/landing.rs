@@ -125,6 +125,20 @@ async fn unknown_and_malformed_ids() {
 }
 
 #[tokio::test]
+async fn an_open_checkout_is_not_taken_for_an_order() {
+    let app = spawn_app().await;
+    let id = session_id("open");
+    let mut sample = SampleSession::paid(&id, 1);
+    sample.payment_status = "unpaid";
+    sample.status = "open";
+    app.seed(&sample);
+    let (status, page) = app.landing(&id).await;
+    assert_eq!(status, 200);
+    assert!(page.contains("not complete"), "{page}");
+    assert_eq!(app.session_count().await, 0, "nothing stored");
+}
+
+#[tokio::test]
 async fn stylesheet_is_served_from_the_binary() {
     let app = spawn_app().await;
     let r = app

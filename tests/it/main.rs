@@ -7,6 +7,7 @@ mod api;
 mod crash;
 mod exactly_once;
 mod landing;
+mod races;
 mod storage;
 mod stripe_faults;
 mod webhook;

@@ -91,6 +91,26 @@ impl<'de> Deserialize<'de> for Secret {
     }
 }
 
+/// Prints a URL without what may be a credential: its user info and query.
+fn masked_url<S: Serializer>(url: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+    let Some(raw) = url else {
+        return s.serialize_none();
+    };
+    match reqwest::Url::parse(raw) {
+        Ok(mut u) => {
+            if !u.username().is_empty() || u.password().is_some() {
+                let _ = u.set_username("****");
+                let _ = u.set_password(None);
+            }
+            if u.query().is_some() {
+                u.set_query(Some("****"));
+            }
+            s.serialize_str(u.as_str())
+        }
+        Err(_) => s.serialize_str("********"),
+    }
+}
+
 /// Accepts any scalar as a string: environment values such as `1234` are
 /// parsed as numbers by figment, but a password is still a string.
 fn scalar_string<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
@@ -203,7 +223,7 @@ pub struct AdminConfig {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FulfillmentConfig {
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "masked_url")]
     pub callback_url: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub callback_secret: Option<Secret>,
@@ -232,7 +252,7 @@ pub struct NotificationsConfig {
     pub webhook_url: Option<Secret>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub webhook_url_file: Option<PathBuf>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "masked_url")]
     pub retry_url: Option<String>,
 }
 
@@ -758,6 +778,17 @@ mod tests {
         assert_eq!(Secret::new("correct horse battery").masked(), "********");
         assert_eq!(Secret::new("whsec_short").masked(), "whsec_****");
         assert_eq!(Secret::new("smtp://u:p@host:25").masked(), "********");
+        let mut with_token = c.clone();
+        with_token.fulfillment.callback_url = Some("https://u:pw@shop.test/hook?token=abc".into());
+        let printed = with_token.masked_toml();
+        assert!(
+            printed.contains("https://****@shop.test/hook?****"),
+            "{printed}"
+        );
+        assert!(
+            !printed.contains("abc") && !printed.contains("pw@"),
+            "{printed}"
+        );
         assert!(c.warnings().iter().any(|w| w.contains("https")));
     }
 

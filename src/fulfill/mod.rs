@@ -483,20 +483,15 @@ impl Fulfiller {
                     let next = retry.next_at_ms;
                     rec.state = State::Retrying;
                     status = "retrying";
-                    rec.lease = None;
-                    rec.last_error = Some(error_owned.clone());
-                    rec.updated_at_ms = now;
-                    push_bounded(
-                        &mut detail.attempts,
-                        AttemptRecord {
-                            at_ms: now,
-                            trigger,
-                            outcome: State::Retrying.as_str().into(),
-                            error: Some(error_owned.clone()),
-                        },
-                    );
-                    tx.put_session(&rec)?;
-                    tx.put_detail(&id_owned, &detail)?;
+                    // Keeps the series (`rec.retry`) going.
+                    release(
+                        tx,
+                        &mut rec,
+                        &mut detail,
+                        trigger,
+                        now,
+                        Some(error_owned.clone()),
+                    )?;
                     tx.schedule(
                         &Job::Fulfill {
                             session_id: id_owned.clone(),
@@ -686,24 +681,12 @@ fn settle(
     now: u64,
     error: Option<String>,
 ) -> Result<(), StoreError> {
-    rec.lease = None;
     if error.is_none() {
         rec.retry = None;
     }
     rec.last_error = error.clone();
-    rec.updated_at_ms = now;
-    push_bounded(
-        &mut detail.attempts,
-        AttemptRecord {
-            at_ms: now,
-            trigger,
-            outcome: rec.state.as_str().into(),
-            error,
-        },
-    );
     tx.unschedule(&format!("fulfill:{}", rec.id))?;
-    tx.put_session(rec)?;
-    tx.put_detail(&rec.id, detail)
+    end_attempt(tx, rec, detail, trigger, now, error)
 }
 
 /// Ends an attempt that an event overtook: drops this attempt's lease and
@@ -716,11 +699,24 @@ fn release(
     now: u64,
     error: Option<String>,
 ) -> Result<(), StoreError> {
-    rec.lease = None;
-    rec.updated_at_ms = now;
     if error.is_some() {
         rec.last_error = error.clone();
     }
+    end_attempt(tx, rec, detail, trigger, now, error)
+}
+
+/// Drops the attempt's lease, records the attempt with the state it left
+/// behind, and stores both records.
+fn end_attempt(
+    tx: &mut Tx<'_>,
+    rec: &mut SessionRecord,
+    detail: &mut SessionDetail,
+    trigger: Trigger,
+    now: u64,
+    error: Option<String>,
+) -> Result<(), StoreError> {
+    rec.lease = None;
+    rec.updated_at_ms = now;
     push_bounded(
         &mut detail.attempts,
         AttemptRecord {

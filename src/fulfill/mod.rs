@@ -255,7 +255,11 @@ impl Fulfiller {
                 let mut detail = tx.detail(&id)?;
                 if rec.version != claimed_version {
                     // An event arrived while Stripe was asked: what it decided
-                    // (and any job it queued) stands; the next attempt re-checks.
+                    // (and any job it queued) stands. If it left the session
+                    // to be fulfilled, the next attempt re-checks right away.
+                    if rec.state == State::Fulfilling {
+                        schedule_earliest(tx, &id, Trigger::Retry, now)?;
+                    }
                     release(tx, &mut rec, &mut detail, trigger, now, None)?;
                     return Ok(rec.state);
                 }

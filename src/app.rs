@@ -18,6 +18,8 @@ use crate::{
 
 /// How long in-flight requests get to finish after a stop is requested.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// A connection with no activity for this long is closed.
+const IDLE_CONNECTION: Duration = Duration::from_secs(60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -136,6 +138,9 @@ impl Application {
         let acceptor = TcpAcceptor::from_tokio(self.listener)?;
         tracing::info!(addr = %self.addr, "listening");
         let served = Server::new_with_acceptor(acceptor)
+            // Connections that go quiet are closed, so idle or stalled
+            // clients cannot hold sockets forever.
+            .idle_timeout(IDLE_CONNECTION)
             .run_with_graceful_shutdown(
                 routes(self.state.clone()),
                 {

@@ -15,9 +15,20 @@ use crate::{
     time::now_secs,
 };
 
+/// The longest a webhook body may take to arrive.
+const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+
 #[handler]
 pub async fn receive(req: &Request, body: Body, state: Data<&Arc<AppState>>) -> Response {
-    let bytes = match body.into_bytes_limit(MAX_WEBHOOK_BODY).await {
+    // Stripe sends a few KB at once; a body that trickles in is not Stripe.
+    let read = tokio::time::timeout(BODY_READ_TIMEOUT, body.into_bytes_limit(MAX_WEBHOOK_BODY));
+    let Ok(read) = read.await else {
+        return text(
+            StatusCode::REQUEST_TIMEOUT,
+            "request body not received in time",
+        );
+    };
+    let bytes = match read {
         Ok(b) => b,
         Err(ReadBodyError::PayloadTooLarge) => {
             return text(

@@ -13,7 +13,7 @@ use crate::{
     http::{AppState, routes},
     store::{Store, StoreError},
     stripe::StripeClient,
-    worker::Worker,
+    worker::{self, Worker},
 };
 
 /// How long in-flight requests get to finish after a stop is requested.
@@ -135,6 +135,10 @@ impl Application {
         let stop = self.stop.clone();
         let worker =
             tokio::spawn(Worker::new(self.fulfiller.clone()).run_until_stopped(stop.clone()));
+        let reconciler = tokio::spawn(worker::reconcile_until_stopped(
+            self.fulfiller.clone(),
+            stop.clone(),
+        ));
         let acceptor = TcpAcceptor::from_tokio(self.listener)?;
         tracing::info!(addr = %self.addr, "listening");
         let served = Server::new_with_acceptor(acceptor)
@@ -155,6 +159,7 @@ impl Application {
         if let Err(e) = worker.await {
             tracing::error!(error = %e, "worker task failed");
         }
+        let _ = reconciler.await;
         served?;
         tracing::info!("stopped");
         Ok(())

@@ -139,6 +139,34 @@ impl Worker {
     }
 }
 
+/// How often sessions awaiting a delayed payment are re-checked with Stripe,
+/// and how long one must have been quiet to be re-checked. Delayed payments
+/// take days; this only catches a webhook that never came.
+pub const RECONCILE_EVERY: Duration = Duration::from_secs(15 * 60);
+pub const RECONCILE_QUIET: Duration = Duration::from_secs(6 * 3600);
+/// Re-checks queued per round, well inside Stripe's rate limit.
+pub const RECONCILE_BATCH: usize = 200;
+
+/// Periodically queues re-checks of sessions that have awaited their payment
+/// for long (see `Fulfiller::reconcile_awaiting`), until `stop`.
+pub async fn reconcile_until_stopped(fulfiller: Arc<Fulfiller>, stop: CancellationToken) {
+    loop {
+        if stop
+            .run_until_cancelled(tokio::time::sleep(RECONCILE_EVERY))
+            .await
+            .is_none()
+        {
+            return;
+        }
+        if let Err(e) = fulfiller
+            .reconcile_awaiting(RECONCILE_QUIET.as_millis() as u64, RECONCILE_BATCH)
+            .await
+        {
+            tracing::error!(error = %e, "cannot queue re-checks of awaiting sessions");
+        }
+    }
+}
+
 /// Runs one job to its next resting point; false when its outcome could not
 /// be recorded (the job then stays due). Public so tests and tools can drive
 /// the queue without the loop.

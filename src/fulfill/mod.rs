@@ -640,6 +640,55 @@ impl Fulfiller {
             .await
     }
 
+    /// Queues a re-check, with trigger `reconcile`, of up to `limit` sessions
+    /// that have awaited their payment, untouched, for at least `quiet_ms`:
+    /// the backstop for an `async_payment_succeeded` or `_failed` webhook that
+    /// never arrived (an endpoint down longer than Stripe retries). Returns
+    /// how many it queued.
+    pub async fn reconcile_awaiting(
+        &self,
+        quiet_ms: u64,
+        limit: usize,
+    ) -> Result<usize, StoreError> {
+        let now = now_ms();
+        let ids = self
+            .store
+            .read(|r| r.ids_in_state(State::AwaitingPayment))
+            .await?;
+        let queued = self
+            .store
+            .write(move |tx| {
+                let mut n = 0;
+                for id in &ids {
+                    if n >= limit {
+                        break;
+                    }
+                    let Some(rec) = tx.session(id)? else { continue };
+                    let quiet = now.saturating_sub(rec.updated_at_ms) >= quiet_ms;
+                    if rec.state == State::AwaitingPayment
+                        && quiet
+                        && tx.job_due(&format!("fulfill:{id}"))?.is_none()
+                    {
+                        tx.schedule(
+                            &Job::Fulfill {
+                                session_id: id.clone(),
+                                trigger: Trigger::Reconcile,
+                            },
+                            now,
+                        )?;
+                        n += 1;
+                    }
+                }
+                Ok(n)
+            })
+            .await?;
+        if queued > 0 {
+            tracing::info!(queued, "re-checking sessions that await their payment");
+            self.wake.notify_one();
+        }
+        Ok(queued)
+    }
+
     /// Makes every claim left by an earlier process due now, so a restart
     /// finishes what a crash interrupted without waiting for leases to expire.
     pub async fn take_over_claims(&self) -> Result<usize, StoreError> {

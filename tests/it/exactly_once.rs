@@ -323,3 +323,37 @@ async fn forced_refulfillment_is_a_second_audited_fulfillment() {
     assert_ne!(callbacks[0].webhook_id, callbacks[1].webhook_id);
     assert_eq!(callbacks[1].body["data"]["forced"], true);
 }
+
+#[tokio::test]
+async fn reconciliation_catches_a_payment_whose_webhook_never_came() {
+    let app = spawn_app().await;
+    let id = session_id("lost");
+    let mut sample = SampleSession::paid(&id, 2);
+    sample.payment_status = "unpaid";
+    let session = app.seed(&sample);
+    assert_eq!(
+        app.send_event("evt_lost_1", "checkout.session.completed", &session)
+            .await,
+        200
+    );
+    app.wait_for_state(&id, "awaiting_payment").await;
+
+    // The payment clears, but its webhook is never delivered.
+    app.stripe
+        .update(&id, serde_json::json!({"payment_status": "paid"}));
+    // Sessions that changed recently are left alone...
+    assert_eq!(
+        app.fulfiller.reconcile_awaiting(60_000, 100).await.unwrap(),
+        0
+    );
+    // ...quiet ones are re-checked with Stripe.
+    assert_eq!(app.fulfiller.reconcile_awaiting(0, 100).await.unwrap(), 1);
+    let s = app.wait_for_state(&id, "fulfilled").await;
+    assert_eq!(
+        s["attempts"].as_array().unwrap().last().unwrap()["trigger"],
+        "reconcile"
+    );
+    assert_eq!(app.receiver.of_kind(FULFILLED).len(), 1);
+    // Nothing left to reconcile.
+    assert_eq!(app.fulfiller.reconcile_awaiting(0, 100).await.unwrap(), 0);
+}

@@ -32,6 +32,7 @@ pub struct TestApp {
     pub receiver: Receiver,
     pub http: reqwest::Client,
     pub store: Store,
+    pub fulfiller: std::sync::Arc<fulfilld::fulfill::Fulfiller>,
     stop: CancellationToken,
     _dir: tempfile::TempDir,
 }
@@ -76,6 +77,7 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
     let address = format!("http://{}", app.local_addr());
     let stop = app.stop_token();
     let store = app.store();
+    let fulfiller = app.fulfiller();
     tokio::spawn(app.run_until_stopped());
     TestApp {
         address,
@@ -83,6 +85,7 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
         receiver,
         http: reqwest::Client::new(),
         store,
+        fulfiller,
         stop,
         _dir: dir,
     }

@@ -19,6 +19,10 @@
 //!
 //! A claim also schedules a recovery job at the lease's expiry; a process that
 //! starts takes over claims of earlier processes at once.
+//!
+//! Events win over attempts: every new event bumps the session's version, and
+//! an attempt that finishes at another version than it claimed only records
+//! itself, leaving the state and the queue as the event left them.
 
 pub mod callback;
 pub mod locks;

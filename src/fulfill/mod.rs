@@ -106,7 +106,12 @@ enum Claim {
     /// Nothing to do: the session is already where it should be.
     Skip(SessionRecord),
     /// This call holds the claim. `refulfil` is a forced second fulfillment.
-    Claimed { rec: SessionRecord, refulfil: bool },
+    /// `fresh`: the session was unknown before this claim.
+    Claimed {
+        rec: SessionRecord,
+        refulfil: bool,
+        fresh: bool,
+    },
 }
 
 impl Fulfiller {
@@ -185,7 +190,7 @@ impl Fulfiller {
                 move |tx| claim_op(tx, &id, trigger, force, created, now, lease_ms, &boot)
             })
             .await?;
-        let (rec, refulfil) = match claim {
+        let (rec, refulfil, fresh) = match claim {
             Claim::Skip(rec) => {
                 return Ok(Outcome {
                     state: rec.state,
@@ -193,13 +198,19 @@ impl Fulfiller {
                     error: None,
                 });
             }
-            Claim::Claimed { rec, refulfil } => (rec, refulfil),
+            Claim::Claimed {
+                rec,
+                refulfil,
+                fresh,
+            } => (rec, refulfil, fresh),
         };
 
         let fulfillment_id = match rec.pending_fulfillment.clone() {
             Some(pending) => pending,
             None => {
-                let retrieved = match opts.prefetched {
+                // A session fetched before the lock is only as good as the
+                // claim that finds it still unknown; an event may have come since.
+                let retrieved = match opts.prefetched.filter(|_| fresh) {
                     Some(p) => p,
                     None => match self.stripe.retrieve_session(&id).await {
                         Ok(r) => r,
@@ -866,6 +877,7 @@ fn claim_op(
             return Ok(Claim::Skip(rec.clone()));
         }
     }
+    let fresh = existing.is_none();
     let mut rec = existing
         .unwrap_or_else(|| SessionRecord::new(id, created.unwrap_or((now / 1000) as i64), now));
     let was = rec.state;
@@ -891,6 +903,7 @@ fn claim_op(
     Ok(Claim::Claimed {
         rec,
         refulfil: force && was == State::Fulfilled,
+        fresh,
     })
 }
 

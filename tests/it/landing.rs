@@ -23,9 +23,11 @@ async fn paid_session_shows_the_receipt_even_before_the_webhook() {
     assert!(page.contains("510 Townsend St"));
     // Amount formatted for the currency: 1×$1.00 + 2×$2.00 + 1×$3.00... as seeded.
     assert!(page.contains('$'));
-    // The landing page itself fulfilled it.
+    // The landing page itself fulfilled it, with the one retrieval it made
+    // to learn the session exists.
     let s = app.wait_for_state(&id, "fulfilled").await;
     assert_eq!(s["attempts"][0]["trigger"], "landing_page");
+    assert_eq!(app.stripe.count(&format!("/v1/checkout/sessions/{id}")), 1);
     assert_eq!(app.receiver.of_kind("checkout.fulfilled").len(), 1);
     // A second visit changes nothing.
     let (status, _) = app.landing(&id).await;

@@ -266,12 +266,17 @@ impl Job {
     /// The job's identity in the queue: at most one job per key.
     pub fn key(&self) -> String {
         match self {
-            Job::Fulfill { session_id, .. } => format!("fulfill:{session_id}"),
+            Job::Fulfill { session_id, .. } => fulfill_key(session_id),
             Job::Deliver {
                 notification_id, ..
             } => format!("deliver:{notification_id}"),
         }
     }
+}
+
+/// The queue key of a session's fulfill job.
+pub fn fulfill_key(session_id: &str) -> String {
+    format!("fulfill:{session_id}")
 }
 
 /// A stored outgoing callback: its id is the stable `webhook-id`.

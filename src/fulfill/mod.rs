@@ -36,7 +36,7 @@ use crate::{
     config::JobsConfig,
     model::{
         AttemptRecord, DeliveryAttempt, EventRecord, EventRef, FulfillmentRecord, Job, Lease,
-        Notification, RetryInfo, SessionDetail, SessionRecord, State, Trigger, new_id,
+        Notification, RetryInfo, SessionDetail, SessionRecord, State, Trigger, fulfill_key, new_id,
         push_bounded,
     },
     store::{Store, StoreError, Tx},
@@ -55,8 +55,6 @@ pub const PAYMENT_FAILED_CALLBACK: &str = "checkout.payment_failed";
 pub enum FulfillError {
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("unknown Checkout Session")]
-    UnknownSession,
     #[error("not a Checkout Session id")]
     BadId,
 }
@@ -143,11 +141,6 @@ impl Fulfiller {
     /// Notified whenever work is queued.
     pub fn wake_handle(&self) -> Arc<Notify> {
         self.wake.clone()
-    }
-
-    /// Sessions whose lock is held or awaited right now.
-    pub fn locks_in_use(&self) -> usize {
-        self.locks.len()
     }
 
     /// Records one webhook delivery durably; returns only after the commit.
@@ -682,7 +675,7 @@ impl Fulfiller {
                     let quiet = now.saturating_sub(rec.updated_at_ms) >= quiet_ms;
                     if rec.state == State::AwaitingPayment
                         && quiet
-                        && tx.job_due(&format!("fulfill:{id}"))?.is_none()
+                        && tx.job_due(&fulfill_key(id))?.is_none()
                     {
                         tx.schedule(
                             &Job::Fulfill {
@@ -753,7 +746,7 @@ fn settle(
         rec.retry = None;
     }
     rec.last_error = error.clone();
-    tx.unschedule(&format!("fulfill:{}", rec.id))?;
+    tx.unschedule(&fulfill_key(&rec.id))?;
     end_attempt(tx, rec, detail, trigger, now, error)
 }
 
@@ -1037,7 +1030,7 @@ fn ingest_op(
                 rec.payment_failed = true;
                 rec.lease = None;
                 rec.retry = None;
-                tx.unschedule(&format!("fulfill:{id}"))?;
+                tx.unschedule(&fulfill_key(id))?;
                 if callbacks {
                     let nid = new_id("ntf");
                     let body = json!({
@@ -1072,7 +1065,7 @@ fn ingest_op(
                 apply_summary(&mut rec, &session);
                 rec.state = State::Expired;
                 rec.retry = None;
-                tx.unschedule(&format!("fulfill:{id}"))?;
+                tx.unschedule(&fulfill_key(id))?;
             }
         }
     }

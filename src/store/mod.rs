@@ -186,11 +186,6 @@ impl Store {
         .await
         .map_err(|e| StoreError::Task(e.to_string()))?
     }
-
-    /// Operations waiting for the writer (a metric of write pressure).
-    pub fn queued_writes(&self) -> usize {
-        QUEUE_DEPTH - self.tx.capacity()
-    }
 }
 
 fn writer_loop(db: Arc<Database>, mut rx: mpsc::Receiver<Box<dyn WriteOp>>) {

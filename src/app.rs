@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     config::Config,
     fulfill::{Fulfiller, callback::CallbackSender},
-    http::{AppState, routes},
+    http::{AppState, auth::AdminAuth, routes},
     store::{Store, StoreError},
     stripe::StripeClient,
     worker::{self, Worker},
@@ -102,6 +102,14 @@ impl Application {
             config.stripe.webhook_secrets.clone(),
             config.stripe.tolerance_secs,
             config.admin.api_token.clone(),
+            AdminAuth::new(
+                config.admin.username.as_deref(),
+                config.admin.password.as_ref(),
+                config.admin.password_hash.as_ref(),
+                config.server.public_url.starts_with("https://"),
+            )
+            .map_err(|e| AppError::Setup(e.to_string()))?,
+            &config.server.public_url,
         ));
         let addr = listener.local_addr()?;
         Ok(Application {

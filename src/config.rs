@@ -518,10 +518,13 @@ impl Config {
                     "must be at least 8 characters",
                 ));
             }
-            (None, Some(h)) if !h.expose().starts_with("$argon2") => {
+            (None, Some(h))
+                if !h.expose().starts_with("$argon2")
+                    || argon2::PasswordHash::new(h.expose()).is_err() =>
+            {
                 return Err(ConfigError::invalid(
                     "admin.password_hash",
-                    "must be an Argon2 PHC string ($argon2id$…)",
+                    "must be an Argon2 PHC string ($argon2id$v=19$m=…,t=…,p=…$salt$hash)",
                 ));
             }
             _ => {}

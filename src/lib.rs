@@ -2,7 +2,7 @@
 //!
 //! Layers, bottom up (each uses only those below it):
 //! `time`, `money`, `signature`, `config`, `model` → `store`, `stripe` →
-//! `fulfill` → `worker` → `views` → `http` → `app`.
+//! `fulfill` → `worker`, `webhook_log` → `views` → `http` → `app`.
 
 pub mod app;
 pub mod config;
@@ -15,4 +15,5 @@ pub mod store;
 pub mod stripe;
 pub mod time;
 pub mod views;
+pub mod webhook_log;
 pub mod worker;

@@ -212,6 +212,10 @@ pub struct SessionDetail {
     pub deliveries: Vec<DeliveryAttempt>,
     pub delivery_details: DeliveryDetails,
     pub amount_subtotal: Option<i64>,
+    /// Ids of notifications about the session other than fulfillment
+    /// callbacks (whose ids are the fulfillment ids).
+    #[serde(default)]
+    pub notifications: Vec<String>,
     /// The Checkout Session as last retrieved, with every line item.
     pub raw: Option<serde_json::Value>,
 }

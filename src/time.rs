@@ -32,6 +32,17 @@ pub fn rfc3339_secs(secs: i64) -> String {
     format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z")
 }
 
+/// Formats Unix seconds for people: `2026-11-26 17:01:18 UTC`.
+pub fn display_secs(secs: i64) -> String {
+    let (y, mo, d, h, mi, s) = civil(secs);
+    format!("{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}:{s:02} UTC")
+}
+
+/// Formats Unix milliseconds for people, to the second.
+pub fn display_ms(ms: u64) -> String {
+    display_secs((ms / 1000) as i64)
+}
+
 /// Splits Unix seconds into (year, month, day, hour, minute, second) in the
 /// proleptic Gregorian calendar (Howard Hinnant's days-to-civil algorithm).
 fn civil(secs: i64) -> (i64, u32, u32, u32, u32, u32) {

@@ -1038,6 +1038,7 @@ fn ingest_op(
                         "timestamp": rfc3339_ms(now),
                         "data": {"session": event.data.as_ref().map(|d| d.object.clone()).unwrap_or(Value::Null)},
                     });
+                    push_bounded(&mut detail.notifications, nid.clone());
                     tx.put_notification(&Notification {
                         id: nid.clone(),
                         session_id: id.to_string(),

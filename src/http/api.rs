@@ -1,5 +1,5 @@
 //! The JSON API under `/admin/api` (CONTRACT.md "The JSON API"), authorised
-//! by `Authorization: Bearer <admin.api_token>`.
+//! by `Authorization: Bearer <admin.api_token>` or a dashboard login.
 
 use std::{sync::Arc, time::Duration};
 
@@ -11,7 +11,7 @@ use poem::{
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{AppState, json_error, json_response};
+use super::{AppState, admin::same_origin, auth::csrf_ok, json_error, json_response};
 use crate::{
     fulfill::FulfillOptions,
     model::{SessionDetail, SessionRecord, State, Trigger, is_session_id},
@@ -25,17 +25,42 @@ const MAX_LIMIT: usize = 200;
 /// How long the re-trigger waits for the attempt before answering 202.
 const FULFILL_WAIT: Duration = Duration::from_secs(30);
 
-fn authorised(req: &Request, state: &AppState) -> bool {
-    let Some(token) = &state.api_token else {
-        return false;
-    };
-    let given = req
+/// Lets a request in with the bearer token, or with a dashboard login. A
+/// state-changing call by cookie must also carry the session's CSRF token
+/// in `X-CSRF-Token` (and come from the same origin). Returns who called:
+/// the admin's name for a login, `api` for the token.
+fn authorised(
+    req: &Request,
+    state: &AppState,
+    changes_state: bool,
+) -> Result<String, Box<Response>> {
+    let bearer = req
         .headers()
         .get("authorization")
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or_default();
-    ct_eq(given.as_bytes(), token.expose().as_bytes())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if let (Some(given), Some(token)) = (bearer, &state.api_token) {
+        if ct_eq(given.as_bytes(), token.expose().as_bytes()) {
+            return Ok("api".into());
+        }
+        return Err(Box::new(unauthorised()));
+    }
+    let Some(session) = state.auth.session(req) else {
+        return Err(Box::new(unauthorised()));
+    };
+    if changes_state {
+        let token = req
+            .headers()
+            .get("x-csrf-token")
+            .and_then(|v| v.to_str().ok());
+        if !same_origin(req, &state.public_origin) || !csrf_ok(&session, token) {
+            return Err(Box::new(json_error(
+                StatusCode::FORBIDDEN,
+                "a signed-in call that changes state needs the X-CSRF-Token header",
+            )));
+        }
+    }
+    Ok(session.username)
 }
 
 fn unauthorised() -> Response {
@@ -129,8 +154,8 @@ pub async fn list_sessions(
     Query(p): Query<ListParams>,
     state: Data<&Arc<AppState>>,
 ) -> Response {
-    if !authorised(req, &state) {
-        return unauthorised();
+    if let Err(r) = authorised(req, &state, false) {
+        return *r;
     }
     let state_filter = match p.state.as_deref().filter(|s| !s.is_empty()) {
         None => None,
@@ -201,8 +226,8 @@ pub async fn get_session(
     Path(id): Path<String>,
     state: Data<&Arc<AppState>>,
 ) -> Response {
-    if !authorised(req, &state) {
-        return unauthorised();
+    if let Err(r) = authorised(req, &state, false) {
+        return *r;
     }
     if !is_session_id(&id) {
         return json_error(StatusCode::NOT_FOUND, "no such session");
@@ -229,9 +254,10 @@ pub async fn fulfill_session(
     body: Body,
     state: Data<&Arc<AppState>>,
 ) -> Response {
-    if !authorised(req, &state) {
-        return unauthorised();
-    }
+    let actor = match authorised(req, &state, true) {
+        Ok(who) => who,
+        Err(r) => return *r,
+    };
     let raw = match body.into_bytes_limit(64 * 1024).await {
         Ok(b) => b,
         Err(_) => return json_error(StatusCode::BAD_REQUEST, "cannot read body"),
@@ -262,7 +288,7 @@ pub async fn fulfill_session(
         tokio::spawn(async move {
             let opts = FulfillOptions {
                 force: wish.force,
-                actor: Some("api".into()),
+                actor: Some(actor),
                 prefetched: None,
             };
             fulfiller.fulfill_checkout(&id, Trigger::Admin, opts).await

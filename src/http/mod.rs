@@ -1,8 +1,10 @@
 //! The HTTP surface (CONTRACT.md "HTTP surface"): routes, shared state and
 //! response helpers. Handlers live in one module per route family.
 
+mod admin;
 mod api;
 mod assets;
+pub mod auth;
 mod landing;
 mod ops;
 mod webhook;
@@ -16,7 +18,8 @@ use poem::{
 };
 use serde_json::json;
 
-use crate::{config::Secret, fulfill::Fulfiller};
+use crate::{config::Secret, fulfill::Fulfiller, webhook_log::WebhookLog};
+use auth::AdminAuth;
 
 /// Largest webhook body accepted (Stripe's are a few KB).
 pub const MAX_WEBHOOK_BODY: usize = 1024 * 1024;
@@ -32,6 +35,10 @@ pub struct AppState {
     pub webhook_secrets: Vec<Secret>,
     pub tolerance_secs: u64,
     pub api_token: Option<Secret>,
+    pub auth: AdminAuth,
+    /// `scheme://host[:port]` of `server.public_url`, for Origin checks.
+    pub public_origin: String,
+    pub webhook_log: WebhookLog,
     pub lookups: tokio::sync::Semaphore,
     /// When the last health probe succeeded (probes write, so they are cached briefly).
     pub healthy_at: std::sync::Mutex<Option<std::time::Instant>>,
@@ -43,12 +50,23 @@ impl AppState {
         webhook_secrets: Vec<Secret>,
         tolerance_secs: u64,
         api_token: Option<Secret>,
+        auth: AdminAuth,
+        public_url: &str,
     ) -> Self {
+        let public_origin = match public_url.split_once("://") {
+            Some((scheme, rest)) => {
+                format!("{scheme}://{}", rest.split('/').next().unwrap_or_default())
+            }
+            None => String::new(),
+        };
         AppState {
             fulfiller,
             webhook_secrets,
             tolerance_secs,
             api_token,
+            auth,
+            public_origin,
+            webhook_log: WebhookLog::new(),
             lookups: tokio::sync::Semaphore::new(UNKNOWN_LOOKUPS),
             healthy_at: std::sync::Mutex::new(None),
         }
@@ -60,6 +78,14 @@ pub fn routes(state: Arc<AppState>) -> impl Endpoint {
         .at("/webhook", post(webhook::receive))
         .at("/after-checkout", get(landing::after_checkout))
         .at("/healthz", get(ops::healthz))
+        .at("/admin", get(admin::sessions))
+        .at("/admin/", get(admin::sessions))
+        .at("/admin/sessions", get(admin::sessions))
+        .at("/admin/login", get(admin::login_page).post(admin::login))
+        .at("/admin/logout", post(admin::logout))
+        .at("/admin/sessions/:id", get(admin::session))
+        .at("/admin/sessions/:id/fulfill", post(admin::fulfill))
+        .at("/admin/webhooks", get(admin::webhooks))
         .at("/admin/api/sessions", get(api::list_sessions))
         .at("/admin/api/sessions/:id", get(api::get_session))
         .at(
@@ -75,13 +101,31 @@ pub fn routes(state: Arc<AppState>) -> impl Endpoint {
 const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; base-uri 'none'; \
                    form-action 'self'; frame-ancestors 'none'";
 
+/// The dashboard's policy: as above, plus its own script file.
+const ADMIN_CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; script-src 'self'; \
+                         base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+
 pub(crate) fn html(status: StatusCode, markup: maud::Markup) -> Response {
+    html_with(status, markup, CSP)
+}
+
+pub(crate) fn html_admin(status: StatusCode, markup: maud::Markup) -> Response {
+    let mut r = html_with(status, markup, ADMIN_CSP);
+    let h = r.headers_mut();
+    h.insert("x-frame-options", HeaderValue::from_static("DENY"));
+    // Not `no-referrer`: with it, browsers send `Origin: null` on the
+    // dashboard's own form posts. `same-origin` still tells other sites nothing.
+    h.insert("referrer-policy", HeaderValue::from_static("same-origin"));
+    r
+}
+
+fn html_with(status: StatusCode, markup: maud::Markup, csp: &'static str) -> Response {
     let mut r = Response::builder()
         .status(status)
         .content_type("text/html; charset=utf-8")
         .body(markup.into_string());
     let h = r.headers_mut();
-    h.insert("content-security-policy", HeaderValue::from_static(CSP));
+    h.insert("content-security-policy", HeaderValue::from_static(csp));
     h.insert(
         "x-content-type-options",
         HeaderValue::from_static("nosniff"),

@@ -12,7 +12,8 @@ use crate::{
     fulfill::Ingested,
     signature,
     stripe::{Event, Session},
-    time::now_secs,
+    time::{now_ms, now_secs},
+    webhook_log::{Entry, Outcome, Refusal, header_timestamp},
 };
 
 /// The longest a webhook body may take to arrive.
@@ -20,91 +21,150 @@ const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20
 
 #[handler]
 pub async fn receive(req: &Request, body: Body, state: Data<&Arc<AppState>>) -> Response {
+    let header = req
+        .headers()
+        .get("stripe-signature")
+        // A header that is not visible ASCII cannot hold a timestamp: malformed.
+        .map(|v| v.to_str().unwrap_or("not-ascii"));
+    let now = now_secs();
+    let (response, outcome, bytes) = handle(header, body, &state, now).await;
+    state.webhook_log.push(Entry {
+        seq: 0,
+        at_ms: now_ms(),
+        status: response.status().as_u16(),
+        outcome,
+        skew_secs: header
+            .and_then(header_timestamp)
+            .map(|t| now.saturating_sub(t)),
+        secrets: state.webhook_secrets.len(),
+        remote: req
+            .remote_addr()
+            .as_socket_addr()
+            .map(|a| a.ip().to_string()),
+        user_agent: req
+            .headers()
+            .get("user-agent")
+            .and_then(|v| v.to_str().ok())
+            .map(|ua| ua.chars().take(120).collect()),
+        bytes,
+    });
+    response
+}
+
+fn refuse(
+    status: StatusCode,
+    refusal: Refusal,
+    message: &str,
+    bytes: usize,
+) -> (Response, Outcome, usize) {
+    (text(status, message), Outcome::Refused(refusal), bytes)
+}
+
+async fn handle(
+    header: Option<&str>,
+    body: Body,
+    state: &AppState,
+    now: i64,
+) -> (Response, Outcome, usize) {
     // Stripe sends a few KB at once; a body that trickles in is not Stripe.
     let read = tokio::time::timeout(BODY_READ_TIMEOUT, body.into_bytes_limit(MAX_WEBHOOK_BODY));
     let Ok(read) = read.await else {
-        return text(
+        return refuse(
             StatusCode::REQUEST_TIMEOUT,
+            Refusal::Timeout,
             "request body not received in time",
+            0,
         );
     };
     let bytes = match read {
         Ok(b) => b,
         Err(ReadBodyError::PayloadTooLarge) => {
-            return text(
+            return refuse(
                 StatusCode::PAYLOAD_TOO_LARGE,
+                Refusal::TooLarge,
                 "payload too large: the limit is 1 MiB",
+                MAX_WEBHOOK_BODY,
             );
         }
-        Err(e) => return text(StatusCode::BAD_REQUEST, &format!("cannot read body: {e}")),
+        Err(e) => {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                Refusal::Unreadable,
+                &format!("cannot read body: {e}"),
+                0,
+            );
+        }
     };
-    // A header that is not visible ASCII cannot hold a timestamp: malformed.
-    let header = req
-        .headers()
-        .get("stripe-signature")
-        .map(|v| v.to_str().unwrap_or("not-ascii"));
+    let size = bytes.len();
     if let Err(reason) = signature::verify_stripe(
         header,
         &bytes,
         &state.webhook_secrets,
         state.tolerance_secs,
-        now_secs(),
+        now,
     ) {
         tracing::warn!(reason = reason.as_str(), "webhook rejected");
-        return text(
+        return refuse(
             StatusCode::BAD_REQUEST,
+            Refusal::Signature(reason),
             &format!("{}: {reason}", reason.as_str()),
+            size,
         );
     }
+    let bad_json = |message: &str| refuse(StatusCode::BAD_REQUEST, Refusal::BadJson, message, size);
     let raw = match String::from_utf8(bytes.to_vec()) {
         Ok(s) => s,
-        Err(_) => return text(StatusCode::BAD_REQUEST, "bad_json: body is not UTF-8"),
+        Err(_) => return bad_json("bad_json: body is not UTF-8"),
     };
     let event: Event = match serde_json::from_str(&raw) {
         Ok(e) => e,
         Err(e) => {
             tracing::warn!(error = %e, "webhook body is not a Stripe event");
-            return text(
-                StatusCode::BAD_REQUEST,
-                "bad_json: body is not a Stripe event",
-            );
+            return bad_json("bad_json: body is not a Stripe event");
         }
     };
     if event.id.is_empty() || event.id.len() > 255 || event.kind.is_empty() {
-        return text(StatusCode::BAD_REQUEST, "bad_json: event has no id or type");
+        return bad_json("bad_json: event has no id or type");
     }
-    if event.kind.starts_with("checkout.session.")
-        && event
-            .data
-            .as_ref()
-            .and_then(|d| Session::from_value(&d.object))
-            .is_none()
-    {
-        return text(
-            StatusCode::BAD_REQUEST,
-            "bad_json: a checkout.session event without a Checkout Session",
-        );
+    let session_id = event
+        .data
+        .as_ref()
+        .and_then(|d| Session::from_value(&d.object))
+        .map(|s| s.id);
+    if event.kind.starts_with("checkout.session.") && session_id.is_none() {
+        return bad_json("bad_json: a checkout.session event without a Checkout Session");
     }
     let (event_id, kind) = (event.id.clone(), event.kind.clone());
     match state.fulfiller.ingest(raw, event).await {
         Ok(outcome) => {
-            let outcome = match outcome {
+            let disposition = match outcome {
                 Ingested::Recorded => "recorded",
                 Ingested::Ignored => "ignored",
                 Ingested::Duplicate => "duplicate",
             };
-            tracing::info!(event = %event_id, kind = %kind, outcome, "webhook");
-            json_response(
-                StatusCode::OK,
-                &json!({"received": true, "outcome": outcome}),
+            tracing::info!(event = %event_id, kind = %kind, outcome = disposition, "webhook");
+            (
+                json_response(
+                    StatusCode::OK,
+                    &json!({"received": true, "outcome": disposition}),
+                ),
+                Outcome::Accepted {
+                    disposition,
+                    event_id,
+                    event_type: kind.chars().take(100).collect(),
+                    session_id,
+                },
+                size,
             )
         }
         Err(e) => {
             // Not durable, so not acknowledged: Stripe will deliver it again.
             tracing::error!(event = %event_id, error = %e, "cannot record webhook");
-            text(
+            refuse(
                 StatusCode::SERVICE_UNAVAILABLE,
+                Refusal::StoreUnavailable,
                 "temporarily unable to record the event",
+                size,
             )
         }
     }

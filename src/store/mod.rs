@@ -143,7 +143,7 @@ impl Store {
         let db = Arc::new(db);
         {
             let w = db.begin_write()?;
-            drop(Tx::open(&w)?);
+            Tx::open(&w)?.ensure_state_counts()?;
             w.commit()?;
         }
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);

@@ -11,6 +11,7 @@
 //! | `sessions_by_term` | (`e:`lowercased email or `p:`payment intent, id) | () |
 //! | `jobs` | (due ms, job key) | `Job` |
 //! | `job_due` | job key | due ms (at most one job per key) |
+//! | `state_counts` | state | number of sessions in it (the dashboard's tabs, without a scan) |
 //!
 //! Every tree a write touches costs pages in its commit, so the webhook path
 //! touches as few as it can: the newest-first list merges the per-state index
@@ -32,6 +33,7 @@ const BY_STATE: TableDefinition<(&str, i64, &str), ()> = TableDefinition::new("s
 const BY_TERM: TableDefinition<(&str, &str), ()> = TableDefinition::new("sessions_by_term");
 const JOBS: TableDefinition<(u64, &str), &[u8]> = TableDefinition::new("jobs");
 const JOB_DUE: TableDefinition<&str, u64> = TableDefinition::new("job_due");
+const STATE_COUNTS: TableDefinition<&str, u64> = TableDefinition::new("state_counts");
 
 /// Above every session id (ids are ASCII), for open-ended index ranges.
 const ID_MAX: &str = "\u{7f}";
@@ -115,6 +117,7 @@ pub struct Tx<'t> {
     by_term: Table<'t, (&'static str, &'static str), ()>,
     jobs: Table<'t, (u64, &'static str), &'static [u8]>,
     job_due: Table<'t, &'static str, u64>,
+    state_counts: Table<'t, &'static str, u64>,
 }
 
 impl<'t> Tx<'t> {
@@ -129,7 +132,33 @@ impl<'t> Tx<'t> {
             by_term: w.open_table(BY_TERM)?,
             jobs: w.open_table(JOBS)?,
             job_due: w.open_table(JOB_DUE)?,
+            state_counts: w.open_table(STATE_COUNTS)?,
         })
+    }
+
+    /// Rebuilds the per-state counts from the state index when they are
+    /// missing (a database from before they existed). Runs once at open.
+    pub(super) fn ensure_state_counts(&mut self) -> Result<(), StoreError> {
+        if !self.state_counts.is_empty()? || self.by_state.is_empty()? {
+            return Ok(());
+        }
+        for state in State::ALL {
+            let s = state.as_str();
+            let n = self
+                .by_state
+                .range((s, i64::MIN, "")..=(s, i64::MAX, ID_MAX))?
+                .count() as u64;
+            self.state_counts.insert(s, n)?;
+        }
+        Ok(())
+    }
+
+    fn bump_state_count(&mut self, state: State, up: bool) -> Result<(), StoreError> {
+        let s = state.as_str();
+        let n = self.state_counts.get(s)?.map(|v| v.value()).unwrap_or(0);
+        let n = if up { n + 1 } else { n.saturating_sub(1) };
+        self.state_counts.insert(s, n)?;
+        Ok(())
     }
 
     pub fn session(&self, id: &str) -> Result<Option<SessionRecord>, StoreError> {
@@ -165,6 +194,14 @@ impl<'t> Tx<'t> {
         }
         for term in new_terms.iter().filter(|t| !old_terms.contains(t)) {
             self.by_term.insert((term.as_str(), id), ())?;
+        }
+        match &old {
+            Some(o) if o.state == rec.state => {}
+            Some(o) => {
+                self.bump_state_count(o.state, false)?;
+                self.bump_state_count(rec.state, true)?;
+            }
+            None => self.bump_state_count(rec.state, true)?,
         }
         Ok(())
     }
@@ -322,6 +359,15 @@ impl Reader {
         Ok(self.r.open_table(JOB_DUE)?.len()?)
     }
 
+    /// How many sessions are in each state.
+    pub fn state_counts(&self) -> Result<Vec<(State, u64)>, StoreError> {
+        let table = self.r.open_table(STATE_COUNTS)?;
+        State::ALL
+            .into_iter()
+            .map(|st| Ok((st, table.get(st.as_str())?.map(|v| v.value()).unwrap_or(0))))
+            .collect()
+    }
+
     /// Ids of every session in `state`.
     pub fn ids_in_state(&self, state: State) -> Result<Vec<String>, StoreError> {
         let table = self.r.open_table(BY_STATE)?;
@@ -475,4 +521,57 @@ pub fn parse_cursor(raw: &str) -> Option<(i64, String)> {
     let (created, id) = raw.split_once(':')?;
     let created = created.parse().ok()?;
     crate::model::is_session_id(id).then(|| (created, id.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use redb::ReadableDatabase;
+
+    fn counts(db: &redb::Database) -> Vec<(State, u64)> {
+        Reader::new(db.begin_read().unwrap())
+            .state_counts()
+            .unwrap()
+    }
+
+    fn scanned(db: &redb::Database) -> Vec<(State, u64)> {
+        let r = Reader::new(db.begin_read().unwrap());
+        State::ALL
+            .into_iter()
+            .map(|s| (s, r.ids_in_state(s).unwrap().len() as u64))
+            .collect()
+    }
+
+    #[test]
+    fn state_counts_follow_every_change_and_can_be_rebuilt() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = redb::Database::create(dir.path().join("t.redb")).unwrap();
+        let w = db.begin_write().unwrap();
+        {
+            let mut tx = Tx::open(&w).unwrap();
+            for i in 0..50u32 {
+                let mut rec = SessionRecord::new(&format!("cs_test_{i}"), i64::from(i), 0);
+                rec.state = State::ALL[i as usize % State::ALL.len()];
+                tx.put_session(&rec).unwrap();
+                // Every other session moves on; some are rewritten unchanged.
+                if i % 2 == 0 {
+                    rec.state = State::Fulfilled;
+                    tx.put_session(&rec).unwrap();
+                }
+                tx.put_session(&rec).unwrap();
+            }
+        }
+        w.commit().unwrap();
+        assert_eq!(counts(&db), scanned(&db));
+        assert_eq!(counts(&db).iter().map(|(_, n)| n).sum::<u64>(), 50);
+
+        // A database from before the counts existed gets them at open.
+        let w = db.begin_write().unwrap();
+        w.delete_table(STATE_COUNTS).unwrap();
+        w.commit().unwrap();
+        let w = db.begin_write().unwrap();
+        Tx::open(&w).unwrap().ensure_state_counts().unwrap();
+        w.commit().unwrap();
+        assert_eq!(counts(&db), scanned(&db));
+    }
 }

@@ -1,6 +1,7 @@
 //! HTML pages, rendered with maud (which escapes every interpolated string).
 //! Pure functions from records to markup: no I/O here.
 
+pub mod admin;
 pub mod landing;
 
 use maud::{DOCTYPE, Markup, html};

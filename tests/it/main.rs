@@ -3,7 +3,9 @@
 
 mod helpers;
 
+mod admin;
 mod api;
+mod browser;
 mod crash;
 mod exactly_once;
 mod landing;

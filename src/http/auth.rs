@@ -1,0 +1,358 @@
+//! Dashboard login: password check, session cookies, CSRF tokens and the
+//! brake on failed logins.
+//!
+//! Guarantees:
+//! - the username and password are compared in constant time (over SHA-256
+//!   digests, so lengths do not leak), or verified against an Argon2 PHC hash;
+//! - a session is a 256-bit random token in an HttpOnly, SameSite=Strict
+//!   cookie (Secure when `server.public_url` is https), stored here only as
+//!   its SHA-256, and it ends at logout or after `SESSION_TTL`;
+//! - each session has its own CSRF token, required on every state-changing form;
+//! - after `FREE_FAILURES` failed logins from one address, further attempts
+//!   from it are refused for a delay that doubles with each failure.
+//!
+//! Sessions live in memory: a restart signs the admin out, nothing else.
+
+use std::{
+    collections::HashMap,
+    net::IpAddr,
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+use argon2::{Argon2, PasswordHash, PasswordVerifier};
+use poem::Request;
+use sha2::{Digest, Sha256};
+
+use crate::{config::Secret, signature::ct_eq};
+
+pub const COOKIE: &str = "fulfilld_admin";
+/// How long a login lasts.
+pub const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
+/// Logins kept at once; the oldest is dropped past this.
+const MAX_SESSIONS: usize = 256;
+/// Failed logins from one address before it is slowed down.
+pub const FREE_FAILURES: u32 = 3;
+/// The longest an address waits between attempts.
+const MAX_DELAY: Duration = Duration::from_secs(60);
+/// A quiet address's failures are forgotten after this long.
+const FAILURE_MEMORY: Duration = Duration::from_secs(15 * 60);
+/// Addresses tracked at once (bounded so a scan cannot grow it forever).
+const MAX_TRACKED: usize = 4096;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("admin.password_hash is not a valid Argon2 PHC string: {0}")]
+    BadHash(String),
+    #[error("admin.username and admin.password (or admin.password_hash) are required")]
+    Missing,
+}
+
+enum Credential {
+    Plain([u8; 32]),
+    /// An Argon2 PHC string, checked at startup.
+    Hash(String),
+}
+
+/// A signed-in admin.
+#[derive(Debug, Clone)]
+pub struct AdminSession {
+    pub username: String,
+    pub csrf: String,
+    expires: Instant,
+}
+
+struct Failures {
+    count: u32,
+    last: Instant,
+}
+
+pub enum LoginResult {
+    /// The cookie value to set.
+    Ok(String),
+    Wrong,
+    /// Too many failures from this address: try again after this long.
+    Throttled(Duration),
+}
+
+pub struct AdminAuth {
+    username: [u8; 32],
+    username_plain: String,
+    credential: Credential,
+    secure_cookie: bool,
+    sessions: Mutex<HashMap<[u8; 32], AdminSession>>,
+    failures: Mutex<HashMap<IpAddr, Failures>>,
+}
+
+fn digest(s: &[u8]) -> [u8; 32] {
+    Sha256::digest(s).into()
+}
+
+fn random_token() -> String {
+    // 256 bits; prefix-free hex.
+    let a = crate::model::new_id("s");
+    let b = crate::model::new_id("s");
+    format!("{}{}", &a[2..], &b[2..])
+}
+
+/// The delay an address must wait after `count` failures.
+pub fn delay_after(count: u32) -> Duration {
+    if count < FREE_FAILURES {
+        return Duration::ZERO;
+    }
+    let exp = (count - FREE_FAILURES).min(16);
+    Duration::from_secs(1u64 << exp).min(MAX_DELAY)
+}
+
+impl AdminAuth {
+    pub fn new(
+        username: Option<&str>,
+        password: Option<&Secret>,
+        password_hash: Option<&Secret>,
+        secure_cookie: bool,
+    ) -> Result<Self, AuthError> {
+        let username = username
+            .filter(|u| !u.is_empty())
+            .ok_or(AuthError::Missing)?;
+        let credential = match (password, password_hash) {
+            (_, Some(hash)) => {
+                PasswordHash::new(hash.expose()).map_err(|e| AuthError::BadHash(e.to_string()))?;
+                Credential::Hash(hash.expose().to_string())
+            }
+            (Some(p), None) => Credential::Plain(digest(p.expose().as_bytes())),
+            (None, None) => return Err(AuthError::Missing),
+        };
+        Ok(AdminAuth {
+            username: digest(username.as_bytes()),
+            username_plain: username.to_string(),
+            credential,
+            secure_cookie,
+            sessions: Mutex::new(HashMap::new()),
+            failures: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Checks a login attempt from `ip`; on success opens a session.
+    pub async fn login(&self, ip: Option<IpAddr>, username: &str, password: &str) -> LoginResult {
+        if let Some(ip) = ip
+            && let Some(wait) = self.wait_for(ip)
+        {
+            return LoginResult::Throttled(wait);
+        }
+        let user_ok = ct_eq(&digest(username.as_bytes()), &self.username);
+        let pass_ok = match &self.credential {
+            Credential::Plain(d) => ct_eq(&digest(password.as_bytes()), d),
+            Credential::Hash(phc) => {
+                // Argon2 is deliberately slow: keep it off the async threads.
+                let (phc, password) = (phc.clone(), password.to_string());
+                tokio::task::spawn_blocking(move || {
+                    PasswordHash::new(&phc)
+                        .map(|h| {
+                            Argon2::default()
+                                .verify_password(password.as_bytes(), &h)
+                                .is_ok()
+                        })
+                        .unwrap_or(false)
+                })
+                .await
+                .unwrap_or(false)
+            }
+        };
+        if user_ok && pass_ok {
+            if let Some(ip) = ip {
+                self.lock_failures().remove(&ip);
+            }
+            LoginResult::Ok(self.open_session())
+        } else {
+            if let Some(ip) = ip {
+                self.record_failure(ip);
+            }
+            LoginResult::Wrong
+        }
+    }
+
+    fn lock_failures(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, Failures>> {
+        self.failures.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lock_sessions(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], AdminSession>> {
+        self.sessions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn wait_for(&self, ip: IpAddr) -> Option<Duration> {
+        let failures = self.lock_failures();
+        let f = failures.get(&ip)?;
+        let ready = f.last + delay_after(f.count);
+        let now = Instant::now();
+        (ready > now).then(|| ready - now)
+    }
+
+    fn record_failure(&self, ip: IpAddr) {
+        let now = Instant::now();
+        let mut failures = self.lock_failures();
+        failures.retain(|_, f| now.duration_since(f.last) < FAILURE_MEMORY);
+        if failures.len() >= MAX_TRACKED && !failures.contains_key(&ip) {
+            if let Some(oldest) = failures.iter().min_by_key(|(_, f)| f.last).map(|(k, _)| *k) {
+                failures.remove(&oldest);
+            }
+        }
+        let f = failures.entry(ip).or_insert(Failures {
+            count: 0,
+            last: now,
+        });
+        f.count += 1;
+        f.last = now;
+    }
+
+    fn open_session(&self) -> String {
+        let token = random_token();
+        let now = Instant::now();
+        let mut sessions = self.lock_sessions();
+        sessions.retain(|_, s| s.expires > now);
+        if sessions.len() >= MAX_SESSIONS
+            && let Some(oldest) = sessions
+                .iter()
+                .min_by_key(|(_, s)| s.expires)
+                .map(|(k, _)| *k)
+        {
+            sessions.remove(&oldest);
+        }
+        sessions.insert(
+            digest(token.as_bytes()),
+            AdminSession {
+                username: self.username_plain.clone(),
+                csrf: random_token(),
+                expires: now + SESSION_TTL,
+            },
+        );
+        token
+    }
+
+    /// The signed-in admin of this request, from its cookie.
+    pub fn session(&self, req: &Request) -> Option<AdminSession> {
+        let token = cookie(req, COOKIE)?;
+        let key = digest(token.as_bytes());
+        let mut sessions = self.lock_sessions();
+        match sessions.get(&key) {
+            Some(s) if s.expires > Instant::now() => Some(s.clone()),
+            Some(_) => {
+                sessions.remove(&key);
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Ends the session of this request, if any.
+    pub fn logout(&self, req: &Request) {
+        if let Some(token) = cookie(req, COOKIE) {
+            self.lock_sessions().remove(&digest(token.as_bytes()));
+        }
+    }
+
+    /// The `Set-Cookie` value for a new session.
+    pub fn set_cookie(&self, token: &str) -> String {
+        format!(
+            "{COOKIE}={token}; Path=/admin; HttpOnly; SameSite=Strict; Max-Age={}{}",
+            SESSION_TTL.as_secs(),
+            if self.secure_cookie { "; Secure" } else { "" }
+        )
+    }
+
+    /// The `Set-Cookie` value that removes the session cookie.
+    pub fn clear_cookie(&self) -> String {
+        format!(
+            "{COOKIE}=; Path=/admin; HttpOnly; SameSite=Strict; Max-Age=0{}",
+            if self.secure_cookie { "; Secure" } else { "" }
+        )
+    }
+}
+
+/// Whether `given` is this session's CSRF token (constant time).
+pub fn csrf_ok(session: &AdminSession, given: Option<&str>) -> bool {
+    given.is_some_and(|g| ct_eq(g.as_bytes(), session.csrf.as_bytes()))
+}
+
+/// A cookie's value from the request's `Cookie` headers.
+fn cookie(req: &Request, name: &str) -> Option<String> {
+    req.headers()
+        .get_all("cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_string())
+        .filter(|v| !v.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn auth() -> AdminAuth {
+        AdminAuth::new(Some("admin"), Some(&Secret::new("pw")), None, false).unwrap()
+    }
+
+    #[test]
+    fn delays_double_after_the_free_failures_and_are_capped() {
+        assert_eq!(delay_after(0), Duration::ZERO);
+        assert_eq!(delay_after(FREE_FAILURES - 1), Duration::ZERO);
+        assert_eq!(delay_after(FREE_FAILURES), Duration::from_secs(1));
+        assert_eq!(delay_after(FREE_FAILURES + 1), Duration::from_secs(2));
+        assert_eq!(delay_after(FREE_FAILURES + 40), MAX_DELAY);
+    }
+
+    #[tokio::test]
+    async fn wrong_credentials_fail_and_throttle_the_address() {
+        let a = auth();
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        assert!(matches!(
+            a.login(Some(ip), "admin", "nope").await,
+            LoginResult::Wrong
+        ));
+        assert!(matches!(
+            a.login(Some(ip), "root", "pw").await,
+            LoginResult::Wrong
+        ));
+        assert!(matches!(
+            a.login(Some(ip), "admin", "").await,
+            LoginResult::Wrong
+        ));
+        // The right password is refused too while the address waits.
+        assert!(matches!(
+            a.login(Some(ip), "admin", "pw").await,
+            LoginResult::Throttled(_)
+        ));
+        // Another address is not affected.
+        let other: IpAddr = "192.0.2.2".parse().unwrap();
+        assert!(matches!(
+            a.login(Some(other), "admin", "pw").await,
+            LoginResult::Ok(_)
+        ));
+    }
+
+    #[tokio::test]
+    async fn argon2_hashes_verify() {
+        use argon2::password_hash::{PasswordHasher, SaltString};
+        let salt = SaltString::encode_b64(b"0123456789abcdef").unwrap();
+        let phc = Argon2::default()
+            .hash_password(b"s3cret", &salt)
+            .unwrap()
+            .to_string();
+        let a = AdminAuth::new(Some("admin"), None, Some(&Secret::new(phc)), true).unwrap();
+        assert!(matches!(
+            a.login(None, "admin", "s3cret").await,
+            LoginResult::Ok(_)
+        ));
+        assert!(matches!(
+            a.login(None, "admin", "s3cret!").await,
+            LoginResult::Wrong
+        ));
+        assert!(a.set_cookie("x").ends_with("; Secure"));
+        assert!(matches!(
+            AdminAuth::new(Some("admin"), None, Some(&Secret::new("plain")), false),
+            Err(AuthError::BadHash(_))
+        ));
+    }
+}

@@ -1,0 +1,91 @@
+//! The admin dashboard in a real browser (headless Chromium over WebDriver):
+//! an admin signs in, finds a session that failed and fulfils it by hand.
+
+use std::path::Path;
+
+use fulfilld::stripe::double::{SampleSession, Scripted};
+
+use crate::helpers::{
+    webdriver::{Browser, Probe},
+    *,
+};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn admin_fulfills_a_failed_session_in_a_real_browser() {
+    let app = spawn_app().await;
+    let id = session_id("browser");
+    let session = app.seed(&SampleSession::paid(&id, 2));
+    // Stripe fails once and says not to retry: the session fails at once.
+    app.stripe
+        .script(&id, [Scripted::StatusShouldRetry(500, false)]);
+    assert_eq!(
+        app.send_event("evt_browser_1", "checkout.session.completed", &session)
+            .await,
+        200
+    );
+    let s = app.wait_for_state(&id, "failed").await;
+    assert!(s["fulfillments"].as_array().unwrap().is_empty());
+    // The script is used up, so Stripe answers normally from now on.
+    assert_eq!(app.stripe.count(&format!("/v1/checkout/sessions/{id}")), 1);
+
+    let browser = Browser::start().await;
+    browser.goto(&app.url("/admin/login")).await;
+    let username = browser.find("#username").await;
+    browser.send_keys(&username, "admin").await;
+    let password = browser.find("#password").await;
+    browser.send_keys(&password, "a long test password").await;
+    let submit = browser.find("#login-submit").await;
+    browser.click(&submit).await;
+
+    // The sessions list links to the session; its detail page says failed.
+    let link = browser
+        .wait_for("a.session-link", Probe::Attribute("href"), |h| {
+            h.ends_with(&id)
+        })
+        .await;
+    browser.click(&link).await;
+    let state = browser.wait_for_text("#session-state", "failed").await;
+    assert_eq!(browser.text(&state).await.trim(), "failed");
+    let detail_url = browser.current_url().await;
+
+    // Like every state-changing form, it carries its CSRF token (CONTRACT.md).
+    let csrf = browser.find_all("form#fulfill-now input[name=csrf]").await;
+    assert_eq!(csrf.len(), 1, "one csrf input in form#fulfill-now");
+    let token = browser.attribute(&csrf[0], "value").await;
+    assert!(token.is_some_and(|t| !t.is_empty()), "an empty csrf token");
+    let fulfill = browser.find("form#fulfill-now button[type=submit]").await;
+    browser.click(&fulfill).await;
+    browser.wait_until_gone(&fulfill).await;
+    // The page the form redirects to carries a flash message.
+    let flash = browser.find("#flash").await;
+    let flash = browser.text(&flash).await;
+    assert!(!flash.trim().is_empty(), "an empty #flash");
+    // The server renders the state: reload until the attempt has finished.
+    let state = browser
+        .wait_for_text_reloading(&detail_url, "#session-state", "fulfilled")
+        .await;
+    assert_eq!(browser.text(&state).await.trim(), "fulfilled");
+    // For a person to look at: the page as shown and as served.
+    let shot = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/screenshots/admin-detail.png");
+    browser.screenshot_png(&shot).await;
+    let source = browser.page_source().await;
+    assert!(!source.contains("a long test password"));
+    std::fs::write(shot.with_extension("html"), source).unwrap();
+    // On a phone's width the state is still on screen.
+    browser.set_window_size(390, 844).await;
+    browser.goto(&detail_url).await;
+    browser.wait_for_text("#session-state", "fulfilled").await;
+    browser
+        .screenshot_png(&shot.with_file_name("admin-detail-phone.png"))
+        .await;
+    browser.quit().await;
+
+    let s = app.session(&id).await;
+    assert_eq!(s["state"], "fulfilled");
+    let fulfillments = s["fulfillments"].as_array().unwrap();
+    assert_eq!(fulfillments.len(), 1, "{s}");
+    assert_eq!(fulfillments[0]["trigger"], "admin");
+    let attempts = s["attempts"].as_array().unwrap();
+    assert!(attempts.iter().any(|a| a["trigger"] == "admin"), "{s}");
+    assert_eq!(app.receiver.of_kind("checkout.fulfilled").len(), 1);
+}

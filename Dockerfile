@@ -1,14 +1,16 @@
 # syntax=docker/dockerfile:1
-# fulfilld: one static-ish binary on a distroless base, running as non-root.
+# fulfilld: one binary on a distroless base, running as non-root.
 #   docker build -t fulfilld .
 #   docker run -p 4242:4242 -v fulfilld-data:/data --env-file fulfilld.env fulfilld
+#   docker run --rm -p 4242:4242 fulfilld demo --listen 0.0.0.0:4242   # no Stripe account
+# Backups while it runs:  docker exec <container> fulfilld backup /data/backup-$(date +%F).redb
 
 FROM rust:1-slim-bookworm AS build
 WORKDIR /src
 # Dependencies first, so source edits do not rebuild them (cached layer).
 COPY Cargo.toml Cargo.lock ./
 RUN mkdir -p src benches && echo 'fn main() {}' > src/main.rs && echo '' > src/lib.rs \
-    && echo 'fn main() {}' > benches/ingest.rs \
+    && echo 'fn main() {}' > benches/ingest.rs && echo 'fn main() {}' > benches/dashboard.rs \
     && cargo build --release --locked --bin fulfilld \
     && rm -rf src benches
 COPY src ./src

@@ -97,7 +97,7 @@ impl Application {
             .take_over_claims()
             .await
             .map_err(|error| AppError::store(&path, error))?;
-        let state = Arc::new(AppState::new(
+        let mut state = AppState::new(
             fulfiller.clone(),
             config.stripe.webhook_secrets.clone(),
             config.stripe.tolerance_secs,
@@ -110,7 +110,9 @@ impl Application {
             )
             .map_err(|e| AppError::Setup(e.to_string()))?,
             &config.server.public_url,
-        ));
+        );
+        state.live_key = config.is_live();
+        let state = Arc::new(state);
         let addr = listener.local_addr()?;
         Ok(Application {
             listener,

@@ -617,13 +617,37 @@ impl Config {
     /// Warnings about settings that are valid but probably wrong.
     pub fn warnings(&self) -> Vec<String> {
         let mut out = Vec::new();
-        let live = self
-            .stripe
-            .secret_key
-            .as_ref()
-            .is_some_and(|k| k.expose().contains("_live_"));
-        if live && self.server.public_url.starts_with("http://") {
-            out.push("server.public_url is not https, but stripe.secret_key is a live key".into());
+        let live = self.is_live();
+        if live && !self.server.public_url.starts_with("https://") {
+            out.push("server.public_url is not https, but stripe.secret_key is a live key: customers' landing pages and the dashboard login would travel in clear text".into());
+        }
+        if live && self.stripe.api_base != StripeConfig::default().api_base {
+            out.push(format!(
+                "stripe.secret_key is a live key, but stripe.api_base points at {} rather than Stripe",
+                self.stripe.api_base
+            ));
+        }
+        if live
+            && self
+                .fulfillment
+                .callback_url
+                .as_deref()
+                .is_some_and(|u| u.starts_with("http://"))
+        {
+            out.push("fulfillment.callback_url is plain http in live mode: orders would travel unencrypted".into());
+        }
+        if live && self.admin.api_token.is_none() {
+            out.push("admin.api_token is not set: `fulfilld backup` cannot ask the running server for a copy".into());
+        }
+        if let Some(url) = &self.smtp.url {
+            let u = url.expose();
+            let local = u.contains("@localhost")
+                || u.contains("@127.0.0.1")
+                || u.contains("//localhost")
+                || u.contains("//127.0.0.1");
+            if u.contains("tls=none") && !local {
+                out.push("smtp.url uses tls=none with a remote server: mail and the SMTP password travel in clear text".into());
+            }
         }
         if self.fulfillment.callback_url.is_none() {
             out.push(
@@ -632,6 +656,17 @@ impl Config {
             );
         }
         out
+    }
+
+    /// Whether `stripe.secret_key` is a live-mode key. Stripe's webhook
+    /// secrets do not say which mode they belong to, so a test secret with a
+    /// live key shows only at runtime: events whose `livemode` differs from
+    /// the key's are logged as a warning.
+    pub fn is_live(&self) -> bool {
+        self.stripe
+            .secret_key
+            .as_ref()
+            .is_some_and(|k| k.expose().contains("_live_"))
     }
 
     /// The configuration as TOML with every secret masked.

@@ -1,13 +1,15 @@
 //! fulfilld: exactly-once fulfillment of Stripe Checkout Sessions.
 //!
 //! Layers, bottom up (each uses only those below it):
-//! `time`, `money`, `signature`, `config`, `model` → `store`, `stripe` →
-//! `fulfill` → `worker`, `webhook_log` → `views` → `http` → `app`.
+//! `time`, `money`, `signature`, `config`, `model`, `metrics` → `store`, `stripe` →
+//! `fulfill` → `worker`, `webhook_log` → `views` → `http` → `app` → `demo`.
 
 pub mod app;
 pub mod config;
+pub mod demo;
 pub mod fulfill;
 pub mod http;
+pub mod metrics;
 pub mod model;
 pub mod money;
 pub mod signature;

@@ -37,6 +37,18 @@ enum Command {
     CheckConfig,
     /// Exit 0 when the server on server.listen answers /healthz
     Healthcheck,
+    /// A complete instance on a temporary database with a built-in Stripe
+    /// test double, fed with signed sample events. No Stripe account needed.
+    Demo {
+        /// Where to serve (port 0 picks a free one)
+        #[arg(long, default_value = "127.0.0.1:4242")]
+        listen: std::net::SocketAddr,
+    },
+    /// Write a consistent copy of the database to PATH (safe while serve runs)
+    Backup {
+        /// The new file (must not exist yet)
+        path: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -55,6 +67,8 @@ fn main() -> ExitCode {
         Command::Serve => serve(&source),
         Command::CheckConfig => check_config(&source),
         Command::Healthcheck => healthcheck(&source),
+        Command::Demo { listen } => demo(listen),
+        Command::Backup { path } => backup(&source, &path),
     };
     match result {
         Ok(code) => code,
@@ -96,8 +110,10 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,poem=warn"));
+    // Colours only for a person at a terminal, never in files or log collectors.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().init(),
@@ -148,6 +164,95 @@ async fn wait_for_signal() {
     {
         let _ = tokio::signal::ctrl_c().await;
     }
+}
+
+fn demo(listen: std::net::SocketAddr) -> anyhow::Result<ExitCode> {
+    init_logging(LogFormat::Text);
+    runtime()?.block_on(async move {
+        let stop = tokio_util::sync::CancellationToken::new();
+        tokio::spawn({
+            let stop = stop.clone();
+            async move {
+                wait_for_signal().await;
+                stop.cancel();
+            }
+        });
+        fulfilld::demo::run(listen, stop, |info| {
+            println!(
+                "fulfilld demo: a complete instance with a built-in Stripe test double (no Stripe account needed)\n\n  \
+                 dashboard: {}\n  username:  {}\n  password:  {}\n  API token: {}\n  database:  {} (temporary: removed on exit)\n\n\
+                 Press Ctrl-C to stop.\n",
+                info.dashboard, info.username, info.password, info.api_token, info.database.display()
+            );
+        })
+        .await?;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+fn backup(source: &ConfigSource, path: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let config = load(source)?;
+    let dest = std::path::absolute(path).context("cannot resolve the backup path")?;
+    match fulfilld::store::backup_file(&config.storage.path, &dest) {
+        Ok(stats) => {
+            println!(
+                "backup written to {}: {} sessions, {} events",
+                dest.display(),
+                stats.sessions,
+                stats.events
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
+        Err(e) if !fulfilld::store::is_locked(&e) => {
+            anyhow::bail!("cannot back up {}: {e}", config.storage.path.display())
+        }
+        Err(_) => {}
+    }
+    // A running server holds the file: ask it to write the copy.
+    let Some(token) = &config.admin.api_token else {
+        anyhow::bail!(
+            "the server is running and holds {}; set admin.api_token so `fulfilld backup` can ask it for a copy",
+            config.storage.path.display()
+        );
+    };
+    let listen = config.listen_addr()?;
+    let host = if listen.ip().is_unspecified() {
+        std::net::SocketAddr::from(([127, 0, 0, 1], listen.port()))
+    } else {
+        listen
+    };
+    runtime()?.block_on(async move {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(600))
+            .build()
+            .context("cannot build HTTP client")?;
+        let r = client
+            .post(format!("http://{host}/admin/api/backup"))
+            .bearer_auth(token.expose())
+            .json(&serde_json::json!({"path": dest}))
+            .send()
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!("cannot reach the server on {host}: {}", e.without_url())
+            })?;
+        let status = r.status();
+        let body: serde_json::Value = r.json().await.unwrap_or_default();
+        if !status.is_success() {
+            anyhow::bail!(
+                "the server could not write the backup ({status}): {}",
+                body["error"]["message"]
+                    .as_str()
+                    .unwrap_or("no reason given")
+            );
+        }
+        println!(
+            "backup written to {} by the running server: {} sessions, {} events",
+            dest.display(),
+            body["sessions"],
+            body["events"]
+        );
+        Ok(ExitCode::SUCCESS)
+    })
 }
 
 fn healthcheck(source: &ConfigSource) -> anyhow::Result<ExitCode> {

@@ -29,6 +29,8 @@ const ON_ERROR: Duration = Duration::from_secs(1);
 /// How long a job that could not record its outcome (a storage error) keeps
 /// its slot before it may run again, so a failing disk is not hammered.
 const ON_JOB_ERROR: Duration = Duration::from_secs(5);
+/// How long a stop waits for jobs in flight (a Stripe call can take 30 s).
+const JOB_GRACE: Duration = Duration::from_secs(10);
 
 pub struct Worker {
     fulfiller: Arc<Fulfiller>,
@@ -83,7 +85,20 @@ impl Worker {
                 _ = tokio::time::sleep(wait) => {}
             }
         }
-        while running.join_next().await.is_some() {}
+        // Jobs in flight get a grace period; past it they are dropped, which is
+        // safe: a claim left behind is taken over at the next start, and a
+        // recorded fulfillment is delivered with the same webhook-id.
+        let drained = tokio::time::timeout(JOB_GRACE, async {
+            while running.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                jobs = running.len(),
+                "stopping with jobs still running; they resume at the next start"
+            );
+            running.abort_all();
+        }
     }
 
     async fn until_next_due(&self) -> Duration {

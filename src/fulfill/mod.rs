@@ -34,6 +34,7 @@ use tokio::sync::Notify;
 
 use crate::{
     config::JobsConfig,
+    metrics::Metrics,
     model::{
         AttemptRecord, DeliveryAttempt, EventRecord, EventRef, FulfillmentRecord, Job, Lease,
         Notification, RetryInfo, SessionDetail, SessionRecord, State, Trigger, fulfill_key, new_id,
@@ -77,6 +78,8 @@ pub struct Outcome {
     /// The fulfillment this call created or delivered, if any.
     pub fulfillment_id: Option<String>,
     pub error: Option<String>,
+    /// False when the call found nothing to do (already settled, or claimed elsewhere).
+    pub attempted: bool,
 }
 
 /// What a webhook delivery did.
@@ -98,6 +101,7 @@ pub struct Fulfiller {
     boot_id: String,
     jobs: JobsConfig,
     wake: Arc<Notify>,
+    metrics: Arc<Metrics>,
 }
 
 enum Claim {
@@ -127,7 +131,13 @@ impl Fulfiller {
             boot_id: new_id("boot"),
             jobs,
             wake: Arc::new(Notify::new()),
+            metrics: Arc::new(Metrics::new()),
         }
+    }
+
+    /// The counters `GET /metrics` shows.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     pub fn store(&self) -> &Store {
@@ -166,6 +176,25 @@ impl Fulfiller {
         trigger: Trigger,
         opts: FulfillOptions,
     ) -> Result<Outcome, FulfillError> {
+        let start = std::time::Instant::now();
+        let result = self.fulfill_once(session_id, trigger, opts).await;
+        if let Ok(o) = &result {
+            if o.attempted {
+                self.metrics
+                    .fulfillment(o.state.as_str(), Some(start.elapsed()));
+            } else {
+                self.metrics.fulfillment("skipped", None);
+            }
+        }
+        result
+    }
+
+    async fn fulfill_once(
+        &self,
+        session_id: &str,
+        trigger: Trigger,
+        opts: FulfillOptions,
+    ) -> Result<Outcome, FulfillError> {
         if !crate::model::is_session_id(session_id) {
             return Err(FulfillError::BadId);
         }
@@ -189,6 +218,7 @@ impl Fulfiller {
                     state: rec.state,
                     fulfillment_id: None,
                     error: None,
+                    attempted: false,
                 });
             }
             Claim::Claimed {
@@ -234,6 +264,7 @@ impl Fulfiller {
                         state: State::Fulfilled,
                         fulfillment_id: Some(fid),
                         error: None,
+                        attempted: true,
                     });
                 }
                 fid
@@ -287,6 +318,7 @@ impl Fulfiller {
             state,
             fulfillment_id: None,
             error: None,
+            attempted: true,
         })
     }
 
@@ -387,7 +419,9 @@ impl Fulfiller {
                 .await;
         };
         let started = now_ms();
-        match sender.send(fid, &notification.body).await {
+        let sent = sender.send(fid, &notification.body).await;
+        self.metrics.delivery(sent.is_ok());
+        match sent {
             Ok(status) => {
                 let attempt = delivery(started, FULFILLED_CALLBACK, fid, Ok(status));
                 self.complete_delivery(id, trigger, fid, Some(attempt))
@@ -436,6 +470,7 @@ impl Fulfiller {
             state: State::Fulfilled,
             fulfillment_id: Some(fid.to_string()),
             error: None,
+            attempted: true,
         })
     }
 
@@ -541,6 +576,7 @@ impl Fulfiller {
             state,
             fulfillment_id: None,
             error: Some(error.to_string()),
+            attempted: true,
         })
     }
 
@@ -593,7 +629,11 @@ impl Fulfiller {
                 status: None,
                 message: format!("cannot retrieve the session for the callback: {e}"),
             }),
-            (Some(sender), None) => sender.send(&notification.id, &notification.body).await,
+            (Some(sender), None) => {
+                let sent = sender.send(&notification.id, &notification.body).await;
+                self.metrics.delivery(sent.is_ok());
+                sent
+            }
             (None, None) => Err(DeliveryError {
                 status: None,
                 message: "fulfillment.callback_url is no longer configured".into(),

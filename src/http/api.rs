@@ -326,3 +326,58 @@ pub async fn fulfill_session(
         Err(r) => r,
     }
 }
+
+fn bearer_ok(req: &Request, state: &AppState) -> bool {
+    let given = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    matches!((given, &state.api_token), (Some(g), Some(t)) if ct_eq(g.as_bytes(), t.expose().as_bytes()))
+}
+
+#[derive(Deserialize)]
+struct BackupBody {
+    path: String,
+}
+
+/// `POST /admin/api/backup {"path": "/data/backup.redb"}`: what
+/// `fulfilld backup PATH` asks a running server to do. Bearer token only
+/// (never the cookie: it writes a file on the server).
+#[handler]
+pub async fn backup(req: &Request, body: Body, state: Data<&Arc<AppState>>) -> Response {
+    if !bearer_ok(req, &state) {
+        return unauthorised();
+    }
+    let raw = match body.into_bytes_limit(16 * 1024).await {
+        Ok(b) => b,
+        Err(_) => return json_error(StatusCode::BAD_REQUEST, "cannot read body"),
+    };
+    let Ok(wish) = serde_json::from_slice::<BackupBody>(&raw) else {
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            "body must be JSON like {\"path\": \"/data/backup.redb\"}",
+        );
+    };
+    let path = std::path::PathBuf::from(&wish.path);
+    if !path.is_absolute() {
+        return json_error(StatusCode::BAD_REQUEST, "path must be absolute");
+    }
+    match state.fulfiller.store().backup(&path).await {
+        Ok(stats) => {
+            let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+            tracing::info!(path = %path.display(), sessions = stats.sessions, events = stats.events, "backup written");
+            json_response(
+                StatusCode::OK,
+                &json!({"path": wish.path, "sessions": stats.sessions, "events": stats.events, "bytes": bytes}),
+            )
+        }
+        Err(e) => {
+            tracing::error!(path = %path.display(), error = %e, "backup failed");
+            json_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &format!("backup failed: {e}"),
+            )
+        }
+    }
+}

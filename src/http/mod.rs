@@ -12,7 +12,7 @@ mod webhook;
 use std::sync::Arc;
 
 use poem::{
-    Endpoint, EndpointExt, IntoEndpoint, Response, Route, get,
+    Endpoint, EndpointExt, Response, Route, get,
     http::{HeaderValue, StatusCode, header},
     post,
 };
@@ -40,6 +40,11 @@ pub struct AppState {
     pub public_origin: String,
     pub webhook_log: WebhookLog,
     pub lookups: tokio::sync::Semaphore,
+    pub started: std::time::Instant,
+    /// Whether `stripe.secret_key` is a live key (events of the other mode are warned about).
+    pub live_key: bool,
+    /// Set once a mode mismatch has been logged, so the log is not flooded.
+    pub mode_warned: std::sync::atomic::AtomicBool,
     /// When the last health probe succeeded (probes write, so they are cached briefly).
     pub healthy_at: std::sync::Mutex<Option<std::time::Instant>>,
 }
@@ -69,6 +74,9 @@ impl AppState {
             webhook_log: WebhookLog::new(),
             lookups: tokio::sync::Semaphore::new(UNKNOWN_LOOKUPS),
             healthy_at: std::sync::Mutex::new(None),
+            started: std::time::Instant::now(),
+            live_key: false,
+            mode_warned: std::sync::atomic::AtomicBool::new(false),
         }
     }
 }
@@ -78,6 +86,7 @@ pub fn routes(state: Arc<AppState>) -> impl Endpoint {
         .at("/webhook", post(webhook::receive))
         .at("/after-checkout", get(landing::after_checkout))
         .at("/healthz", get(ops::healthz))
+        .at("/metrics", get(ops::metrics))
         .at("/admin", get(admin::sessions))
         .at("/admin/", get(admin::sessions))
         .at("/admin/sessions", get(admin::sessions))
@@ -86,6 +95,7 @@ pub fn routes(state: Arc<AppState>) -> impl Endpoint {
         .at("/admin/sessions/:id", get(admin::session))
         .at("/admin/sessions/:id/fulfill", post(admin::fulfill))
         .at("/admin/webhooks", get(admin::webhooks))
+        .at("/admin/api/backup", post(api::backup))
         .at("/admin/api/sessions", get(api::list_sessions))
         .at("/admin/api/sessions/:id", get(api::get_session))
         .at(
@@ -94,7 +104,43 @@ pub fn routes(state: Arc<AppState>) -> impl Endpoint {
         )
         .at("/assets/*path", get(assets::serve))
         .data(state)
-        .into_endpoint()
+        .around(with_request_id)
+}
+
+/// Gives every request an id (the caller's `X-Request-Id` when it is sane),
+/// runs it inside a tracing span carrying that id, and echoes the id back,
+/// so every log line about a request can be found from the response.
+async fn with_request_id<E: Endpoint>(next: Arc<E>, req: poem::Request) -> poem::Result<Response> {
+    use tracing::Instrument;
+    let id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            !v.is_empty()
+                && v.len() <= 64
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        })
+        .map(str::to_string)
+        .unwrap_or_else(|| crate::model::new_id("req"));
+    let span =
+        tracing::info_span!("request", id = %id, method = %req.method(), path = %req.uri().path());
+    let start = std::time::Instant::now();
+    let mut response = next.get_response(req).instrument(span.clone()).await;
+    let status = response.status().as_u16();
+    let ms = start.elapsed().as_secs_f64() * 1000.0;
+    span.in_scope(|| {
+        if status >= 500 {
+            tracing::warn!(status, ms, "request failed");
+        } else {
+            tracing::debug!(status, ms, "request");
+        }
+    });
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert("x-request-id", v);
+    }
+    Ok(response)
 }
 
 /// Headers every HTML page carries: no inline script, no framing, no sniffing.

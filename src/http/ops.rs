@@ -43,3 +43,36 @@ pub async fn healthz(state: Data<&Arc<AppState>>) -> Response {
         }
     }
 }
+
+/// Prometheus text format. Counters come from memory; the queue and the
+/// per-state counts are read from the database at scrape time.
+#[handler]
+pub async fn metrics(state: Data<&Arc<AppState>>) -> Response {
+    let now = crate::time::now_ms();
+    let read = state
+        .fulfiller
+        .store()
+        .read(move |r| Ok((r.queued_jobs()?, r.next_due()?, r.state_counts()?)))
+        .await;
+    let (queued_jobs, next_due, sessions_by_state) = match read {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::error!(error = %e, "metrics: database does not answer");
+            return text(StatusCode::SERVICE_UNAVAILABLE, "database unavailable");
+        }
+    };
+    let snapshot = crate::metrics::Snapshot {
+        queued_jobs,
+        oldest_pending_job_secs: next_due
+            .filter(|due| *due <= now)
+            .map(|due| (now - due) as f64 / 1000.0)
+            .unwrap_or(0.0),
+        sessions_by_state,
+        uptime_secs: state.started.elapsed().as_secs_f64(),
+    };
+    Response::builder()
+        .status(StatusCode::OK)
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .header("cache-control", "no-store")
+        .body(state.fulfiller.metrics().render(&snapshot))
+}

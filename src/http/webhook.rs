@@ -28,6 +28,20 @@ pub async fn receive(req: &Request, body: Body, state: Data<&Arc<AppState>>) -> 
         .map(|v| v.to_str().unwrap_or("not-ascii"));
     let now = now_secs();
     let (response, outcome, bytes) = handle(header, body, &state, now).await;
+    let metrics = state.fulfiller.metrics();
+    match &outcome {
+        Outcome::Accepted {
+            disposition,
+            event_type,
+            ..
+        } => metrics.webhook(Some(event_type), disposition),
+        Outcome::Refused(Refusal::Signature(r)) => {
+            metrics.signature_failure(r.as_str());
+            metrics.webhook(None, "rejected");
+        }
+        Outcome::Refused(Refusal::StoreUnavailable) => metrics.webhook(None, "error"),
+        Outcome::Refused(_) => metrics.webhook(None, "rejected"),
+    }
     state.webhook_log.push(Entry {
         seq: 0,
         at_ms: now_ms(),
@@ -133,6 +147,19 @@ async fn handle(
         .map(|s| s.id);
     if event.kind.starts_with("checkout.session.") && session_id.is_none() {
         return bad_json("bad_json: a checkout.session event without a Checkout Session");
+    }
+    if event.livemode != state.live_key
+        && !state
+            .mode_warned
+            .swap(true, std::sync::atomic::Ordering::Relaxed)
+    {
+        tracing::warn!(
+            event = %event.id,
+            event_livemode = event.livemode,
+            "a {} event arrived, but stripe.secret_key is a {} key: is a webhook secret from the other mode in stripe.webhook_secrets? fulfilld cannot retrieve sessions of the other mode",
+            if event.livemode { "live" } else { "test" },
+            if state.live_key { "live" } else { "test" },
+        );
     }
     let (event_id, kind) = (event.id.clone(), event.kind.clone());
     match state.fulfiller.ingest(raw, event).await {

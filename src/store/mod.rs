@@ -20,7 +20,7 @@ use std::{path::Path, sync::Arc, thread};
 use redb::{Database, ReadTransaction, ReadableDatabase, WriteTransaction};
 use tokio::sync::{mpsc, oneshot};
 
-pub use tables::{ListQuery, Page, Reader, Tx, parse_cursor};
+pub use tables::{BackupStats, ListQuery, Page, Reader, Tx, parse_cursor};
 
 /// Operations waiting for the writer beyond this many make callers wait
 /// (backpressure) instead of growing memory without bound.
@@ -172,6 +172,17 @@ impl Store {
         rx.await.map_err(|_| StoreError::WriterGone)?
     }
 
+    /// Writes a consistent copy of the database to `dest` while it stays in
+    /// use: one read snapshot (redb's MVCC; writers are not blocked) copied
+    /// into a new file, made durable, then renamed into place.
+    pub async fn backup(&self, dest: &Path) -> Result<BackupStats, StoreError> {
+        let db = self.db.clone();
+        let dest = dest.to_path_buf();
+        tokio::task::spawn_blocking(move || copy_snapshot(&db, &dest))
+            .await
+            .map_err(|e| StoreError::Task(e.to_string()))?
+    }
+
     /// Runs `f` against a consistent snapshot, on the blocking pool.
     pub async fn read<R, F>(&self, f: F) -> Result<R, StoreError>
     where
@@ -186,6 +197,67 @@ impl Store {
         .await
         .map_err(|e| StoreError::Task(e.to_string()))?
     }
+}
+
+/// Backs up a database file that no process has open (the server is stopped).
+/// Fails with `DatabaseAlreadyOpen` while a server holds it.
+pub fn backup_file(src: &Path, dest: &Path) -> Result<BackupStats, StoreError> {
+    if !src.exists() {
+        return Err(StoreError::Task(format!(
+            "{} does not exist",
+            src.display()
+        )));
+    }
+    let db = Database::builder()
+        .set_check_integrity_on_open(true)
+        .open(src)?;
+    copy_snapshot(&db, dest)
+}
+
+/// The error redb gives when another process has the file open.
+pub fn is_locked(e: &StoreError) -> bool {
+    matches!(e, StoreError::Redb(redb::Error::DatabaseAlreadyOpen))
+}
+
+fn copy_snapshot(db: &Database, dest: &Path) -> Result<BackupStats, StoreError> {
+    let io = |e: std::io::Error| StoreError::Redb(redb::StorageError::Io(e).into());
+    if dest.exists() {
+        return Err(StoreError::Task(format!(
+            "{} already exists; choose a new file name",
+            dest.display()
+        )));
+    }
+    let name = dest
+        .file_name()
+        .ok_or_else(|| StoreError::Task(format!("{} is not a file path", dest.display())))?;
+    let tmp = dest.with_file_name(format!(
+        ".{}.partial-{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let result = (|| {
+        let snapshot = db.begin_read()?;
+        let copy = Database::create(&tmp)?;
+        let w = copy.begin_write()?;
+        let stats = tables::copy_all(&snapshot, &w)?;
+        w.commit()?;
+        drop(copy);
+        std::fs::File::open(&tmp)
+            .and_then(|f| f.sync_all())
+            .map_err(io)?;
+        std::fs::rename(&tmp, dest).map_err(io)?;
+        if let Some(dir) = dest.parent().filter(|d| !d.as_os_str().is_empty()) {
+            // The rename itself must survive a crash.
+            std::fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io)?;
+        }
+        Ok(stats)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
 }
 
 fn writer_loop(db: Arc<Database>, mut rx: mpsc::Receiver<Box<dyn WriteOp>>) {

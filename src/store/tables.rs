@@ -269,6 +269,58 @@ impl<'t> Tx<'t> {
     }
 }
 
+/// Copies `def` from a snapshot into a write transaction; returns the rows copied.
+fn copy_table<K: redb::Key + 'static, V: redb::Value + 'static>(
+    from: &ReadTransaction,
+    to: &WriteTransaction,
+    def: TableDefinition<K, V>,
+) -> Result<u64, StoreError> {
+    let src = match from.open_table(def) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(0),
+        Err(e) => return Err(e.into()),
+    };
+    let mut dst = to.open_table(def)?;
+    let mut rows = 0;
+    for entry in src.iter()? {
+        let (k, v) = entry?;
+        dst.insert(k.value(), v.value())?;
+        rows += 1;
+    }
+    Ok(rows)
+}
+
+/// What a backup holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BackupStats {
+    pub sessions: u64,
+    pub events: u64,
+    pub rows: u64,
+}
+
+/// Copies every table of one snapshot into `to` (a fresh database).
+pub(super) fn copy_all(
+    from: &ReadTransaction,
+    to: &WriteTransaction,
+) -> Result<BackupStats, StoreError> {
+    let sessions = copy_table(from, to, SESSIONS)?;
+    let events = copy_table(from, to, EVENTS)?;
+    let rows = sessions
+        + events
+        + copy_table(from, to, DETAILS)?
+        + copy_table(from, to, NOTIFICATIONS)?
+        + copy_table(from, to, BY_STATE)?
+        + copy_table(from, to, BY_TERM)?
+        + copy_table(from, to, JOBS)?
+        + copy_table(from, to, JOB_DUE)?
+        + copy_table(from, to, STATE_COUNTS)?;
+    Ok(BackupStats {
+        sessions,
+        events,
+        rows,
+    })
+}
+
 /// A read snapshot with typed lookups.
 pub struct Reader {
     r: ReadTransaction,

@@ -27,9 +27,20 @@ pub struct Binary {
 impl Binary {
     /// `fulfilld serve` configured only through environment variables.
     pub fn command(dir: &Path, stripe_url: &str, callback_url: &str, port: u16) -> Command {
+        Self::command_with_args(dir, stripe_url, callback_url, port, &["serve"])
+    }
+
+    /// `fulfilld <args>` with the same environment as `command`.
+    pub fn command_with_args(
+        dir: &Path,
+        stripe_url: &str,
+        callback_url: &str,
+        port: u16,
+        args: &[&str],
+    ) -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_fulfilld"));
         command
-            .arg("serve")
+            .args(args)
             .current_dir(dir)
             .env_remove("FULFILLD_CONFIG")
             .env("RUST_LOG", "warn")
@@ -51,7 +62,16 @@ impl Binary {
 
     /// Starts the binary and waits until it answers `/healthz`.
     pub async fn start(dir: &Path, stripe: &StripeDouble, receiver: &Receiver) -> Binary {
-        let port = free_port();
+        Self::start_on(dir, stripe, receiver, free_port()).await
+    }
+
+    /// As `start`, on a given port.
+    pub async fn start_on(
+        dir: &Path,
+        stripe: &StripeDouble,
+        receiver: &Receiver,
+        port: u16,
+    ) -> Binary {
         let child = Self::command(dir, stripe.url(), &receiver.url, port)
             .spawn()
             .expect("the fulfilld binary starts");
@@ -101,6 +121,23 @@ impl Binary {
         eventually(&format!("{id} reaches {state}"), || async {
             let s = self.session(id).await;
             (s["state"] == state).then_some(s)
+        })
+        .await
+    }
+
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    /// SIGTERM: a graceful stop. Returns once the process has exited, with
+    /// its exit status (failing the test if it takes longer than `PATIENCE`).
+    pub async fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(sent.success(), "kill -TERM {pid}");
+        eventually("the binary exits after SIGTERM", || {
+            let exited = self.child.try_wait().unwrap();
+            async move { exited }
         })
         .await
     }

@@ -4,6 +4,7 @@
 
 pub mod binary;
 pub mod receiver;
+pub mod smtp;
 pub mod webdriver;
 
 use std::{future::Future, path::Path, time::Duration};

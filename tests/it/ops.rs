@@ -1,0 +1,501 @@
+//! Operating it: /metrics, request ids, check-config, SIGTERM under load,
+//! backups under load and restoring them.
+
+use std::{
+    collections::BTreeMap,
+    process::Command,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+};
+
+use fulfilld::{
+    store::Store,
+    stripe::double::{SampleSession, StripeDouble, event_body},
+};
+
+use crate::helpers::{
+    binary::{Binary, free_port},
+    *,
+};
+
+/// Parses the Prometheus text format strictly enough to catch mistakes:
+/// every sample belongs to a family declared by `# TYPE` before it, names
+/// and labels are well formed, values are numbers. Returns `name{labels}` → value.
+fn parse_prometheus(text: &str) -> BTreeMap<String, f64> {
+    let valid_name = |n: &str| {
+        !n.is_empty()
+            && n.chars().enumerate().all(|(i, c)| {
+                c.is_ascii_alphabetic() || c == '_' || c == ':' || (i > 0 && c.is_ascii_digit())
+            })
+    };
+    let mut types: BTreeMap<String, String> = BTreeMap::new();
+    let mut samples = BTreeMap::new();
+    for line in text.lines() {
+        if line.is_empty() {
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# ") {
+            let mut parts = rest.splitn(3, ' ');
+            let (kind, name, value) = (parts.next().unwrap(), parts.next().unwrap(), parts.next());
+            assert!(valid_name(name), "bad family name in {line:?}");
+            if kind == "TYPE" {
+                let t = value.unwrap();
+                assert!(
+                    ["counter", "gauge", "histogram", "summary", "untyped"].contains(&t),
+                    "{line:?}"
+                );
+                assert!(
+                    types.insert(name.to_string(), t.to_string()).is_none(),
+                    "TYPE twice: {name}"
+                );
+            } else {
+                assert_eq!(kind, "HELP", "{line:?}");
+            }
+            continue;
+        }
+        let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("{line:?}"));
+        let value: f64 = match value {
+            "+Inf" => f64::INFINITY,
+            "-Inf" => f64::NEG_INFINITY,
+            v => v
+                .parse()
+                .unwrap_or_else(|_| panic!("bad value in {line:?}")),
+        };
+        let name = series.split('{').next().unwrap();
+        assert!(valid_name(name), "bad metric name in {line:?}");
+        if let Some(labels) = series.strip_prefix(name) {
+            if !labels.is_empty() {
+                let inner = labels.strip_prefix('{').and_then(|l| l.strip_suffix('}'));
+                let inner = inner.unwrap_or_else(|| panic!("bad labels in {line:?}"));
+                // k="v" pairs; values may hold escaped quotes.
+                let mut rest = inner;
+                while !rest.is_empty() {
+                    let (key, after) = rest.split_once("=\"").unwrap_or_else(|| panic!("{line:?}"));
+                    assert!(valid_name(key), "bad label name in {line:?}");
+                    let mut end = None;
+                    let mut escaped = false;
+                    for (i, c) in after.char_indices() {
+                        match (escaped, c) {
+                            (true, _) => escaped = false,
+                            (false, '\\') => escaped = true,
+                            (false, '"') => {
+                                end = Some(i);
+                                break;
+                            }
+                            _ => {}
+                        }
+                    }
+                    let end = end.unwrap_or_else(|| panic!("unterminated label in {line:?}"));
+                    rest = after[end + 1..]
+                        .strip_prefix(',')
+                        .unwrap_or(&after[end + 1..]);
+                }
+            }
+        }
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| {
+                name.strip_suffix(s)
+                    .filter(|f| types.get(*f).is_some_and(|t| t == "histogram"))
+            })
+            .unwrap_or(name);
+        assert!(
+            types.contains_key(family),
+            "sample before its # TYPE: {line:?}"
+        );
+        samples.insert(series.to_string(), value);
+    }
+    samples
+}
+
+async fn metrics(app: &TestApp) -> BTreeMap<String, f64> {
+    let r = app.http.get(app.url("/metrics")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let ct = r.headers()["content-type"].to_str().unwrap().to_string();
+    assert!(ct.starts_with("text/plain; version=0.0.4"), "{ct}");
+    parse_prometheus(&r.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn metrics_parse_and_move_when_events_arrive() {
+    let app = spawn_app().await;
+    let before = metrics(&app).await;
+    let recorded =
+        "fulfilld_webhooks_total{type=\"checkout.session.completed\",outcome=\"recorded\"}";
+    assert_eq!(before.get(recorded), None);
+    assert_eq!(
+        before["fulfilld_webhook_signature_failures_total{reason=\"missing_header\"}"],
+        0.0
+    );
+    assert_eq!(before["fulfilld_fulfillment_duration_seconds_count"], 0.0);
+
+    let id = session_id("metrics");
+    let session = app.seed(&SampleSession::paid(&id, 2));
+    assert_eq!(
+        app.send_event("evt_m_1", "checkout.session.completed", &session)
+            .await,
+        200
+    );
+    assert_eq!(
+        app.send_event("evt_m_1", "checkout.session.completed", &session)
+            .await,
+        200
+    );
+    assert_eq!(app.post_webhook_raw("{}", None).await.status(), 400);
+    app.wait_for_state(&id, "fulfilled").await;
+
+    let after = eventually("the fulfillment is counted", || async {
+        let m = metrics(&app).await;
+        (m["fulfilld_fulfillments_total{outcome=\"fulfilled\"}"] >= 1.0).then_some(m)
+    })
+    .await;
+    assert_eq!(after[recorded], 1.0);
+    assert_eq!(
+        after["fulfilld_webhooks_total{type=\"checkout.session.completed\",outcome=\"duplicate\"}"],
+        1.0
+    );
+    assert_eq!(
+        after["fulfilld_webhooks_total{type=\"unknown\",outcome=\"rejected\"}"],
+        1.0
+    );
+    assert_eq!(
+        after["fulfilld_webhook_signature_failures_total{reason=\"missing_header\"}"],
+        1.0
+    );
+    assert!(after["fulfilld_fulfillment_duration_seconds_count"] >= 1.0);
+    assert_eq!(
+        after["fulfilld_fulfillment_duration_seconds_bucket{le=\"+Inf\"}"],
+        after["fulfilld_fulfillment_duration_seconds_count"]
+    );
+    assert_eq!(after["fulfilld_sessions{state=\"fulfilled\"}"], 1.0);
+    assert_eq!(
+        after["fulfilld_callback_deliveries_total{result=\"ok\"}"],
+        1.0
+    );
+    assert!(after.contains_key("fulfilld_jobs_queued"));
+    assert!(after.contains_key("fulfilld_oldest_pending_job_age_seconds"));
+}
+
+#[tokio::test]
+async fn every_response_carries_a_request_id() {
+    let app = spawn_app().await;
+    let get = |id: Option<&'static str>| {
+        let mut r = app.http.get(app.url("/healthz"));
+        if let Some(id) = id {
+            r = r.header("x-request-id", id);
+        }
+        r.send()
+    };
+    let r = get(Some("lb-7f3a.42")).await.unwrap();
+    assert_eq!(r.headers()["x-request-id"], "lb-7f3a.42");
+    let r = get(None).await.unwrap();
+    let generated = r.headers()["x-request-id"].to_str().unwrap().to_string();
+    assert!(
+        generated.starts_with("req_") && generated.len() > 20,
+        "{generated}"
+    );
+    let r = get(Some("<script>")).await.unwrap();
+    assert!(
+        r.headers()["x-request-id"]
+            .to_str()
+            .unwrap()
+            .starts_with("req_")
+    );
+}
+
+fn check_config(dir: &std::path::Path, toml: &str) -> (i32, String, String) {
+    let path = dir.join("config.toml");
+    std::fs::write(&path, toml).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_fulfilld"))
+        .arg("check-config")
+        .arg("--config")
+        .arg(&path)
+        .env_remove("FULFILLD_CONFIG")
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+const GOOD: &str = r#"
+[stripe]
+secret_key = "sk_test_51HfakeFAKEfake1234567890"
+webhook_secrets = ["whsec_abcdefghijklmnop"]
+[admin]
+username = "admin"
+password = "correct horse battery"
+api_token = "0123456789abcdef0123"
+[fulfillment]
+callback_url = "https://shop.example/fulfil"
+callback_secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+"#;
+
+#[test]
+fn check_config_masks_secrets_names_bad_keys_and_warns() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, out, err) = check_config(dir.path(), GOOD);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("configuration OK"), "{err}");
+    for secret in [
+        "sk_test_51HfakeFAKEfake1234567890",
+        "whsec_abcdefghijklmnop",
+        "correct horse battery",
+        "0123456789abcdef0123",
+        "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+    ] {
+        assert!(
+            !out.contains(secret) && !err.contains(secret),
+            "{secret} leaked:\n{out}"
+        );
+    }
+    assert!(
+        out.contains("[stripe]") && out.contains("tolerance_secs = 300"),
+        "{out}"
+    );
+
+    let (code, _, err) = check_config(
+        dir.path(),
+        &format!("{GOOD}\n[server]\nlisten_on = \"x\"\n"),
+    );
+    assert_eq!(code, 2);
+    assert!(err.contains("listen_on"), "{err}");
+    let (code, _, err) = check_config(
+        dir.path(),
+        &GOOD.replace(
+            "secret_key = \"sk_test_51HfakeFAKEfake1234567890\"",
+            "secret_key = \"pk_test_123\"",
+        ),
+    );
+    assert_eq!(code, 2);
+    assert!(err.contains("stripe.secret_key"), "{err}");
+    let (code, _, err) = check_config(
+        dir.path(),
+        &GOOD.replace("[admin]", "[admin]\npassword_hash = \"$argon2id$nonsense\""),
+    );
+    assert_eq!(code, 2);
+    assert!(err.contains("admin.password_hash"), "{err}");
+
+    // Valid, but probably wrong: a live key with a plain-http public URL.
+    let live = GOOD.replace("sk_test_51H", "sk_live_51H");
+    let (code, _, err) = check_config(dir.path(), &live);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("warning:") && err.contains("public_url"),
+        "{err}"
+    );
+}
+
+/// Unique, unpaid completions (no Stripe calls): `n` is the request number.
+fn unpaid_event(tag: &str, n: usize) -> (String, String) {
+    let id = format!("cs_test_{tag}_{n:06}");
+    let mut sample = SampleSession::paid(&id, 1);
+    sample.payment_status = "unpaid";
+    let (session, _) = sample.build();
+    let event_id = format!("evt_{tag}_{n:06}");
+    (
+        event_id.clone(),
+        event_body(&event_id, "checkout.session.completed", &session),
+    )
+}
+
+/// Senders that post unique webhooks until told to stop or refused, and
+/// remember which ones were acknowledged.
+struct Load {
+    acked: Arc<Mutex<Vec<String>>>,
+    stop: Arc<AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(address: &str, tag: &'static str, senders: usize) -> Load {
+        let acked = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let tasks = (0..senders)
+            .map(|s| {
+                let (acked, stop, url) =
+                    (acked.clone(), stop.clone(), format!("{address}/webhook"));
+                tokio::spawn(async move {
+                    let http = reqwest::Client::new();
+                    let mut n = s;
+                    while !stop.load(Ordering::Relaxed) {
+                        let (event_id, body) = unpaid_event(tag, n);
+                        let (body, header) = signed(&body);
+                        match http
+                            .post(&url)
+                            .header("stripe-signature", header)
+                            .body(body)
+                            .send()
+                            .await
+                        {
+                            Ok(r) if r.status().is_success() => {
+                                acked.lock().unwrap().push(event_id)
+                            }
+                            Ok(_) => {}
+                            Err(_) => break,
+                        }
+                        n += senders;
+                    }
+                })
+            })
+            .collect();
+        Load { acked, stop, tasks }
+    }
+
+    fn acked(&self) -> Vec<String> {
+        self.acked.lock().unwrap().clone()
+    }
+
+    async fn wait_for(&self, n: usize) {
+        eventually(&format!("{n} acknowledged webhooks"), || async {
+            (self.acked.lock().unwrap().len() >= n).then_some(())
+        })
+        .await;
+    }
+
+    async fn finish(self) -> Vec<String> {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.tasks {
+            t.await.unwrap();
+        }
+        self.acked.lock().unwrap().clone()
+    }
+}
+
+async fn missing_events(db: &std::path::Path, ids: Vec<String>) -> Vec<String> {
+    let store = Store::open(db).unwrap();
+    store
+        .read(move |r| {
+            let mut missing = Vec::new();
+            for id in ids {
+                if r.event(&id)?.is_none() {
+                    missing.push(id);
+                }
+            }
+            Ok(missing)
+        })
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_under_load_keeps_every_acknowledged_webhook() {
+    let dir = tempfile::tempdir().unwrap();
+    let stripe = StripeDouble::start(SECRET_KEY).await.unwrap();
+    let receiver = Receiver::start().await;
+    let bin = Binary::start(dir.path(), &stripe, &receiver).await;
+    let load = Load::start(bin.address(), "term", 8);
+    load.wait_for(300).await;
+    let status = bin.terminate().await;
+    assert!(status.success(), "a graceful stop exits 0, got {status}");
+    let acked = load.finish().await;
+    assert!(acked.len() >= 300);
+    let missing = missing_events(&dir.path().join("fulfilld.redb"), acked.clone()).await;
+    assert!(
+        missing.is_empty(),
+        "{} of {} acknowledged events lost: {:?}",
+        missing.len(),
+        acked.len(),
+        &missing[..missing.len().min(5)]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn backup_under_load_holds_every_acknowledged_event_and_restores() {
+    let dir = tempfile::tempdir().unwrap();
+    let stripe = StripeDouble::start(SECRET_KEY).await.unwrap();
+    let receiver = Receiver::start().await;
+    let port = free_port();
+    let bin = Binary::start_on(dir.path(), &stripe, &receiver, port).await;
+    let load = Load::start(bin.address(), "bak", 6);
+    load.wait_for(200).await;
+    let before_backup = load.acked();
+    let backup = dir.path().join("backup.redb");
+    let out = Binary::command_with_args(
+        dir.path(),
+        stripe.url(),
+        &receiver.url,
+        port,
+        &["backup", backup.to_str().unwrap()],
+    )
+    .output()
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("by the running server"), "{stdout}");
+    // Load went on during the backup.
+    let during = load.acked().len();
+    load.wait_for(during + 50).await;
+    bin.kill_9();
+    let acked = load.finish().await;
+
+    // Restore: the backup file becomes the database of a new server.
+    let restored = tempfile::tempdir().unwrap();
+    std::fs::copy(&backup, restored.path().join("fulfilld.redb")).unwrap();
+    let again = Binary::start(restored.path(), &stripe, &receiver).await;
+    let some = before_backup
+        .last()
+        .unwrap()
+        .replace("evt_bak_", "cs_test_bak_");
+    assert_eq!(again.session(&some).await["state"], "awaiting_payment");
+    again.kill_9();
+    let missing = missing_events(
+        &restored.path().join("fulfilld.redb"),
+        before_backup.clone(),
+    )
+    .await;
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged before the backup are missing from it",
+        missing.len()
+    );
+
+    // With the server stopped, the command copies the file itself.
+    let offline = dir.path().join("offline.redb");
+    let out = Binary::command_with_args(
+        dir.path(),
+        stripe.url(),
+        &receiver.url,
+        port,
+        &["backup", offline.to_str().unwrap()],
+    )
+    .output()
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("backup written to") && !stdout.contains("running server"),
+        "{stdout}"
+    );
+    let missing = missing_events(&offline, acked.clone()).await;
+    assert!(
+        missing.is_empty(),
+        "the offline backup lacks {} events",
+        missing.len()
+    );
+    // It refuses to overwrite an existing file.
+    let out = Binary::command_with_args(
+        dir.path(),
+        stripe.url(),
+        &receiver.url,
+        port,
+        &["backup", offline.to_str().unwrap()],
+    )
+    .output()
+    .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already exists"));
+}

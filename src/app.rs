@@ -11,6 +11,7 @@ use crate::{
     config::Config,
     fulfill::{Fulfiller, callback::CallbackSender},
     http::{AppState, auth::AdminAuth, routes},
+    notify::Notifier,
     store::{Store, StoreError},
     stripe::StripeClient,
     worker::{self, Worker},
@@ -92,7 +93,13 @@ impl Application {
             ),
             _ => None,
         };
-        let fulfiller = Arc::new(Fulfiller::new(store, stripe, callback, config.jobs.clone()));
+        let mut fulfiller = Fulfiller::new(store, stripe, callback, config.jobs.clone());
+        if let Some((notifier, channels)) =
+            Notifier::from_config(config).map_err(|e| AppError::Setup(e.to_string()))?
+        {
+            fulfiller = fulfiller.with_notifications(channels, Arc::new(notifier));
+        }
+        let fulfiller = Arc::new(fulfiller);
         fulfiller
             .take_over_claims()
             .await

@@ -566,12 +566,46 @@ impl Config {
                     "scheme must be smtp or smtps",
                 ));
             }
-            if self.smtp.from.is_none() {
-                return Err(ConfigError::invalid(
-                    "smtp.from",
-                    "is required when smtp.url is set",
-                ));
+            if parsed.host_str().is_none_or(str::is_empty) {
+                return Err(ConfigError::invalid("smtp.url", "has no host"));
             }
+            let tls = parsed
+                .query_pairs()
+                .find(|(k, _)| k == "tls")
+                .map(|(_, v)| v.to_string());
+            match (parsed.scheme(), tls.as_deref()) {
+                ("smtps", None) | ("smtp", None) => {}
+                ("smtp", Some("none" | "starttls" | "required" | "opportunistic")) => {}
+                _ => {
+                    return Err(ConfigError::invalid(
+                        "smtp.url",
+                        "tls= must be none, starttls or opportunistic (smtp:// only)",
+                    ));
+                }
+            }
+            match &self.smtp.from {
+                None => {
+                    return Err(ConfigError::invalid(
+                        "smtp.from",
+                        "is required when smtp.url is set",
+                    ));
+                }
+                Some(from) if from.parse::<lettre::message::Mailbox>().is_err() => {
+                    return Err(ConfigError::invalid(
+                        "smtp.from",
+                        "is not an email address (\"Shop <orders@example.com>\" or orders@example.com)",
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
+        if let Some(m) = &self.notifications.merchant_email
+            && m.parse::<lettre::message::Mailbox>().is_err()
+        {
+            return Err(ConfigError::invalid(
+                "notifications.merchant_email",
+                "is not an email address",
+            ));
         }
         if let Some(url) = &self.notifications.webhook_url {
             check_url("notifications.webhook_url", url.expose())?;

@@ -2,7 +2,7 @@
 //!
 //! Layers, bottom up (each uses only those below it):
 //! `time`, `money`, `signature`, `config`, `model`, `metrics` → `store`, `stripe` →
-//! `fulfill` → `worker`, `webhook_log` → `views` → `http` → `app` → `demo`.
+//! `fulfill` → `worker`, `webhook_log` → `views` → `notify` → `http` → `app` → `demo`.
 
 pub mod app;
 pub mod config;
@@ -12,6 +12,7 @@ pub mod http;
 pub mod metrics;
 pub mod model;
 pub mod money;
+pub mod notify;
 pub mod signature;
 pub mod store;
 pub mod stripe;

@@ -283,13 +283,19 @@ pub fn fulfill_key(session_id: &str) -> String {
     format!("fulfill:{session_id}")
 }
 
-/// A stored outgoing callback: its id is the stable `webhook-id`.
+/// One entry of the durable outbox: a merchant callback, an email or an
+/// alert, recorded before it is sent. A callback's id is its stable
+/// `webhook-id`; an email's or alert's id is derived from its kind and the
+/// session (`notification_id`), so each session gets at most one of each.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Notification {
     pub id: String,
     pub session_id: String,
-    /// `checkout.fulfilled` or `checkout.payment_failed`.
+    /// A callback type (`checkout.fulfilled`, `checkout.payment_failed`) or
+    /// one of the `NotificationKind` names (`email.receipt`, `alert.stuck`, …).
     pub kind: String,
+    /// The callback body; for emails and alerts, extra facts to render
+    /// (e.g. the last error of a stuck fulfillment) as JSON.
     pub body: String,
     /// `queued`, `sent`, `retrying` or `failed`.
     pub status: String,
@@ -297,6 +303,72 @@ pub struct Notification {
     /// item), not only an event's snapshot.
     #[serde(default)]
     pub refreshed: bool,
+    /// Where it goes: an email address, or `webhook` for the alert URL.
+    #[serde(default)]
+    pub recipient: Option<String>,
+    #[serde(default)]
+    pub attempts: u32,
+    #[serde(default)]
+    pub last_error: Option<String>,
+    #[serde(default)]
+    pub sent_at_ms: Option<u64>,
+    #[serde(default)]
+    pub created_at_ms: u64,
+}
+
+/// Emails and alerts fulfilld sends (callbacks are separate).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotificationKind {
+    /// To the customer: the delayed payment failed, how to pay again.
+    PaymentFailedEmail,
+    /// To the merchant: a customer's delayed payment failed.
+    PaymentFailedMerchantEmail,
+    PaymentFailedAlert,
+    /// To the customer, on fulfillment (`fulfillment.receipt_email`).
+    ReceiptEmail,
+    /// To the merchant: fulfillment gave up (`failed`).
+    StuckMerchantEmail,
+    StuckAlert,
+}
+
+impl NotificationKind {
+    pub const ALL: [NotificationKind; 6] = [
+        NotificationKind::PaymentFailedEmail,
+        NotificationKind::PaymentFailedMerchantEmail,
+        NotificationKind::PaymentFailedAlert,
+        NotificationKind::ReceiptEmail,
+        NotificationKind::StuckMerchantEmail,
+        NotificationKind::StuckAlert,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotificationKind::PaymentFailedEmail => "email.payment_failed",
+            NotificationKind::PaymentFailedMerchantEmail => "email.merchant.payment_failed",
+            NotificationKind::PaymentFailedAlert => "alert.payment_failed",
+            NotificationKind::ReceiptEmail => "email.receipt",
+            NotificationKind::StuckMerchantEmail => "email.merchant.stuck",
+            NotificationKind::StuckAlert => "alert.stuck",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<NotificationKind> {
+        NotificationKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
+    /// Sent as an alert to `notifications.webhook_url` (else an email).
+    pub fn is_alert(self) -> bool {
+        matches!(
+            self,
+            NotificationKind::PaymentFailedAlert | NotificationKind::StuckAlert
+        )
+    }
+}
+
+/// The outbox id of a session's email or alert of `kind`: the same on
+/// every redelivery, landing-page hit or retry, so it is created once.
+pub fn notification_id(kind: NotificationKind, session_id: &str) -> String {
+    format!("ntf_{}_{session_id}", kind.as_str().replace('.', "_"))
 }
 
 /// A random identifier with a prefix, e.g. `ful_3f9c…` (128 bits).

@@ -37,8 +37,8 @@ use crate::{
     metrics::Metrics,
     model::{
         AttemptRecord, DeliveryAttempt, EventRecord, EventRef, FulfillmentRecord, Job, Lease,
-        Notification, RetryInfo, SessionDetail, SessionRecord, State, Trigger, fulfill_key, new_id,
-        push_bounded,
+        Notification, NotificationKind, RetryInfo, SessionDetail, SessionRecord, State, Trigger,
+        fulfill_key, new_id, notification_id, push_bounded,
     },
     store::{Store, StoreError, Tx},
     stripe::{self, Event, Retrieved, Session, StripeClient},
@@ -69,6 +69,40 @@ pub struct FulfillOptions {
     pub actor: Option<String>,
     /// A session the caller has just retrieved, to save a second call.
     pub prefetched: Option<Retrieved>,
+}
+
+/// Which emails and alerts this instance sends, from the configuration.
+#[derive(Debug, Clone, Default)]
+pub struct Channels {
+    /// `smtp.url` is set: customers can be emailed.
+    pub smtp: bool,
+    /// `notifications.merchant_email` (with `smtp.url`).
+    pub merchant_email: Option<String>,
+    /// `notifications.webhook_url` is set.
+    pub alert_webhook: bool,
+    /// `fulfillment.receipt_email` (with `smtp.url`).
+    pub receipt: bool,
+}
+
+/// Why an email or alert was not delivered.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct OutboxError {
+    pub message: String,
+    /// Retrying cannot help (a refused recipient, a malformed address).
+    pub permanent: bool,
+}
+
+/// Sends emails and alerts from the outbox. Implemented above this layer
+/// (rendering and transports live in `notify`); fulfillment only decides
+/// what to send, records it durably, and retries.
+pub trait Outbox: Send + Sync {
+    fn send<'a>(
+        &'a self,
+        notification: &'a Notification,
+        rec: &'a SessionRecord,
+        detail: &'a SessionDetail,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), OutboxError>> + Send + 'a>>;
 }
 
 /// What a call left behind.
@@ -102,6 +136,8 @@ pub struct Fulfiller {
     jobs: JobsConfig,
     wake: Arc<Notify>,
     metrics: Arc<Metrics>,
+    channels: Channels,
+    outbox: Option<Arc<dyn Outbox>>,
 }
 
 enum Claim {
@@ -132,7 +168,16 @@ impl Fulfiller {
             jobs,
             wake: Arc::new(Notify::new()),
             metrics: Arc::new(Metrics::new()),
+            channels: Channels::default(),
+            outbox: None,
         }
+    }
+
+    /// Turns on emails and alerts: which ones, and what sends them.
+    pub fn with_notifications(mut self, channels: Channels, outbox: Arc<dyn Outbox>) -> Self {
+        self.channels = channels;
+        self.outbox = Some(outbox);
+        self
     }
 
     /// The counters `GET /metrics` shows.
@@ -158,9 +203,10 @@ impl Fulfiller {
     pub async fn ingest(&self, raw: String, event: Event) -> Result<Ingested, StoreError> {
         let now = now_ms();
         let callbacks = self.callback.is_some();
+        let channels = self.channels.clone();
         let result = self
             .store
-            .write(move |tx| ingest_op(tx, &raw, &event, now, callbacks))
+            .write(move |tx| ingest_op(tx, &raw, &event, now, callbacks, &channels))
             .await?;
         if result == Ingested::Recorded {
             self.wake.notify_one();
@@ -336,6 +382,7 @@ impl Fulfiller {
         let session_id = id.to_string();
         let id = session_id.clone();
         let callbacks = self.callback.is_some();
+        let channels = self.channels.clone();
         let lease_until = now.saturating_add(self.jobs.lease_secs.saturating_mul(1000));
         let result = self
             .store
@@ -370,6 +417,11 @@ impl Fulfiller {
                         body: body.to_string(),
                         status: "queued".into(),
                         refreshed: true,
+                        recipient: None,
+                        attempts: 0,
+                        last_error: None,
+                        sent_at_ms: None,
+                        created_at_ms: now,
                     })?;
                     rec.pending_fulfillment = Some(fid.clone());
                     if let Some(lease) = rec.lease.as_mut() {
@@ -381,6 +433,7 @@ impl Fulfiller {
                     Ok((fid, false))
                 } else {
                     rec.state = State::Fulfilled;
+                    queue_receipt(tx, &rec, &mut detail, &channels, now)?;
                     settle(tx, &mut rec, &mut detail, trigger, now, None)?;
                     Ok((fid, true))
                 }
@@ -444,6 +497,7 @@ impl Fulfiller {
     ) -> Result<Outcome, FulfillError> {
         let now = now_ms();
         let (id_owned, fid_owned) = (id.to_string(), fid.to_string());
+        let channels = self.channels.clone();
         self.store
             .write(move |tx| {
                 let Some(mut rec) = tx.session(&id_owned)? else {
@@ -458,10 +512,13 @@ impl Fulfiller {
                 }
                 if let Some(mut n) = tx.notification(&fid_owned)? {
                     n.status = "sent".into();
+                    n.attempts += 1;
+                    n.sent_at_ms = Some(now);
                     tx.put_notification(&n)?;
                 }
                 rec.pending_fulfillment = None;
                 rec.state = State::Fulfilled;
+                queue_receipt(tx, &rec, &mut detail, &channels, now)?;
                 settle(tx, &mut rec, &mut detail, trigger, now, None)
             })
             .await?;
@@ -487,6 +544,7 @@ impl Fulfiller {
     ) -> Result<Outcome, FulfillError> {
         let now = now_ms();
         let jobs = self.jobs.clone();
+        let channels = self.channels.clone();
         let (id_owned, error_owned) = (id.to_string(), error.to_string());
         let state = self
             .store
@@ -549,6 +607,7 @@ impl Fulfiller {
                 } else {
                     rec.state = State::Failed;
                     status = "failed";
+                    queue_stuck(tx, &rec, &mut detail, &channels, &error_owned, now)?;
                     settle(
                         tx,
                         &mut rec,
@@ -562,6 +621,8 @@ impl Fulfiller {
                     && let Some(mut n) = tx.notification(fid)?
                 {
                     n.status = status.into();
+                    n.attempts += 1;
+                    n.last_error = Some(error_owned.clone());
                     tx.put_notification(&n)?;
                 }
                 Ok(rec.state)
@@ -569,6 +630,7 @@ impl Fulfiller {
             .await?;
         if state == State::Failed {
             tracing::error!(session = %id, error = %error, "fulfillment failed: a person needs to look at it");
+            self.wake.notify_one();
         } else {
             tracing::warn!(session = %id, error = %error, "fulfillment attempt failed; retry scheduled");
         }
@@ -580,14 +642,14 @@ impl Fulfiller {
         })
     }
 
-    /// Delivers a stored notification (a `checkout.payment_failed` callback)
-    /// once, recording the answer and scheduling a retry on failure.
+    /// Delivers one outbox entry (a `checkout.payment_failed` callback, an
+    /// email or an alert) once, recording the answer and scheduling a retry
+    /// on failure.
     pub async fn deliver_notification(&self, job: &Job) -> Result<(), StoreError> {
         let Job::Deliver {
             session_id,
             notification_id,
-            failures,
-            first_failure_ms,
+            ..
         } = job.clone()
         else {
             return Ok(());
@@ -597,6 +659,11 @@ impl Fulfiller {
             let key = job.key();
             return self.store.write(move |tx| tx.unschedule(&key)).await;
         };
+        if NotificationKind::parse(&notification.kind).is_some() {
+            return self
+                .deliver_from_outbox(job, notification, &session_id)
+                .await;
+        }
         let started = now_ms();
         // A failed-payment callback carries the session as retrieved, with
         // every line item, like a fulfillment: fetched once, then kept so
@@ -645,8 +712,73 @@ impl Fulfiller {
             &notification.id,
             result.as_ref().map(|s| *s),
         );
+        let outcome = result.map(|_| ()).map_err(|e| (e.message, false));
+        self.record_delivery(job, started, attempt, outcome, refreshed_body)
+            .await
+    }
+
+    /// Sends an email or alert from the outbox once.
+    async fn deliver_from_outbox(
+        &self,
+        job: &Job,
+        notification: Notification,
+        session_id: &str,
+    ) -> Result<(), StoreError> {
+        let started = now_ms();
+        let id = session_id.to_string();
+        let session = self
+            .store
+            .read(move |r| Ok(r.session(&id)?.map(|rec| (rec, r.detail(&id)))))
+            .await?;
+        let outcome = match (&self.outbox, session) {
+            (_, None) => Err(("the session is no longer stored".to_string(), true)),
+            (None, _) => Err((
+                "email and alerts are no longer configured".to_string(),
+                true,
+            )),
+            (Some(outbox), Some((rec, detail))) => {
+                let detail = detail?;
+                outbox
+                    .send(&notification, &rec, &detail)
+                    .await
+                    .map_err(|e| (e.message, e.permanent))
+            }
+        };
+        self.metrics.delivery(outcome.is_ok());
+        let attempt = DeliveryAttempt {
+            at_ms: started,
+            kind: notification.kind.clone(),
+            webhook_id: notification.id.clone(),
+            status_code: None,
+            error: outcome.as_ref().err().map(|(m, _)| m.clone()),
+        };
+        if let Err((message, _)) = &outcome {
+            tracing::warn!(session = %session_id, notification = %notification.kind, error = %message, "notification not delivered");
+        }
+        self.record_delivery(job, started, attempt, outcome, None)
+            .await
+    }
+
+    /// Records one delivery attempt of an outbox entry: `sent`, or a retry
+    /// with backoff, or `failed` once permanent or past the give-up limit.
+    async fn record_delivery(
+        &self,
+        job: &Job,
+        started: u64,
+        attempt: DeliveryAttempt,
+        outcome: Result<(), (String, bool)>,
+        refreshed_body: Option<String>,
+    ) -> Result<(), StoreError> {
+        let Job::Deliver {
+            session_id,
+            notification_id,
+            failures,
+            first_failure_ms,
+        } = job.clone()
+        else {
+            return Ok(());
+        };
         let jobs = self.jobs.clone();
-        let ok = result.is_ok();
         self.store
             .write(move |tx| {
                 let mut detail = tx.detail(&session_id)?;
@@ -659,6 +791,7 @@ impl Fulfiller {
                     n.body = body.clone();
                     n.refreshed = true;
                 }
+                n.attempts = n.attempts.saturating_add(1);
                 let job = Job::Deliver {
                     session_id: session_id.clone(),
                     notification_id: notification_id.clone(),
@@ -666,22 +799,31 @@ impl Fulfiller {
                     first_failure_ms: first_failure_ms.or(Some(started)),
                 };
                 let first = first_failure_ms.unwrap_or(started);
-                if ok {
-                    n.status = "sent".into();
-                    tx.unschedule(&job.key())?;
-                } else if started.saturating_sub(first)
-                    >= jobs.give_up_after_secs.saturating_mul(1000)
-                {
-                    n.status = "failed".into();
-                    tx.unschedule(&job.key())?;
-                } else {
-                    n.status = "retrying".into();
-                    let delay = stripe::backoff(
-                        Duration::from_millis(jobs.retry_base_ms),
-                        failures + 1,
-                        Duration::from_secs(jobs.retry_max_secs),
-                    );
-                    tx.schedule(&job, started.saturating_add(delay.as_millis() as u64))?;
+                match &outcome {
+                    Ok(()) => {
+                        n.status = "sent".into();
+                        n.sent_at_ms = Some(started);
+                        n.last_error = None;
+                        tx.unschedule(&job.key())?;
+                    }
+                    Err((message, permanent)) => {
+                        n.last_error = Some(message.clone());
+                        if *permanent
+                            || started.saturating_sub(first)
+                                >= jobs.give_up_after_secs.saturating_mul(1000)
+                        {
+                            n.status = "failed".into();
+                            tx.unschedule(&job.key())?;
+                        } else {
+                            n.status = "retrying".into();
+                            let delay = stripe::backoff(
+                                Duration::from_millis(jobs.retry_base_ms),
+                                failures + 1,
+                                Duration::from_secs(jobs.retry_max_secs),
+                            );
+                            tx.schedule(&job, started.saturating_add(delay.as_millis() as u64))?;
+                        }
+                    }
                 }
                 tx.put_notification(&n)
             })
@@ -974,6 +1116,156 @@ fn apply_summary(rec: &mut SessionRecord, s: &Session) {
     }
 }
 
+/// Records an email or alert in the outbox (once per session and kind) and
+/// queues its delivery. Returns whether it was new.
+fn queue_notification(
+    tx: &mut Tx<'_>,
+    detail: &mut SessionDetail,
+    kind: NotificationKind,
+    session_id: &str,
+    recipient: String,
+    facts: Value,
+    now: u64,
+) -> Result<bool, StoreError> {
+    let id = notification_id(kind, session_id);
+    if tx.notification(&id)?.is_some() {
+        return Ok(false);
+    }
+    tx.put_notification(&Notification {
+        id: id.clone(),
+        session_id: session_id.to_string(),
+        kind: kind.as_str().into(),
+        body: facts.to_string(),
+        status: "queued".into(),
+        refreshed: true,
+        recipient: Some(recipient),
+        attempts: 0,
+        last_error: None,
+        sent_at_ms: None,
+        created_at_ms: now,
+    })?;
+    push_bounded(&mut detail.notifications, id.clone());
+    tx.schedule(
+        &Job::Deliver {
+            session_id: session_id.to_string(),
+            notification_id: id,
+            failures: 0,
+            first_failure_ms: None,
+        },
+        now,
+    )?;
+    Ok(true)
+}
+
+/// A delayed payment failed: tell the customer (how to pay again) and the merchant.
+fn queue_payment_failed(
+    tx: &mut Tx<'_>,
+    rec: &SessionRecord,
+    detail: &mut SessionDetail,
+    channels: &Channels,
+    now: u64,
+) -> Result<(), StoreError> {
+    if channels.smtp
+        && let Some(email) = &rec.customer_email
+    {
+        queue_notification(
+            tx,
+            detail,
+            NotificationKind::PaymentFailedEmail,
+            &rec.id,
+            email.clone(),
+            json!({}),
+            now,
+        )?;
+    }
+    if channels.smtp
+        && let Some(merchant) = &channels.merchant_email
+    {
+        queue_notification(
+            tx,
+            detail,
+            NotificationKind::PaymentFailedMerchantEmail,
+            &rec.id,
+            merchant.clone(),
+            json!({}),
+            now,
+        )?;
+    }
+    if channels.alert_webhook {
+        queue_notification(
+            tx,
+            detail,
+            NotificationKind::PaymentFailedAlert,
+            &rec.id,
+            "webhook".into(),
+            json!({}),
+            now,
+        )?;
+    }
+    Ok(())
+}
+
+/// Fulfillment gave up: tell the merchant, with the last error.
+fn queue_stuck(
+    tx: &mut Tx<'_>,
+    rec: &SessionRecord,
+    detail: &mut SessionDetail,
+    channels: &Channels,
+    error: &str,
+    now: u64,
+) -> Result<(), StoreError> {
+    let facts = json!({ "error": error });
+    if channels.smtp
+        && let Some(merchant) = &channels.merchant_email
+    {
+        queue_notification(
+            tx,
+            detail,
+            NotificationKind::StuckMerchantEmail,
+            &rec.id,
+            merchant.clone(),
+            facts.clone(),
+            now,
+        )?;
+    }
+    if channels.alert_webhook {
+        queue_notification(
+            tx,
+            detail,
+            NotificationKind::StuckAlert,
+            &rec.id,
+            "webhook".into(),
+            facts,
+            now,
+        )?;
+    }
+    Ok(())
+}
+
+/// The session is fulfilled: the customer's receipt, when configured.
+fn queue_receipt(
+    tx: &mut Tx<'_>,
+    rec: &SessionRecord,
+    detail: &mut SessionDetail,
+    channels: &Channels,
+    now: u64,
+) -> Result<(), StoreError> {
+    if channels.receipt
+        && let Some(email) = &rec.customer_email
+    {
+        queue_notification(
+            tx,
+            detail,
+            NotificationKind::ReceiptEmail,
+            &rec.id,
+            email.clone(),
+            json!({}),
+            now,
+        )?;
+    }
+    Ok(())
+}
+
 /// The webhook's transaction: dedupe by event id, record the event, and move
 /// the session on (queue fulfillment, mark a failed or expired payment).
 fn ingest_op(
@@ -982,6 +1274,7 @@ fn ingest_op(
     event: &Event,
     now: u64,
     callbacks: bool,
+    channels: &Channels,
 ) -> Result<Ingested, StoreError> {
     if let Some(mut seen) = tx.event(&event.id)? {
         seen.deliveries = seen.deliveries.saturating_add(1);
@@ -1086,6 +1379,11 @@ fn ingest_op(
                         body: body.to_string(),
                         status: "queued".into(),
                         refreshed: false,
+                        recipient: None,
+                        attempts: 0,
+                        last_error: None,
+                        sent_at_ms: None,
+                        created_at_ms: now,
                     })?;
                     tx.schedule(
                         &Job::Deliver {
@@ -1097,6 +1395,7 @@ fn ingest_op(
                         now,
                     )?;
                 }
+                queue_payment_failed(tx, &rec, &mut detail, channels, now)?;
             }
         }
         _ => {

@@ -310,17 +310,7 @@ async fn load(state: &AppState, id: &str) -> Result<Option<Loaded>, StoreError> 
                     events.insert(e.id.clone(), stored);
                 }
             }
-            let ids = detail
-                .fulfillments
-                .iter()
-                .map(|f| f.id.as_str())
-                .chain(detail.notifications.iter().map(String::as_str));
-            let mut notifications = Vec::new();
-            for nid in ids {
-                if let Some(n) = r.notification(nid)? {
-                    notifications.push(n);
-                }
-            }
+            let notifications = r.session_notifications(&detail)?;
             Ok(Some((rec, detail, events, notifications)))
         })
         .await

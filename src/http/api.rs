@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use super::{AppState, admin::same_origin, auth::csrf_ok, json_error, json_response};
 use crate::{
     fulfill::FulfillOptions,
-    model::{SessionDetail, SessionRecord, State, Trigger, is_session_id},
+    model::{Notification, SessionDetail, SessionRecord, State, Trigger, is_session_id},
     signature::ct_eq,
     store::{ListQuery, parse_cursor},
     time::{rfc3339_ms, rfc3339_secs},
@@ -74,7 +74,12 @@ fn unauthorised() -> Response {
 
 /// A session as the API and the dashboard show it. The list leaves out
 /// `attempts` and `events`.
-pub fn session_json(rec: &SessionRecord, detail: &SessionDetail, full: bool) -> Value {
+pub fn session_json(
+    rec: &SessionRecord,
+    detail: &SessionDetail,
+    notifications: Option<&[Notification]>,
+) -> Value {
+    let full = notifications.is_some();
     let mut v = json!({
         "id": rec.id,
         "livemode": rec.livemode,
@@ -136,6 +141,19 @@ pub fn session_json(rec: &SessionRecord, detail: &SessionDetail, full: bool) -> 
                 })
                 .collect(),
         );
+        obj.insert(
+            "notifications".into(),
+            notifications
+                .unwrap_or_default()
+                .iter()
+                .map(|n| {
+                    json!({"id": n.id, "kind": n.kind, "recipient": n.recipient, "status": n.status,
+                           "attempts": n.attempts, "last_error": n.last_error,
+                           "created_at": (n.created_at_ms > 0).then(|| rfc3339_ms(n.created_at_ms)),
+                           "sent_at": n.sent_at_ms.map(rfc3339_ms)})
+                })
+                .collect(),
+        );
     }
     v
 }
@@ -185,7 +203,7 @@ pub async fn list_sessions(
             let rows = page
                 .sessions
                 .iter()
-                .map(|s| Ok(session_json(s, &r.detail(&s.id)?, false)))
+                .map(|s| Ok(session_json(s, &r.detail(&s.id)?, None)))
                 .collect::<Result<Vec<_>, crate::store::StoreError>>()?;
             Ok((rows, page.next_cursor))
         })
@@ -201,16 +219,19 @@ pub async fn list_sessions(
     }
 }
 
-async fn load(
-    state: &AppState,
-    id: &str,
-) -> Result<Option<(SessionRecord, SessionDetail)>, Response> {
+type Loaded = (SessionRecord, SessionDetail, Vec<Notification>);
+
+async fn load(state: &AppState, id: &str) -> Result<Option<Loaded>, Response> {
     let id = id.to_string();
     state
         .fulfiller
         .store()
         .read(move |r| match r.session(&id)? {
-            Some(rec) => Ok(Some((rec, r.detail(&id)?))),
+            Some(rec) => {
+                let detail = r.detail(&id)?;
+                let notifications = r.session_notifications(&detail)?;
+                Ok(Some((rec, detail, notifications)))
+            }
             None => Ok(None),
         })
         .await
@@ -233,9 +254,10 @@ pub async fn get_session(
         return json_error(StatusCode::NOT_FOUND, "no such session");
     }
     match load(&state, &id).await {
-        Ok(Some((rec, detail))) => {
-            json_response(StatusCode::OK, &session_json(&rec, &detail, true))
-        }
+        Ok(Some((rec, detail, notifications))) => json_response(
+            StatusCode::OK,
+            &session_json(&rec, &detail, Some(&notifications)),
+        ),
         Ok(None) => json_error(StatusCode::NOT_FOUND, "no such session"),
         Err(r) => r,
     }
@@ -318,9 +340,9 @@ pub async fn fulfill_session(
         ),
     };
     match load(&state, &id).await {
-        Ok(Some((rec, detail))) => json_response(
+        Ok(Some((rec, detail, notifications))) => json_response(
             status,
-            &json!({"result": result, "session": session_json(&rec, &detail, true)}),
+            &json!({"result": result, "session": session_json(&rec, &detail, Some(&notifications))}),
         ),
         Ok(None) => json_error(StatusCode::NOT_FOUND, "no such session"),
         Err(r) => r,

@@ -371,6 +371,27 @@ impl Reader {
         get_json(&self.r.open_table(NOTIFICATIONS)?, id)
     }
 
+    /// Every outbox entry about a session: its fulfillments' callbacks, then
+    /// its other notifications (emails, alerts, failed-payment callbacks).
+    pub fn session_notifications(
+        &self,
+        detail: &SessionDetail,
+    ) -> Result<Vec<Notification>, StoreError> {
+        let table = self.r.open_table(NOTIFICATIONS)?;
+        let ids = detail
+            .fulfillments
+            .iter()
+            .map(|f| f.id.as_str())
+            .chain(detail.notifications.iter().map(String::as_str));
+        let mut out = Vec::new();
+        for id in ids {
+            if let Some(n) = get_json(&table, id)? {
+                out.push(n);
+            }
+        }
+        Ok(out)
+    }
+
     /// Jobs due at or before `now_ms`, earliest first.
     pub fn due_jobs(&self, now_ms: u64, limit: usize) -> Result<Vec<(u64, Job)>, StoreError> {
         let table = self.r.open_table(JOBS)?;

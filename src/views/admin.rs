@@ -445,22 +445,42 @@ fn timeline(v: &DetailView<'_>) -> Vec<Moment> {
         });
     }
     for c in &d.deliveries {
-        let ok = c.status_code.is_some_and(|s| (200..300).contains(&s));
-        let mut lines = vec![format!("webhook-id {}", c.webhook_id)];
+        let outbox = crate::model::NotificationKind::parse(&c.kind);
+        let ok = match outbox {
+            Some(_) => c.error.is_none(),
+            None => c.status_code.is_some_and(|s| (200..300).contains(&s)),
+        };
+        let mut lines = vec![match outbox {
+            Some(_) => format!("outbox entry {}", c.webhook_id),
+            None => format!("webhook-id {}", c.webhook_id),
+        }];
         if let Some(err) = &c.error {
             lines.push(err.clone());
         }
-        out.push(Moment {
-            at_ms: c.at_ms,
-            tone: if ok { "ok" } else { "bad" },
-            icon: "send",
-            title: format!(
+        let title = match outbox {
+            Some(k) if k.is_alert() => format!(
+                "Alert {} → {}",
+                c.kind,
+                if ok { "delivered" } else { "not delivered" }
+            ),
+            Some(_) => format!(
+                "Email {} → {}",
+                c.kind,
+                if ok { "sent" } else { "not sent" }
+            ),
+            None => format!(
                 "Callback {} → {}",
                 c.kind,
                 c.status_code
                     .map(|s| format!("HTTP {s}"))
                     .unwrap_or_else(|| "no answer".into())
             ),
+        };
+        out.push(Moment {
+            at_ms: c.at_ms,
+            tone: if ok { "ok" } else { "bad" },
+            icon: "send",
+            title,
             lines,
         });
     }
@@ -540,9 +560,19 @@ pub fn detail(chrome: &Chrome<'_>, v: &DetailView<'_>) -> Markup {
                     }
                     @if !v.notifications.is_empty() {
                         h3 { "Notifications" }
-                        ul class="plain" {
+                        ul class="plain" id="notifications" {
                             @for n in v.notifications {
-                                li { code { (n.kind) } " " span class={ "pill pill-" (notification_tone(&n.status)) } { (n.status) } }
+                                li data-kind=(n.kind) {
+                                    code { (n.kind) } " "
+                                    span class={ "pill pill-" (notification_tone(&n.status)) } { (n.status) }
+                                    @if let Some(to) = n.recipient.as_deref().filter(|r| *r != "webhook") {
+                                        div class="small muted break" { "to " (to) }
+                                    }
+                                    @if n.attempts > 1 { div class="small muted" { (n.attempts) " attempts" } }
+                                    @if let (Some(err), false) = (&n.last_error, n.status == "sent") {
+                                        div class="small bad-text break" { (err) }
+                                    }
+                                }
                             }
                         }
                     }

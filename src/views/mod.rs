@@ -2,6 +2,7 @@
 //! Pure functions from records to markup: no I/O here.
 
 pub mod admin;
+pub mod email;
 pub mod landing;
 
 use maud::{DOCTYPE, Markup, html};

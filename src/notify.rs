@@ -1,0 +1,325 @@
+//! Sends what the outbox holds: email over SMTP (lettre) and Slack-compatible
+//! JSON alerts. Fulfillment decides what to send and records it durably
+//! first; this module only renders and transmits one entry at a time, and
+//! says whether a failure is worth retrying.
+
+use std::{future::Future, pin::Pin, time::Duration};
+
+use lettre::{
+    AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor,
+    message::{Mailbox, MultiPart},
+    transport::smtp::{
+        authentication::Credentials,
+        client::{Tls, TlsParameters},
+    },
+};
+use serde_json::{Value, json};
+
+use crate::{
+    config::Config,
+    fulfill::{Channels, Outbox, OutboxError},
+    model::{Notification, NotificationKind, SessionDetail, SessionRecord},
+    views::email::{self, Links},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum NotifyError {
+    #[error("smtp.url: {0}")]
+    SmtpUrl(String),
+    #[error("{key}: {message}")]
+    Address { key: &'static str, message: String },
+    #[error("cannot build the alert HTTP client: {0}")]
+    Http(String),
+}
+
+/// Undoes percent-encoding (credentials in a URL).
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && let Some(b) = s
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        {
+            out.push(b);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The SMTP transport for `smtp.url`:
+/// - `smtps://user:pass@host[:465]`: TLS from the first byte;
+/// - `smtp://user:pass@host[:587]`: STARTTLS, required;
+/// - `smtp://host[:25]?tls=opportunistic`: STARTTLS when offered;
+/// - `smtp://host[:25]?tls=none`: plain, for a local relay.
+pub fn smtp_transport(url: &str) -> Result<AsyncSmtpTransport<Tokio1Executor>, NotifyError> {
+    let bad = |m: &str| NotifyError::SmtpUrl(m.to_string());
+    let u = reqwest::Url::parse(url).map_err(|_| bad("is not a URL"))?;
+    let host = u
+        .host_str()
+        .filter(|h| !h.is_empty())
+        .ok_or_else(|| bad("has no host"))?;
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let tls = u
+        .query_pairs()
+        .find(|(k, _)| k == "tls")
+        .map(|(_, v)| v.to_string());
+    let tls_params =
+        || TlsParameters::new(host.clone()).map_err(|e| NotifyError::SmtpUrl(format!("TLS: {e}")));
+    type B = lettre::transport::smtp::AsyncSmtpTransportBuilder;
+    let builder: B = match (u.scheme(), tls.as_deref()) {
+        ("smtps", None) => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&host)
+            .port(u.port().unwrap_or(465))
+            .tls(Tls::Wrapper(tls_params()?)),
+        ("smtp", None | Some("starttls") | Some("required")) => {
+            AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&host)
+                .port(u.port().unwrap_or(587))
+                .tls(Tls::Required(tls_params()?))
+        }
+        ("smtp", Some("opportunistic")) => {
+            AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&host)
+                .port(u.port().unwrap_or(25))
+                .tls(Tls::Opportunistic(tls_params()?))
+        }
+        ("smtp", Some("none")) => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&host)
+            .port(u.port().unwrap_or(25))
+            .tls(Tls::None),
+        ("smtp" | "smtps", Some(other)) => {
+            return Err(NotifyError::SmtpUrl(format!(
+                "tls={other} is not one of none, starttls, opportunistic (smtps takes no tls=)"
+            )));
+        }
+        _ => return Err(bad("scheme must be smtp or smtps")),
+    };
+    let builder = if u.username().is_empty() {
+        builder
+    } else {
+        builder.credentials(Credentials::new(
+            percent_decode(u.username()),
+            percent_decode(u.password().unwrap_or("")),
+        ))
+    };
+    Ok(builder.timeout(Some(Duration::from_secs(30))).build())
+}
+
+pub struct Notifier {
+    smtp: Option<AsyncSmtpTransport<Tokio1Executor>>,
+    from: Option<Mailbox>,
+    alert_url: Option<String>,
+    http: reqwest::Client,
+    public_url: String,
+    retry_url: Option<String>,
+    /// The domain of `Message-ID`s: the host of `server.public_url`.
+    domain: String,
+}
+
+impl Notifier {
+    /// Builds the senders from the configuration, with the channels they
+    /// enable; `None` when neither email nor alerts are configured.
+    pub fn from_config(config: &Config) -> Result<Option<(Notifier, Channels)>, NotifyError> {
+        let smtp = match &config.smtp.url {
+            Some(url) => Some(smtp_transport(url.expose())?),
+            None => None,
+        };
+        let alert_url = config
+            .notifications
+            .webhook_url
+            .as_ref()
+            .map(|u| u.expose().to_string());
+        if smtp.is_none() && alert_url.is_none() {
+            return Ok(None);
+        }
+        let address = |key: &'static str, v: &str| {
+            v.parse::<Mailbox>().map_err(|e| NotifyError::Address {
+                key,
+                message: e.to_string(),
+            })
+        };
+        let from = match (&smtp, &config.smtp.from) {
+            (Some(_), Some(f)) => Some(address("smtp.from", f)?),
+            (Some(_), None) => {
+                return Err(NotifyError::Address {
+                    key: "smtp.from",
+                    message: "is required when smtp.url is set".into(),
+                });
+            }
+            _ => None,
+        };
+        let merchant_email = match (&smtp, &config.notifications.merchant_email) {
+            (Some(_), Some(m)) => {
+                address("notifications.merchant_email", m)?;
+                Some(m.clone())
+            }
+            _ => None,
+        };
+        let public_url = config.server.public_url.trim_end_matches('/').to_string();
+        let domain = reqwest::Url::parse(&public_url)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_string))
+            .unwrap_or_else(|| "fulfilld.invalid".into());
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(15))
+            .user_agent(concat!("fulfilld/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| NotifyError::Http(e.to_string()))?;
+        let channels = Channels {
+            smtp: smtp.is_some(),
+            merchant_email,
+            alert_webhook: alert_url.is_some(),
+            receipt: smtp.is_some() && config.fulfillment.receipt_email,
+        };
+        Ok(Some((
+            Notifier {
+                smtp,
+                from,
+                alert_url,
+                http,
+                public_url,
+                retry_url: config.notifications.retry_url.clone(),
+                domain,
+            },
+            channels,
+        )))
+    }
+
+    fn links(&self) -> Links<'_> {
+        Links {
+            public_url: &self.public_url,
+            retry_url: self.retry_url.as_deref(),
+        }
+    }
+
+    async fn send_alert(&self, text: String) -> Result<(), OutboxError> {
+        let Some(url) = &self.alert_url else {
+            return Err(permanent(
+                "notifications.webhook_url is no longer configured",
+            ));
+        };
+        let answer = self
+            .http
+            .post(url)
+            .json(&json!({ "text": text }))
+            .send()
+            .await
+            .map_err(|e| transient(format!("alert webhook unreachable: {}", e.without_url())))?;
+        let status = answer.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        let message = format!("alert webhook answered HTTP {}", status.as_u16());
+        // A 4xx other than a timeout or rate limit will not change by retrying.
+        let retry = status.is_server_error() || matches!(status.as_u16(), 408 | 429);
+        Err(OutboxError {
+            message,
+            permanent: !retry,
+        })
+    }
+
+    async fn send_email(
+        &self,
+        n: &Notification,
+        to: &str,
+        mail: email::Email,
+    ) -> Result<(), OutboxError> {
+        let (Some(smtp), Some(from)) = (&self.smtp, &self.from) else {
+            return Err(permanent("smtp.url is no longer configured"));
+        };
+        // A customer-typed address is parsed, never pasted into a header.
+        let to: Mailbox = to
+            .parse()
+            .map_err(|e| permanent(format!("not a deliverable address: {e}")))?;
+        let message = Message::builder()
+            .from(from.clone())
+            .to(to)
+            .subject(mail.subject)
+            // Stable across retries, so a receiving server can drop a duplicate.
+            .message_id(Some(format!("<{}@{}>", n.id, self.domain)))
+            .date_now()
+            .multipart(MultiPart::alternative_plain_html(mail.text, mail.html))
+            .map_err(|e| permanent(format!("cannot build the message: {e}")))?;
+        match smtp.send(message).await {
+            Ok(_) => Ok(()),
+            Err(e) => Err(OutboxError {
+                message: format!("SMTP: {e}"),
+                permanent: e.is_permanent(),
+            }),
+        }
+    }
+}
+
+fn permanent(message: impl Into<String>) -> OutboxError {
+    OutboxError {
+        message: message.into(),
+        permanent: true,
+    }
+}
+
+fn transient(message: impl Into<String>) -> OutboxError {
+    OutboxError {
+        message: message.into(),
+        permanent: false,
+    }
+}
+
+impl Outbox for Notifier {
+    fn send<'a>(
+        &'a self,
+        n: &'a Notification,
+        rec: &'a SessionRecord,
+        detail: &'a SessionDetail,
+    ) -> Pin<Box<dyn Future<Output = Result<(), OutboxError>> + Send + 'a>> {
+        Box::pin(async move {
+            let Some(kind) = NotificationKind::parse(&n.kind) else {
+                return Err(permanent(format!("unknown notification kind {}", n.kind)));
+            };
+            let facts: Value = serde_json::from_str(&n.body).unwrap_or_default();
+            let error = facts.get("error").and_then(Value::as_str);
+            if kind.is_alert() {
+                return self
+                    .send_alert(email::alert_text(kind, rec, error, &self.links()))
+                    .await;
+            }
+            let Some(to) = &n.recipient else {
+                return Err(permanent("no recipient"));
+            };
+            let mail = email::render(kind, rec, detail, error, &self.links());
+            self.send_email(n, to, mail).await
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn smtp_urls_choose_tls_and_credentials() {
+        for good in [
+            "smtps://user:p%40ss@smtp.example.com:465",
+            "smtp://user:pass@smtp.example.com:587",
+            "smtp://smtp.example.com?tls=opportunistic",
+            "smtp://127.0.0.1:2525?tls=none",
+        ] {
+            assert!(smtp_transport(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "http://smtp.example.com",
+            "smtp://smtp.example.com?tls=maybe",
+            "smtps://smtp.example.com?tls=none",
+            "not a url",
+        ] {
+            assert!(smtp_transport(bad).is_err(), "{bad}");
+        }
+        assert_eq!(percent_decode("p%40ss%2F%zz"), "p@ss/%zz");
+    }
+}

@@ -1,0 +1,362 @@
+//! Email and alert texts. Each email has a plain-text and an HTML (maud,
+//! escaped) version with the same content. Subjects hold only amounts
+//! formatted from integers and session ids (checked shape), never a string a
+//! customer typed, so nothing customer-controlled reaches a header.
+
+use maud::{DOCTYPE, Markup, html};
+
+use crate::{
+    model::{NotificationKind, SessionDetail, SessionRecord},
+    money,
+};
+
+/// A rendered email.
+pub struct Email {
+    pub subject: String,
+    pub text: String,
+    pub html: String,
+}
+
+/// Links and settings the texts refer to.
+pub struct Links<'a> {
+    /// `server.public_url`, without a trailing slash.
+    pub public_url: &'a str,
+    /// `notifications.retry_url`.
+    pub retry_url: Option<&'a str>,
+}
+
+impl Links<'_> {
+    fn dashboard(&self, rec: &SessionRecord) -> String {
+        format!("{}/admin/sessions/{}", self.public_url, rec.id)
+    }
+
+    fn order_page(&self, rec: &SessionRecord) -> String {
+        format!("{}/after-checkout?session_id={}", self.public_url, rec.id)
+    }
+}
+
+/// Customer-typed text for a plain-text body: control characters (line
+/// breaks included) become spaces, so it cannot fake extra lines.
+fn clean(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
+fn amount(rec: &SessionRecord) -> String {
+    match (rec.amount_total, rec.currency.as_deref()) {
+        (Some(a), Some(c)) => money::format(a, c),
+        _ => "your order".into(),
+    }
+}
+
+fn frame(title: &str, body: Markup) -> String {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head { meta charset="utf-8"; title { (title) } }
+            body style="margin:0;padding:24px;background:#f6f7fb;font-family:system-ui,-apple-system,'Segoe UI',Roboto,Arial,sans-serif;color:#1f2937" {
+                div style="max-width:560px;margin:0 auto;background:#ffffff;border:1px solid #e5e7eb;border-radius:10px;padding:24px" {
+                    (body)
+                }
+            }
+        }
+    }
+    .into_string()
+}
+
+/// The email for `kind` about `rec`. `error` is the last error, for a stuck fulfillment.
+pub fn render(
+    kind: NotificationKind,
+    rec: &SessionRecord,
+    detail: &SessionDetail,
+    error: Option<&str>,
+    links: &Links<'_>,
+) -> Email {
+    match kind {
+        NotificationKind::PaymentFailedEmail => payment_failed_customer(rec, links),
+        NotificationKind::PaymentFailedMerchantEmail => payment_failed_merchant(rec, links),
+        NotificationKind::ReceiptEmail => receipt(rec, detail, links),
+        NotificationKind::StuckMerchantEmail | NotificationKind::StuckAlert => {
+            stuck_merchant(rec, error, links)
+        }
+        NotificationKind::PaymentFailedAlert => payment_failed_merchant(rec, links),
+    }
+}
+
+fn payment_failed_customer(rec: &SessionRecord, links: &Links<'_>) -> Email {
+    let amount = amount(rec);
+    let subject = format!("Your payment of {amount} did not go through");
+    let mut text = format!(
+        "Hello,\n\nyour bank reported that your payment of {amount} did not go through, so your \
+         order has not been placed and you have not been charged.\n\n"
+    );
+    match links.retry_url {
+        Some(url) => text.push_str(&format!("You can pay again here: {url}\n\n")),
+        None => text.push_str("Please place your order again with another payment method.\n\n"),
+    }
+    text.push_str(&format!("Order reference: {}\n", rec.id));
+    let html = frame(
+        &subject,
+        html! {
+            h1 style="font-size:20px" { "Your payment did not go through" }
+            p { "Your bank reported that your payment of " strong { (amount) } " did not go through, so your order has not been placed and you have not been charged." }
+            @match links.retry_url {
+                Some(url) => {
+                    p { a href=(url) style="display:inline-block;background:#4f46e5;color:#ffffff;padding:10px 16px;border-radius:8px;text-decoration:none;font-weight:600" { "Pay again" } }
+                    p style="font-size:13px;color:#6b7280" { "Or copy this link: " (url) }
+                }
+                None => { p { "Please place your order again with another payment method." } }
+            }
+            p style="font-size:13px;color:#6b7280" { "Order reference: " (rec.id) }
+        },
+    );
+    Email {
+        subject,
+        text,
+        html,
+    }
+}
+
+fn payment_failed_merchant(rec: &SessionRecord, links: &Links<'_>) -> Email {
+    let amount = amount(rec);
+    let customer = clean(rec.customer_email.as_deref().unwrap_or("unknown"));
+    let dashboard = links.dashboard(rec);
+    let subject = format!("Delayed payment failed: {amount} ({})", rec.id);
+    let text = format!(
+        "A delayed payment failed, so this order was not fulfilled.\n\n\
+         Session:  {}\nAmount:   {amount}\nCustomer: {customer}\n\n{dashboard}\n",
+        rec.id
+    );
+    let html = frame(
+        &subject,
+        html! {
+            h1 style="font-size:20px" { "A delayed payment failed" }
+            p { "The order was not fulfilled. The customer has been told (if email is configured)." }
+            table style="border-collapse:collapse" {
+                tr { td style="color:#6b7280;padding:2px 12px 2px 0" { "Session" } td { code { (rec.id) } } }
+                tr { td style="color:#6b7280;padding:2px 12px 2px 0" { "Amount" } td { strong { (amount) } } }
+                tr { td style="color:#6b7280;padding:2px 12px 2px 0" { "Customer" } td { (customer) } }
+            }
+            p { a href=(dashboard) { "Open the session in the dashboard" } }
+        },
+    );
+    Email {
+        subject,
+        text,
+        html,
+    }
+}
+
+fn stuck_merchant(rec: &SessionRecord, error: Option<&str>, links: &Links<'_>) -> Email {
+    let amount = amount(rec);
+    let error = error.unwrap_or("unknown error");
+    let dashboard = links.dashboard(rec);
+    let subject = format!("Fulfillment failed, needs attention: {}", rec.id);
+    let text = format!(
+        "fulfilld gave up fulfilling a paid order. It needs a person: fix the cause, then press \
+         \"Fulfill now\" in the dashboard.\n\nSession:    {}\nAmount:     {amount}\nLast error: {error}\n\n{dashboard}\n",
+        rec.id
+    );
+    let html = frame(
+        &subject,
+        html! {
+            h1 style="font-size:20px" { "A paid order could not be fulfilled" }
+            p { "fulfilld gave up after retrying. Fix the cause, then press “Fulfill now” in the dashboard." }
+            table style="border-collapse:collapse" {
+                tr { td style="color:#6b7280;padding:2px 12px 2px 0" { "Session" } td { code { (rec.id) } } }
+                tr { td style="color:#6b7280;padding:2px 12px 2px 0" { "Amount" } td { strong { (amount) } } }
+                tr { td style="color:#6b7280;padding:2px 12px 2px 0;vertical-align:top" { "Last error" } td style="color:#b91c1c" { (error) } }
+            }
+            p { a href=(dashboard) { "Open the session in the dashboard" } }
+        },
+    );
+    Email {
+        subject,
+        text,
+        html,
+    }
+}
+
+fn receipt(rec: &SessionRecord, detail: &SessionDetail, links: &Links<'_>) -> Email {
+    let currency = rec.currency.clone().unwrap_or_else(|| "usd".into());
+    let total = amount(rec);
+    let subject = format!("Your receipt: {total}");
+    let line = |amount: i64, cur: Option<&str>| money::format(amount, cur.unwrap_or(&currency));
+    let mut text = String::from("Thank you for your order.\n\n");
+    for item in &detail.line_items {
+        text.push_str(&format!(
+            "{} x {}  {}\n",
+            item.quantity.unwrap_or(1),
+            clean(item.description.as_deref().unwrap_or("Item")),
+            line(item.amount_total, item.currency.as_deref())
+        ));
+    }
+    if let (Some(sub), Some(t)) = (detail.amount_subtotal, rec.amount_total)
+        && sub != t
+    {
+        text.push_str(&format!("\nSubtotal: {}\n", money::format(sub, &currency)));
+    }
+    text.push_str(&format!("Total: {total}\n"));
+    let delivery = &detail.delivery_details;
+    if delivery.name.is_some() || !delivery.address_lines.is_empty() {
+        text.push_str("\nDelivery to:\n");
+        if let Some(n) = &delivery.name {
+            text.push_str(&format!("{}\n", clean(n)));
+        }
+        for l in &delivery.address_lines {
+            text.push_str(&format!("{}\n", clean(l)));
+        }
+    }
+    text.push_str(&format!(
+        "\nYour order: {}\nOrder reference: {}\n",
+        links.order_page(rec),
+        rec.id
+    ));
+    let html = frame(
+        &subject,
+        html! {
+            h1 style="font-size:20px" { "Thank you for your order" }
+            table style="width:100%;border-collapse:collapse;margin:12px 0" {
+                @for item in &detail.line_items {
+                    tr {
+                        td style="padding:6px 0;border-bottom:1px solid #e5e7eb" { (item.description.as_deref().unwrap_or("Item")) }
+                        td style="padding:6px 8px;border-bottom:1px solid #e5e7eb;text-align:right;white-space:nowrap" { "× " (item.quantity.unwrap_or(1)) }
+                        td style="padding:6px 0;border-bottom:1px solid #e5e7eb;text-align:right;white-space:nowrap" { (line(item.amount_total, item.currency.as_deref())) }
+                    }
+                }
+                @if let (Some(sub), Some(t)) = (detail.amount_subtotal, rec.amount_total) {
+                    @if sub != t {
+                        tr { td colspan="2" style="padding:6px 0" { "Subtotal" } td style="text-align:right" { (money::format(sub, &currency)) } }
+                    }
+                }
+                tr { td colspan="2" style="padding:8px 0;font-weight:700" { "Total" } td style="text-align:right;font-weight:700" { (total) } }
+            }
+            @if delivery.name.is_some() || !delivery.address_lines.is_empty() {
+                p { strong { "Delivery to" } br;
+                    @if let Some(n) = &delivery.name { (n) br; }
+                    @for l in &delivery.address_lines { (l) br; }
+                }
+            }
+            p { a href=(links.order_page(rec)) { "View your order" } }
+            p style="font-size:13px;color:#6b7280" { "Order reference: " (rec.id) }
+        },
+    );
+    Email {
+        subject,
+        text,
+        html,
+    }
+}
+
+/// A Slack-compatible alert text (`{"text": …}`).
+pub fn alert_text(
+    kind: NotificationKind,
+    rec: &SessionRecord,
+    error: Option<&str>,
+    links: &Links<'_>,
+) -> String {
+    let amount = amount(rec);
+    let customer = clean(rec.customer_email.as_deref().unwrap_or("unknown"));
+    match kind {
+        NotificationKind::StuckAlert | NotificationKind::StuckMerchantEmail => format!(
+            ":rotating_light: Fulfillment failed for {} ({amount}, {customer}): {}. Needs a person: {}",
+            rec.id,
+            error.unwrap_or("unknown error"),
+            links.dashboard(rec)
+        ),
+        _ => format!(
+            ":warning: Delayed payment failed for {} ({amount}, {customer}). Not fulfilled. {}",
+            rec.id,
+            links.dashboard(rec)
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::LineItemRecord;
+
+    fn rec() -> SessionRecord {
+        let mut r = SessionRecord::new("cs_test_mail", 0, 0);
+        r.amount_total = Some(123_456);
+        r.currency = Some("eur".into());
+        r.customer_email = Some("<b>x</b>@example.com".into());
+        r
+    }
+
+    const LINKS: Links<'static> = Links {
+        public_url: "https://orders.example.com",
+        retry_url: Some("https://shop.example.com/pay-again"),
+    };
+
+    #[test]
+    fn payment_failed_email_has_amount_and_retry_link() {
+        let e = render(
+            NotificationKind::PaymentFailedEmail,
+            &rec(),
+            &SessionDetail::default(),
+            None,
+            &LINKS,
+        );
+        assert_eq!(e.subject, "Your payment of €1,234.56 did not go through");
+        assert!(e.text.contains("https://shop.example.com/pay-again"));
+        assert!(
+            e.html
+                .contains("href=\"https://shop.example.com/pay-again\"")
+        );
+    }
+
+    #[test]
+    fn receipts_list_every_item_escaped() {
+        let mut d = SessionDetail::default();
+        for i in 0..3 {
+            d.line_items.push(LineItemRecord {
+                id: format!("li_{i}"),
+                description: Some(format!("<script>item {i}</script>")),
+                quantity: Some(2),
+                amount_total: 500,
+                amount_subtotal: 500,
+                currency: Some("eur".into()),
+                price_id: None,
+                unit_amount: Some(250),
+            });
+        }
+        let e = render(NotificationKind::ReceiptEmail, &rec(), &d, None, &LINKS);
+        for i in 0..3 {
+            assert!(
+                e.text
+                    .contains(&format!("2 x <script>item {i}</script>  €5.00"))
+            );
+            assert!(
+                e.html
+                    .contains(&format!("&lt;script&gt;item {i}&lt;/script&gt;"))
+            );
+        }
+        assert!(!e.html.contains("<script>"));
+        assert!(!e.subject.contains('<'));
+    }
+
+    #[test]
+    fn merchant_texts_link_to_the_dashboard() {
+        let e = render(
+            NotificationKind::StuckMerchantEmail,
+            &rec(),
+            &SessionDetail::default(),
+            Some("HTTP 500"),
+            &LINKS,
+        );
+        assert!(
+            e.text
+                .contains("https://orders.example.com/admin/sessions/cs_test_mail")
+        );
+        assert!(e.text.contains("HTTP 500"));
+        let a = alert_text(NotificationKind::PaymentFailedAlert, &rec(), None, &LINKS);
+        assert!(
+            a.contains("cs_test_mail")
+                && a.contains("€1,234.56")
+                && a.contains("/admin/sessions/cs_test_mail")
+        );
+    }
+}

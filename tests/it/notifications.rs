@@ -1,0 +1,447 @@
+//! Email (a real SMTP conversation with a sink on loopback) and alerts (a
+//! real HTTP endpoint), through the durable outbox: once each, retried while
+//! the server is down, never a second copy.
+
+use std::sync::{Arc, Mutex};
+
+use fulfilld::{
+    config::Secret,
+    stripe::double::{SampleSession, Scripted},
+};
+use poem::{
+    EndpointExt, Response, Route, Server, handler,
+    http::StatusCode,
+    listener::TcpAcceptor,
+    post,
+    web::{Data, Json},
+};
+use serde_json::Value;
+
+use crate::helpers::{smtp::SmtpSink, *};
+
+const MERCHANT: &str = "owner@shop.example";
+const RETRY_URL: &str = "https://shop.example/pay-again";
+
+/// The alert webhook: records JSON bodies, answers with a settable status.
+#[derive(Clone)]
+struct Alerts {
+    url: String,
+    received: Arc<Mutex<Vec<Value>>>,
+    status: Arc<Mutex<u16>>,
+}
+
+#[handler]
+async fn alert_endpoint(Json(body): Json<Value>, alerts: Data<&Alerts>) -> Response {
+    alerts.received.lock().unwrap().push(body);
+    let status = *alerts.status.lock().unwrap();
+    Response::builder()
+        .status(StatusCode::from_u16(status).unwrap())
+        .finish()
+}
+
+impl Alerts {
+    async fn start() -> Alerts {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let alerts = Alerts {
+            url: format!("http://{}/alert", listener.local_addr().unwrap()),
+            received: Arc::default(),
+            status: Arc::new(Mutex::new(200)),
+        };
+        let app = Route::new()
+            .at("/alert", post(alert_endpoint))
+            .data(alerts.clone());
+        let acceptor = TcpAcceptor::from_tokio(listener).unwrap();
+        tokio::spawn(Server::new_with_acceptor(acceptor).run(app));
+        alerts
+    }
+
+    fn texts(&self) -> Vec<String> {
+        self.received
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|v| v["text"].as_str().unwrap_or_default().to_string())
+            .collect()
+    }
+}
+
+struct Setup {
+    app: TestApp,
+    smtp: SmtpSink,
+    alerts: Alerts,
+}
+
+async fn setup(receipts: bool) -> Setup {
+    let smtp = SmtpSink::start().await;
+    let alerts = Alerts::start().await;
+    let (smtp_url, alert_url) = (
+        smtp.url_with_auth("mailer", "p@ss word"),
+        alerts.url.clone(),
+    );
+    let app = spawn_app_with(move |c| {
+        c.smtp.url = Some(Secret::new(smtp_url));
+        c.smtp.from = Some("Coffee Shop <orders@shop.example>".into());
+        c.notifications.merchant_email = Some(MERCHANT.into());
+        c.notifications.webhook_url = Some(Secret::new(alert_url));
+        c.notifications.retry_url = Some(RETRY_URL.into());
+        c.fulfillment.receipt_email = receipts;
+        c.server.public_url = "https://orders.shop.example".into();
+    })
+    .await;
+    Setup { app, smtp, alerts }
+}
+
+/// Waits until every outbox entry of the session is `sent` (or `failed`),
+/// so nothing more can go out, and returns the session.
+async fn settled(app: &TestApp, id: &str, expected: usize) -> Value {
+    eventually(
+        &format!("{expected} notifications of {id} settle"),
+        || async {
+            let s = app.session(id).await;
+            let n = s["notifications"].as_array()?.clone();
+            let outbox: Vec<_> = n
+                .iter()
+                .filter(|n| {
+                    n["kind"]
+                        .as_str()
+                        .is_some_and(|k| k.starts_with("email.") || k.starts_with("alert."))
+                })
+                .collect();
+            (outbox.len() == expected
+                && outbox
+                    .iter()
+                    .all(|n| n["status"] == "sent" || n["status"] == "failed"))
+            .then_some(s)
+        },
+    )
+    .await
+}
+
+fn delayed(id: &str) -> SampleSession {
+    let mut sample = SampleSession::paid(id, 2);
+    sample.payment_status = "unpaid";
+    sample.payment_method = "sepa_debit";
+    sample.currency = "eur";
+    sample.email = "lena.schmidt@example.de".into();
+    sample
+}
+
+#[tokio::test]
+async fn a_failed_delayed_payment_delivered_five_times_sends_one_email_each_and_one_alert() {
+    let Setup { app, smtp, alerts } = setup(false).await;
+    let id = session_id("asyncfail");
+    let session = app.seed(&delayed(&id));
+    assert_eq!(
+        app.send_event("evt_af_done", "checkout.session.completed", &session)
+            .await,
+        200
+    );
+    for _ in 0..4 {
+        assert_eq!(
+            app.send_event(
+                "evt_af_failed",
+                "checkout.session.async_payment_failed",
+                &session
+            )
+            .await,
+            200
+        );
+    }
+    // A fifth delivery under another event id (Stripe may re-send as a new event).
+    assert_eq!(
+        app.send_event(
+            "evt_af_failed_2",
+            "checkout.session.async_payment_failed",
+            &session
+        )
+        .await,
+        200
+    );
+    let s = settled(&app, &id, 3).await;
+    assert_eq!(s["state"], "payment_failed");
+    assert!(
+        s["notifications"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|n| n["status"] != "failed"),
+        "{s}"
+    );
+
+    let messages = smtp.messages();
+    assert_eq!(
+        messages.len(),
+        2,
+        "one customer email and one merchant email"
+    );
+    assert_eq!(alerts.texts().len(), 1, "one alert");
+    assert_eq!(
+        smtp.logins(),
+        vec![("mailer".to_string(), "p@ss word".to_string()); smtp.logins().len()]
+    );
+
+    let customer = messages
+        .iter()
+        .find(|m| m.to == ["lena.schmidt@example.de"])
+        .expect("the customer's email");
+    assert_eq!(customer.from, "orders@shop.example");
+    assert_eq!(
+        customer.subject().unwrap(),
+        "Your payment of €8.00 did not go through"
+    );
+    assert!(
+        customer
+            .decoded_header("From")
+            .unwrap()
+            .contains("Coffee Shop")
+    );
+    assert!(
+        customer
+            .header("Message-ID")
+            .unwrap()
+            .ends_with("@orders.shop.example>")
+    );
+    assert!(customer.header("Date").is_some());
+    let text = customer.text_body().unwrap();
+    assert!(text.contains("€8.00") && text.contains(RETRY_URL), "{text}");
+    let html = customer.html_body().unwrap();
+    assert!(html.contains(&format!("href=\"{RETRY_URL}\"")), "{html}");
+
+    let merchant = messages
+        .iter()
+        .find(|m| m.to == [MERCHANT])
+        .expect("the merchant's email");
+    let text = merchant.text_body().unwrap();
+    for needle in [
+        id.as_str(),
+        "€8.00",
+        "lena.schmidt@example.de",
+        &format!("https://orders.shop.example/admin/sessions/{id}"),
+    ] {
+        assert!(text.contains(needle), "{needle} in {text}");
+    }
+    let alert = &alerts.texts()[0];
+    assert!(
+        alert.contains(&id) && alert.contains("€8.00") && alert.contains("/admin/sessions/"),
+        "{alert}"
+    );
+}
+
+#[tokio::test]
+async fn emails_wait_out_an_smtp_outage_and_arrive_once() {
+    let Setup { app, smtp, .. } = setup(false).await;
+    smtp.set_down(true);
+    let id = session_id("smtpdown");
+    let session = app.seed(&delayed(&id));
+    app.send_event("evt_sd_done", "checkout.session.completed", &session)
+        .await;
+    app.send_event(
+        "evt_sd_failed",
+        "checkout.session.async_payment_failed",
+        &session,
+    )
+    .await;
+    // Refused at least twice each, and shown as retrying with the error.
+    let s = eventually("the emails are being retried", || async {
+        let s = app.session(&id).await;
+        let emails: Vec<Value> = s["notifications"]
+            .as_array()?
+            .iter()
+            .filter(|n| n["kind"].as_str().is_some_and(|k| k.starts_with("email.")))
+            .cloned()
+            .collect();
+        (emails.len() == 2
+            && emails
+                .iter()
+                .all(|n| n["status"] == "retrying" && n["attempts"].as_u64() >= Some(2)))
+        .then_some(s)
+    })
+    .await;
+    let email = s["notifications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["kind"] == "email.payment_failed")
+        .unwrap()
+        .clone();
+    assert!(
+        email["last_error"].as_str().unwrap().contains("SMTP"),
+        "{email}"
+    );
+    assert!(smtp.messages().is_empty());
+    let refused = smtp.connections();
+    assert!(refused >= 4);
+
+    smtp.set_down(false);
+    settled(&app, &id, 3).await;
+    assert_eq!(
+        smtp.messages().len(),
+        2,
+        "each email once, after the outage"
+    );
+    // The timeline shows the failed and the successful attempts.
+    let s = app.session(&id).await;
+    let deliveries = s["deliveries"].as_array().unwrap();
+    assert!(
+        deliveries
+            .iter()
+            .any(|d| d["type"] == "email.payment_failed" && !d["error"].is_null())
+    );
+    assert!(
+        deliveries
+            .iter()
+            .any(|d| d["type"] == "email.payment_failed" && d["error"].is_null())
+    );
+}
+
+#[tokio::test]
+async fn a_receipt_lists_every_line_item_once_even_after_a_forced_refulfillment() {
+    let Setup { app, smtp, .. } = setup(true).await;
+    let id = session_id("receipt");
+    let mut sample = SampleSession::paid(&id, 5);
+    sample.items[2].0 = "Oat milk <1 L> & \"barista\"".into();
+    let session = app.seed(&sample);
+    app.send_event("evt_rc_1", "checkout.session.completed", &session)
+        .await;
+    app.wait_for_state(&id, "fulfilled").await;
+    settled(&app, &id, 1).await;
+    // Force a second fulfillment: the receipt is not sent again.
+    let (status, _) = app
+        .api_post(
+            &format!("/admin/api/sessions/{id}/fulfill"),
+            serde_json::json!({"force": true}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    app.landing(&id).await;
+    let s = settled(&app, &id, 1).await;
+    assert_eq!(s["fulfillments"].as_array().unwrap().len(), 2);
+    let messages = smtp.messages();
+    assert_eq!(messages.len(), 1);
+    let receipt = &messages[0];
+    assert_eq!(receipt.to, ["jenny.rosen@example.com"]);
+    let total: i64 = sample.items.iter().map(|(_, u, q)| u * q).sum();
+    assert_eq!(
+        receipt.subject().unwrap(),
+        format!("Your receipt: {}", fulfilld::money::format(total, "usd"))
+    );
+    let (text, html) = (receipt.text_body().unwrap(), receipt.html_body().unwrap());
+    for (name, unit, qty) in &sample.items {
+        let line = format!(
+            "{qty} x {name}  {}",
+            fulfilld::money::format(unit * qty, "usd")
+        );
+        assert!(text.contains(&line), "{line} in {text}");
+    }
+    assert!(
+        html.contains("Oat milk &lt;1 L&gt; &amp; &quot;barista&quot;"),
+        "{html}"
+    );
+    assert!(text.contains("510 Townsend St"), "delivery details: {text}");
+    assert!(text.contains(&format!(
+        "https://orders.shop.example/after-checkout?session_id={id}"
+    )));
+}
+
+#[tokio::test]
+async fn no_receipt_when_receipt_email_is_off() {
+    let Setup { app, smtp, .. } = setup(false).await;
+    let id = session_id("noreceipt");
+    let session = app.seed(&SampleSession::paid(&id, 2));
+    app.send_event("evt_nr_1", "checkout.session.completed", &session)
+        .await;
+    let s = app.wait_for_state(&id, "fulfilled").await;
+    assert!(
+        s["notifications"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|n| n["kind"] == "checkout.fulfilled"),
+        "{s}"
+    );
+    // Nothing was queued, so nothing can arrive later either.
+    let queued = app.store.read(|r| r.queued_jobs()).await.unwrap();
+    assert_eq!(queued, 0);
+    assert_eq!(smtp.connections(), 0);
+}
+
+#[tokio::test]
+async fn a_stuck_fulfillment_alerts_once() {
+    let Setup { app, smtp, alerts } = setup(false).await;
+    let id = session_id("stuck");
+    let session = app.seed(&SampleSession::paid(&id, 1));
+    app.stripe.script(
+        &id,
+        [
+            Scripted::StatusShouldRetry(500, false),
+            Scripted::StatusShouldRetry(500, false),
+        ],
+    );
+    app.send_event("evt_st_1", "checkout.session.completed", &session)
+        .await;
+    app.wait_for_state(&id, "failed").await;
+    settled(&app, &id, 2).await;
+    // It fails again after a re-trigger: still one alert and one email.
+    let (_, r) = app
+        .api_post(
+            &format!("/admin/api/sessions/{id}/fulfill"),
+            serde_json::json!({}),
+        )
+        .await;
+    assert_eq!(r["result"]["state"], "failed", "{r}");
+    settled(&app, &id, 2).await;
+    let texts = alerts.texts();
+    assert_eq!(texts.len(), 1, "{texts:?}");
+    assert!(
+        texts[0].contains(&id) && texts[0].contains("500"),
+        "{}",
+        texts[0]
+    );
+    let mails = smtp.messages();
+    assert_eq!(mails.len(), 1);
+    assert_eq!(mails[0].to, [MERCHANT]);
+    assert!(
+        mails[0]
+            .text_body()
+            .unwrap()
+            .contains("Stripe answered 500")
+    );
+}
+
+#[tokio::test]
+async fn a_customer_address_cannot_inject_headers() {
+    let Setup { app, smtp, .. } = setup(false).await;
+    let id = session_id("inject");
+    let mut sample = delayed(&id);
+    sample.email = "victim@example.com\r\nBcc: everyone@example.com".into();
+    let session = app.seed(&sample);
+    app.send_event("evt_in_1", "checkout.session.completed", &session)
+        .await;
+    app.send_event(
+        "evt_in_2",
+        "checkout.session.async_payment_failed",
+        &session,
+    )
+    .await;
+    let s = settled(&app, &id, 3).await;
+    let customer = s["notifications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["kind"] == "email.payment_failed")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        customer["status"], "failed",
+        "refused at once, not retried: {customer}"
+    );
+    assert_eq!(customer["attempts"], 1);
+    let messages = smtp.messages();
+    assert_eq!(messages.len(), 1, "only the merchant's email");
+    for m in messages {
+        assert_eq!(m.to, [MERCHANT]);
+        assert_eq!(m.header("Bcc"), None);
+        let headers = m.raw.split("\r\n\r\n").next().unwrap();
+        assert!(!headers.to_ascii_lowercase().contains("bcc"), "{headers}");
+    }
+}

@@ -51,6 +51,27 @@ impl AppError {
     }
 }
 
+/// Where the per-boot local token lives: beside the database.
+pub fn local_token_path(db: &std::path::Path) -> std::path::PathBuf {
+    db.with_file_name(".fulfilld-local-token")
+}
+
+/// Writes a fresh random token, readable by this user only.
+fn write_local_token(db: &std::path::Path) -> std::io::Result<crate::config::Secret> {
+    use std::io::Write;
+    let token = crate::model::new_id("local");
+    let path = local_token_path(db);
+    let _ = std::fs::remove_file(&path);
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(&path)?;
+    file.write_all(token.as_bytes())?;
+    file.sync_all()?;
+    Ok(crate::config::Secret::new(token))
+}
+
 pub struct Application {
     listener: TcpListener,
     addr: SocketAddr,
@@ -119,6 +140,14 @@ impl Application {
             &config.server.public_url,
         );
         state.live_key = config.is_live();
+        state.db_path = path.clone();
+        state.local_token = match write_local_token(&path) {
+            Ok(token) => Some(token),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot write the local backup token; `fulfilld backup` will need admin.api_token");
+                None
+            }
+        };
         let state = Arc::new(state);
         let addr = listener.local_addr()?;
         Ok(Application {

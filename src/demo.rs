@@ -122,7 +122,12 @@ pub async fn run(
     ready: impl FnOnce(&DemoInfo),
 ) -> Result<(), DemoError> {
     let dir = std::env::temp_dir().join(format!("fulfilld-demo-{}", random_hex(12)));
-    std::fs::create_dir_all(&dir).map_err(|e| DemoError::Setup(e.to_string()))?;
+    let mut builder = std::fs::DirBuilder::new();
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder
+        .create(&dir)
+        .map_err(|e| DemoError::Setup(e.to_string()))?;
     let result = run_in(&dir, listen, stop, ready).await;
     // The database is temporary by design.
     let _ = std::fs::remove_dir_all(&dir);

@@ -133,15 +133,21 @@ fn serve(source: &ConfigSource) -> anyhow::Result<ExitCode> {
             .await
             .with_context(|| format!("cannot listen on {addr} (server.listen)"))?;
         let app = Application::build(&config, listener).await?;
-        let stop = app.stop_token();
-        tokio::spawn(async move {
-            wait_for_signal().await;
-            tracing::info!("stop requested; finishing in-flight work");
-            stop.cancel();
-        });
+        tokio::spawn(stop_on_signals(app.stop_token()));
         app.run_until_stopped().await?;
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// The first SIGTERM or SIGINT stops gracefully; a second one exits at once
+/// (safe: nothing is acknowledged before it is durable).
+async fn stop_on_signals(stop: tokio_util::sync::CancellationToken) {
+    wait_for_signal().await;
+    tracing::info!("stop requested; finishing in-flight work (signal again to exit now)");
+    stop.cancel();
+    wait_for_signal().await;
+    eprintln!("fulfilld: second signal, exiting now");
+    std::process::exit(130);
 }
 
 async fn wait_for_signal() {
@@ -170,13 +176,7 @@ fn demo(listen: std::net::SocketAddr) -> anyhow::Result<ExitCode> {
     init_logging(LogFormat::Text);
     runtime()?.block_on(async move {
         let stop = tokio_util::sync::CancellationToken::new();
-        tokio::spawn({
-            let stop = stop.clone();
-            async move {
-                wait_for_signal().await;
-                stop.cancel();
-            }
-        });
+        tokio::spawn(stop_on_signals(stop.clone()));
         fulfilld::demo::run(listen, stop, |info| {
             println!(
                 "fulfilld demo: a complete instance with a built-in Stripe test double (no Stripe account needed)\n\n  \
@@ -208,13 +208,22 @@ fn backup(source: &ConfigSource, path: &std::path::Path) -> anyhow::Result<ExitC
         }
         Err(_) => {}
     }
-    // A running server holds the file: ask it to write the copy.
-    let Some(token) = &config.admin.api_token else {
+    // A running server holds the file: ask it to write the copy, with the
+    // token it left beside the database (or admin.api_token).
+    let local = std::fs::read_to_string(fulfilld::app::local_token_path(&config.storage.path))
+        .ok()
+        .map(|t| t.trim().to_string());
+    let api_token = config
+        .admin
+        .api_token
+        .as_ref()
+        .map(|t| t.expose().to_string());
+    if local.is_none() && api_token.is_none() {
         anyhow::bail!(
-            "the server is running and holds {}; set admin.api_token so `fulfilld backup` can ask it for a copy",
+            "the server is running and holds {}, but its local token is unreadable and admin.api_token is not set",
             config.storage.path.display()
         );
-    };
+    }
     let listen = config.listen_addr()?;
     let host = if listen.ip().is_unspecified() {
         std::net::SocketAddr::from(([127, 0, 0, 1], listen.port()))
@@ -226,15 +235,17 @@ fn backup(source: &ConfigSource, path: &std::path::Path) -> anyhow::Result<ExitC
             .timeout(Duration::from_secs(600))
             .build()
             .context("cannot build HTTP client")?;
-        let r = client
+        let mut request = client
             .post(format!("http://{host}/admin/api/backup"))
-            .bearer_auth(token.expose())
-            .json(&serde_json::json!({"path": dest}))
-            .send()
-            .await
-            .map_err(|e| {
-                anyhow::anyhow!("cannot reach the server on {host}: {}", e.without_url())
-            })?;
+            .json(&serde_json::json!({"path": dest}));
+        request = match (&local, &api_token) {
+            (Some(local), _) => request.header("x-fulfilld-local-token", local),
+            (None, Some(token)) => request.bearer_auth(token),
+            (None, None) => request,
+        };
+        let r = request.send().await.map_err(|e| {
+            anyhow::anyhow!("cannot reach the server on {host}: {}", e.without_url())
+        })?;
         let status = r.status();
         let body: serde_json::Value = r.json().await.unwrap_or_default();
         if !status.is_success() {

@@ -202,14 +202,14 @@ impl Metrics {
         );
         family(
             &mut out,
-            "fulfilld_callback_deliveries_total",
+            "fulfilld_deliveries_total",
             "counter",
-            "Merchant callback delivery attempts by result.",
+            "Outbox delivery attempts (merchant callbacks, emails, alerts) by result.",
         );
         let _ = writeln!(
             out,
-            "fulfilld_callback_deliveries_total{{result=\"ok\"}} {}\n\
-             fulfilld_callback_deliveries_total{{result=\"failed\"}} {}",
+            "fulfilld_deliveries_total{{result=\"ok\"}} {}\n\
+             fulfilld_deliveries_total{{result=\"failed\"}} {}",
             self.deliveries_ok.load(Ordering::Relaxed),
             self.deliveries_failed.load(Ordering::Relaxed)
         );

@@ -216,13 +216,12 @@ impl Notifier {
         if status.is_success() {
             return Ok(());
         }
-        let message = format!("alert webhook answered HTTP {}", status.as_u16());
-        // A 4xx other than a timeout or rate limit will not change by retrying.
-        let retry = status.is_server_error() || matches!(status.as_u16(), 408 | 429);
-        Err(OutboxError {
-            message,
-            permanent: !retry,
-        })
+        // Even a 4xx (a mistyped or revoked URL) is retried until give-up:
+        // the merchant may fix the configuration in the meantime.
+        Err(transient(format!(
+            "alert webhook answered HTTP {}",
+            status.as_u16()
+        )))
     }
 
     async fn send_email(
@@ -232,7 +231,7 @@ impl Notifier {
         mail: email::Email,
     ) -> Result<(), OutboxError> {
         let (Some(smtp), Some(from)) = (&self.smtp, &self.from) else {
-            return Err(permanent("smtp.url is no longer configured"));
+            return Err(transient("smtp.url and smtp.from are not configured"));
         };
         // A customer-typed address is parsed, never pasted into a header.
         let to: Mailbox = to
@@ -249,10 +248,17 @@ impl Notifier {
             .map_err(|e| permanent(format!("cannot build the message: {e}")))?;
         match smtp.send(message).await {
             Ok(_) => Ok(()),
-            Err(e) => Err(OutboxError {
-                message: format!("SMTP: {e}"),
-                permanent: e.is_permanent(),
-            }),
+            Err(e) => {
+                // Only a refused mailbox is final. Everything else (bad
+                // credentials, relay denied, a full queue) is a setup problem
+                // the merchant can fix, so it is retried until give-up.
+                let code = e.status().map(|c| c.to_string());
+                let mailbox_refused = matches!(code.as_deref(), Some("550" | "551" | "553"));
+                Err(OutboxError {
+                    message: format!("SMTP: {e}"),
+                    permanent: mailbox_refused,
+                })
+            }
         }
     }
 }

@@ -22,6 +22,9 @@ use crate::{
 /// Jobs run at once. Stripe allows 25 API requests per second per endpoint by
 /// default; a handful of concurrent fulfillments stays well inside that.
 pub const CONCURRENCY: usize = 4;
+/// Deliveries (callbacks, emails, alerts) at once, in slots of their own: a
+/// mail server that stalls can hold these, never the fulfillments'.
+pub const DELIVERY_CONCURRENCY: usize = 2;
 /// Longest sleep when the queue has nothing due (new work wakes it sooner).
 const IDLE: Duration = Duration::from_secs(1);
 /// Pause after the queue itself could not be read.
@@ -35,6 +38,7 @@ const JOB_GRACE: Duration = Duration::from_secs(10);
 pub struct Worker {
     fulfiller: Arc<Fulfiller>,
     permits: Arc<Semaphore>,
+    delivery_permits: Arc<Semaphore>,
     in_flight: Arc<Mutex<HashSet<String>>>,
 }
 
@@ -43,6 +47,7 @@ impl Worker {
         Worker {
             fulfiller,
             permits: Arc::new(Semaphore::new(CONCURRENCY)),
+            delivery_permits: Arc::new(Semaphore::new(DELIVERY_CONCURRENCY)),
             in_flight: Arc::default(),
         }
     }
@@ -53,32 +58,17 @@ impl Worker {
         let mut running = JoinSet::new();
         loop {
             while running.try_join_next().is_some() {}
-            if self.permits.available_permits() == 0 {
-                // Every slot is busy; a finishing job wakes us.
-                tokio::select! {
-                    _ = stop.cancelled() => break,
-                    _ = wake.notified() => {}
-                }
-                continue;
-            }
             let wait = match self.start_due(&mut running).await {
-                // Everything due is already running; its end wakes us.
+                // Started some: look again, more may be due.
+                Ok((n, _)) if n > 0 => continue,
+                // Due jobs are running or wait for a slot; a finishing job wakes us.
                 Ok((0, true)) => IDLE,
-                Ok((0, false)) => self.until_next_due().await,
-                Ok(_) => Duration::ZERO,
+                Ok(_) => self.until_next_due().await,
                 Err(e) => {
                     tracing::error!(error = %e, "cannot read the job queue");
                     ON_ERROR
                 }
             };
-            if wait.is_zero() {
-                // Wait for a free slot before looking again.
-                tokio::select! {
-                    _ = stop.cancelled() => break,
-                    p = self.permits.clone().acquire_owned() => drop(p),
-                }
-                continue;
-            }
             tokio::select! {
                 _ = stop.cancelled() => break,
                 _ = wake.notified() => {}
@@ -121,8 +111,14 @@ impl Worker {
         let mut busy = false;
         for (due_ms, job) in due {
             let key = job.key();
-            let Ok(permit) = self.permits.clone().try_acquire_owned() else {
-                break;
+            let slots = match job {
+                Job::Fulfill { .. } => &self.permits,
+                Job::Deliver { .. } => &self.delivery_permits,
+            };
+            let Ok(permit) = slots.clone().try_acquire_owned() else {
+                // No slot of this kind now; one finishing wakes the loop.
+                busy = true;
+                continue;
             };
             if !self.lock_key(&key) {
                 busy = true;
@@ -131,7 +127,17 @@ impl Worker {
             let fulfiller = self.fulfiller.clone();
             let in_flight = self.in_flight.clone();
             running.spawn(async move {
-                if !run_job(&fulfiller, &job, due_ms).await {
+                // The due list is a snapshot: this job may have finished and
+                // left the queue since. Only a job still queued at this due
+                // time runs, so nothing is done twice.
+                let check = key.clone();
+                let still_due = fulfiller
+                    .store()
+                    .read(move |r| r.job_due(&check))
+                    .await
+                    .map(|d| d == Some(due_ms))
+                    .unwrap_or(true);
+                if still_due && !run_job(&fulfiller, &job, due_ms).await {
                     tokio::time::sleep(ON_JOB_ERROR).await;
                 }
                 in_flight

@@ -51,6 +51,8 @@ pub const FULFILLED_CALLBACK: &str = "checkout.fulfilled";
 /// How often a landing page may re-check a session that is not yet fulfilled.
 const LANDING_RECHECK_MS: u64 = 10_000;
 pub const PAYMENT_FAILED_CALLBACK: &str = "checkout.payment_failed";
+/// The longest one email or alert may take to send.
+const OUTBOX_SEND_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum FulfillError {
@@ -659,6 +661,11 @@ impl Fulfiller {
             let key = job.key();
             return self.store.write(move |tx| tx.unschedule(&key)).await;
         };
+        if notification.status == "sent" || notification.status == "failed" {
+            // Settled already (a stale job): never send twice.
+            let key = job.key();
+            return self.store.write(move |tx| tx.unschedule(&key)).await;
+        }
         if NotificationKind::parse(&notification.kind).is_some() {
             return self
                 .deliver_from_outbox(job, notification, &session_id)
@@ -732,16 +739,20 @@ impl Fulfiller {
             .await?;
         let outcome = match (&self.outbox, session) {
             (_, None) => Err(("the session is no longer stored".to_string(), true)),
-            (None, _) => Err((
-                "email and alerts are no longer configured".to_string(),
-                true,
-            )),
+            // Kept for when the merchant configures email again.
+            (None, _) => Err(("email and alerts are not configured".to_string(), false)),
             (Some(outbox), Some((rec, detail))) => {
                 let detail = detail?;
-                outbox
-                    .send(&notification, &rec, &detail)
-                    .await
-                    .map_err(|e| (e.message, e.permanent))
+                // lettre bounds only the connect: a server that accepts and
+                // then stalls must not hold the slot forever.
+                let send = outbox.send(&notification, &rec, &detail);
+                match tokio::time::timeout(OUTBOX_SEND_TIMEOUT, send).await {
+                    Ok(sent) => sent.map_err(|e| (e.message, e.permanent)),
+                    Err(_) => Err((
+                        format!("no answer within {} s", OUTBOX_SEND_TIMEOUT.as_secs()),
+                        false,
+                    )),
+                }
             }
         };
         self.metrics.delivery(outcome.is_ok());
@@ -828,6 +839,46 @@ impl Fulfiller {
                 tx.put_notification(&n)
             })
             .await
+    }
+
+    /// Queues a `failed` outbox entry (an email, alert or payment-failed
+    /// callback) for delivery again, e.g. after the merchant fixed their mail
+    /// settings. Returns false when there is nothing to resend. Fulfillment
+    /// callbacks are re-sent by re-triggering fulfillment instead.
+    pub async fn resend_notification(
+        &self,
+        session_id: &str,
+        notification_id: &str,
+    ) -> Result<bool, StoreError> {
+        let (sid, nid) = (session_id.to_string(), notification_id.to_string());
+        let now = now_ms();
+        let queued = self
+            .store
+            .write(move |tx| {
+                let Some(mut n) = tx.notification(&nid)? else {
+                    return Ok(false);
+                };
+                if n.session_id != sid || n.status != "failed" || n.kind == FULFILLED_CALLBACK {
+                    return Ok(false);
+                }
+                n.status = "queued".into();
+                tx.put_notification(&n)?;
+                tx.schedule(
+                    &Job::Deliver {
+                        session_id: sid.clone(),
+                        notification_id: nid.clone(),
+                        failures: 0,
+                        first_failure_ms: None,
+                    },
+                    now,
+                )?;
+                Ok(true)
+            })
+            .await?;
+        if queued {
+            self.wake.notify_one();
+        }
+        Ok(queued)
     }
 
     /// Queues a re-check, with trigger `reconcile`, of up to `limit` sessions

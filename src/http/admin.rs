@@ -172,7 +172,7 @@ pub async fn login(
     let username: String = form.username.chars().take(200).collect();
     match state.auth.login(ip, &form.username, &form.password).await {
         LoginResult::Ok(token) => {
-            tracing::info!(user = %username, ip = ?ip, "admin signed in");
+            tracing::info!(ip = ?ip, "admin signed in");
             let mut r = see_other(next.unwrap_or("/admin"));
             if let Ok(v) = state.auth.set_cookie(&token).parse() {
                 r.headers_mut().insert(header::SET_COOKIE, v);
@@ -180,14 +180,15 @@ pub async fn login(
             r
         }
         LoginResult::Wrong => {
-            tracing::warn!(user = %username, ip = ?ip, "failed admin login");
+            // Not the typed username: people type passwords into it.
+            tracing::warn!(ip = ?ip, "failed admin login");
             html_admin(
                 StatusCode::UNAUTHORIZED,
                 view::login(Some("Wrong username or password."), next, &username),
             )
         }
         LoginResult::Throttled(wait) => {
-            tracing::warn!(user = %username, ip = ?ip, "admin login refused: too many failures");
+            tracing::warn!(ip = ?ip, "admin login refused: too many failures");
             let mut r = html_admin(
                 StatusCode::TOO_MANY_REQUESTS,
                 view::login(
@@ -431,6 +432,36 @@ pub async fn fulfill(
         Ok(Err(_)) => Flash::Error,
         // The attempt goes on in the background; its outcome shows on reload.
         Err(_) => Flash::Pending,
+    };
+    see_other(&format!("/admin/sessions/{id}?result={}", flash.code()))
+}
+
+#[handler]
+pub async fn resend(
+    req: &Request,
+    Path((id, nid)): Path<(String, String)>,
+    Form(form): Form<CsrfForm>,
+    state: Data<&Arc<AppState>>,
+) -> Response {
+    let Some(s) = state.auth.session(req) else {
+        return forbidden("sign in first");
+    };
+    if !same_origin(req, &state.public_origin) || !csrf_ok(&s, form.csrf.as_deref()) {
+        return forbidden("missing or invalid csrf token");
+    }
+    if !is_session_id(&id) || nid.len() > 300 {
+        return super::text(StatusCode::NOT_FOUND, "no such session");
+    }
+    let flash = match state.fulfiller.resend_notification(&id, &nid).await {
+        Ok(true) => {
+            tracing::info!(session = %id, notification = %nid, user = %s.username, "admin resent a notification");
+            Flash::Resent
+        }
+        Ok(false) => Flash::NotResent,
+        Err(e) => {
+            tracing::error!(session = %id, error = %e, "cannot queue a resend");
+            Flash::Error
+        }
     };
     see_other(&format!("/admin/sessions/{id}?result={}", flash.code()))
 }

@@ -25,6 +25,16 @@ const MAX_LIMIT: usize = 200;
 /// How long the re-trigger waits for the attempt before answering 202.
 const FULFILL_WAIT: Duration = Duration::from_secs(30);
 
+/// Compares a presented token with the configured one in constant time,
+/// over digests so the length does not leak either.
+fn token_matches(given: &str, token: &crate::config::Secret) -> bool {
+    use sha2::{Digest, Sha256};
+    ct_eq(
+        &Sha256::digest(given.as_bytes()),
+        &Sha256::digest(token.expose().as_bytes()),
+    )
+}
+
 /// Lets a request in with the bearer token, or with a dashboard login. A
 /// state-changing call by cookie must also carry the session's CSRF token
 /// in `X-CSRF-Token` (and come from the same origin). Returns who called:
@@ -40,7 +50,7 @@ fn authorised(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
     if let (Some(given), Some(token)) = (bearer, &state.api_token) {
-        if ct_eq(given.as_bytes(), token.expose().as_bytes()) {
+        if token_matches(given, token) {
             return Ok("api".into());
         }
         return Err(Box::new(unauthorised()));
@@ -349,13 +359,14 @@ pub async fn fulfill_session(
     }
 }
 
-fn bearer_ok(req: &Request, state: &AppState) -> bool {
-    let given = req
-        .headers()
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    matches!((given, &state.api_token), (Some(g), Some(t)) if ct_eq(g.as_bytes(), t.expose().as_bytes()))
+/// The API token, or the per-boot local token that only a user who can
+/// read the database's directory has.
+fn backup_allowed(req: &Request, state: &AppState) -> bool {
+    let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+    let bearer = header("authorization").and_then(|v| v.strip_prefix("Bearer "));
+    let local = header("x-fulfilld-local-token");
+    matches!((bearer, &state.api_token), (Some(g), Some(t)) if token_matches(g, t))
+        || matches!((local, &state.local_token), (Some(g), Some(t)) if token_matches(g, t))
 }
 
 #[derive(Deserialize)]
@@ -364,11 +375,12 @@ struct BackupBody {
 }
 
 /// `POST /admin/api/backup {"path": "/data/backup.redb"}`: what
-/// `fulfilld backup PATH` asks a running server to do. Bearer token only
-/// (never the cookie: it writes a file on the server).
+/// `fulfilld backup PATH` asks a running server to do. Token only (never
+/// the cookie: it writes a file on the server), and only into the
+/// database's own directory, as a new file.
 #[handler]
 pub async fn backup(req: &Request, body: Body, state: Data<&Arc<AppState>>) -> Response {
-    if !bearer_ok(req, &state) {
+    if !backup_allowed(req, &state) {
         return unauthorised();
     }
     let raw = match body.into_bytes_limit(16 * 1024).await {
@@ -382,8 +394,17 @@ pub async fn backup(req: &Request, body: Body, state: Data<&Arc<AppState>>) -> R
         );
     };
     let path = std::path::PathBuf::from(&wish.path);
-    if !path.is_absolute() {
-        return json_error(StatusCode::BAD_REQUEST, "path must be absolute");
+    let dir = state.db_path.parent().and_then(|d| d.canonicalize().ok());
+    let target_dir = path.parent().and_then(|d| d.canonicalize().ok());
+    let name_ok = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| !n.starts_with('.') && n.ends_with(".redb"));
+    if !path.is_absolute() || dir.is_none() || dir != target_dir || !name_ok {
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            "a running server writes backups only into its database's directory, as a new NAME.redb file; stop the server to copy anywhere else",
+        );
     }
     match state.fulfiller.store().backup(&path).await {
         Ok(stats) => {

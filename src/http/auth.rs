@@ -8,8 +8,11 @@
 //!   cookie (Secure when `server.public_url` is https), stored here only as
 //!   its SHA-256, and it ends at logout or after `SESSION_TTL`;
 //! - each session has its own CSRF token, required on every state-changing form;
-//! - after `FREE_FAILURES` failed logins from one address, further attempts
-//!   from it are refused for a delay that doubles with each failure.
+//! - after `FREE_FAILURES` failed logins from one address (an IPv6 /64
+//!   counts as one), further attempts from it are refused for a delay that
+//!   doubles with each failure. An attempt is counted before its password is
+//!   checked, so a burst of parallel guesses gets no more tries than a
+//!   sequence; Argon2 checks run at most `ARGON2_SLOTS` at a time.
 //!
 //! Sessions live in memory: a restart signs the admin out, nothing else.
 
@@ -39,6 +42,8 @@ const MAX_DELAY: Duration = Duration::from_secs(60);
 const FAILURE_MEMORY: Duration = Duration::from_secs(15 * 60);
 /// Addresses tracked at once (bounded so a scan cannot grow it forever).
 const MAX_TRACKED: usize = 4096;
+/// Argon2 verifications at once (each takes tens of MiB and a core).
+const ARGON2_SLOTS: usize = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
@@ -82,6 +87,7 @@ pub struct AdminAuth {
     secure_cookie: bool,
     sessions: Mutex<HashMap<[u8; 32], AdminSession>>,
     failures: Mutex<HashMap<IpAddr, Failures>>,
+    argon2_slots: tokio::sync::Semaphore,
 }
 
 fn digest(s: &[u8]) -> [u8; 32] {
@@ -100,8 +106,23 @@ pub fn delay_after(count: u32) -> Duration {
     if count < FREE_FAILURES {
         return Duration::ZERO;
     }
-    let exp = (count - FREE_FAILURES).min(16);
+    let exp = (count - FREE_FAILURES + 1).min(16);
     Duration::from_secs(1u64 << exp).min(MAX_DELAY)
+}
+
+/// The key failures are counted under: the address, or its /64 for IPv6
+/// (one subscriber usually holds a whole /64).
+fn throttle_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return IpAddr::V4(v4);
+            }
+            let bits = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(std::net::Ipv6Addr::from(bits))
+        }
+    }
 }
 
 impl AdminAuth {
@@ -129,13 +150,17 @@ impl AdminAuth {
             secure_cookie,
             sessions: Mutex::new(HashMap::new()),
             failures: Mutex::new(HashMap::new()),
+            argon2_slots: tokio::sync::Semaphore::new(ARGON2_SLOTS),
         })
     }
 
     /// Checks a login attempt from `ip`; on success opens a session.
     pub async fn login(&self, ip: Option<IpAddr>, username: &str, password: &str) -> LoginResult {
-        if let Some(ip) = ip
-            && let Some(wait) = self.wait_for(ip)
+        let key = ip.map(throttle_key);
+        // Counted as a failure up front, undone on success: parallel guesses
+        // see each other's attempts.
+        if let Some(key) = key
+            && let Err(wait) = self.admit(key)
         {
             return LoginResult::Throttled(wait);
         }
@@ -143,6 +168,9 @@ impl AdminAuth {
         let pass_ok = match &self.credential {
             Credential::Plain(d) => ct_eq(&digest(password.as_bytes()), d),
             Credential::Hash(phc) => {
+                let Ok(_slot) = self.argon2_slots.acquire().await else {
+                    return LoginResult::Wrong;
+                };
                 // Argon2 is deliberately slow: keep it off the async threads.
                 let (phc, password) = (phc.clone(), password.to_string());
                 tokio::task::spawn_blocking(move || {
@@ -159,14 +187,11 @@ impl AdminAuth {
             }
         };
         if user_ok && pass_ok {
-            if let Some(ip) = ip {
-                self.lock_failures().remove(&ip);
+            if let Some(key) = key {
+                self.lock_failures().remove(&key);
             }
             LoginResult::Ok(self.open_session())
         } else {
-            if let Some(ip) = ip {
-                self.record_failure(ip);
-            }
             LoginResult::Wrong
         }
     }
@@ -179,29 +204,30 @@ impl AdminAuth {
         self.sessions.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn wait_for(&self, ip: IpAddr) -> Option<Duration> {
-        let failures = self.lock_failures();
-        let f = failures.get(&ip)?;
-        let ready = f.last + delay_after(f.count);
-        let now = Instant::now();
-        (ready > now).then(|| ready - now)
-    }
-
-    fn record_failure(&self, ip: IpAddr) {
+    /// Refuses an address that must still wait; otherwise counts this attempt.
+    fn admit(&self, key: IpAddr) -> Result<(), Duration> {
         let now = Instant::now();
         let mut failures = self.lock_failures();
-        failures.retain(|_, f| now.duration_since(f.last) < FAILURE_MEMORY);
-        if failures.len() >= MAX_TRACKED && !failures.contains_key(&ip) {
-            if let Some(oldest) = failures.iter().min_by_key(|(_, f)| f.last).map(|(k, _)| *k) {
-                failures.remove(&oldest);
+        if let Some(f) = failures.get(&key) {
+            let ready = f.last + delay_after(f.count);
+            if ready > now && now.duration_since(f.last) < FAILURE_MEMORY {
+                return Err(ready - now);
             }
         }
-        let f = failures.entry(ip).or_insert(Failures {
+        failures.retain(|_, f| now.duration_since(f.last) < FAILURE_MEMORY);
+        if failures.len() >= MAX_TRACKED
+            && !failures.contains_key(&key)
+            && let Some(oldest) = failures.iter().min_by_key(|(_, f)| f.last).map(|(k, _)| *k)
+        {
+            failures.remove(&oldest);
+        }
+        let f = failures.entry(key).or_insert(Failures {
             count: 0,
             last: now,
         });
         f.count += 1;
         f.last = now;
+        Ok(())
     }
 
     fn open_session(&self) -> String {
@@ -298,9 +324,37 @@ mod tests {
     fn delays_double_after_the_free_failures_and_are_capped() {
         assert_eq!(delay_after(0), Duration::ZERO);
         assert_eq!(delay_after(FREE_FAILURES - 1), Duration::ZERO);
-        assert_eq!(delay_after(FREE_FAILURES), Duration::from_secs(1));
-        assert_eq!(delay_after(FREE_FAILURES + 1), Duration::from_secs(2));
+        assert_eq!(delay_after(FREE_FAILURES), Duration::from_secs(2));
+        assert_eq!(delay_after(FREE_FAILURES + 1), Duration::from_secs(4));
         assert_eq!(delay_after(FREE_FAILURES + 40), MAX_DELAY);
+    }
+
+    #[test]
+    fn an_ipv6_subscriber_counts_as_one_address() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:bbbb::2".parse().unwrap();
+        let c: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(throttle_key(a), throttle_key(b));
+        assert_ne!(throttle_key(a), throttle_key(c));
+        let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
+        assert_eq!(throttle_key(mapped), "192.0.2.7".parse::<IpAddr>().unwrap());
+    }
+
+    #[tokio::test]
+    async fn parallel_guesses_get_no_more_tries_than_sequential_ones() {
+        let a = std::sync::Arc::new(auth());
+        let ip: IpAddr = "192.0.2.9".parse().unwrap();
+        let guesses = (0..40).map(|_| {
+            let a = a.clone();
+            tokio::spawn(async move { a.login(Some(ip), "admin", "guess").await })
+        });
+        let mut checked = 0;
+        for g in guesses {
+            if matches!(g.await.unwrap(), LoginResult::Wrong) {
+                checked += 1;
+            }
+        }
+        assert_eq!(checked, FREE_FAILURES as usize);
     }
 
     #[tokio::test]

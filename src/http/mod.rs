@@ -43,6 +43,12 @@ pub struct AppState {
     pub started: std::time::Instant,
     /// Whether `stripe.secret_key` is a live key (events of the other mode are warned about).
     pub live_key: bool,
+    /// The database file; backups through the API go next to it.
+    pub db_path: std::path::PathBuf,
+    /// A per-boot secret in a file beside the database (mode 0600), so
+    /// `fulfilld backup` on the same machine can reach this server without
+    /// `admin.api_token`.
+    pub local_token: Option<Secret>,
     /// Set once a mode mismatch has been logged, so the log is not flooded.
     pub mode_warned: std::sync::atomic::AtomicBool,
     /// When the last health probe succeeded (probes write, so they are cached briefly).
@@ -76,6 +82,8 @@ impl AppState {
             healthy_at: std::sync::Mutex::new(None),
             started: std::time::Instant::now(),
             live_key: false,
+            db_path: std::path::PathBuf::new(),
+            local_token: None,
             mode_warned: std::sync::atomic::AtomicBool::new(false),
         }
     }
@@ -94,6 +102,10 @@ pub fn routes(state: Arc<AppState>) -> impl Endpoint {
         .at("/admin/logout", post(admin::logout))
         .at("/admin/sessions/:id", get(admin::session))
         .at("/admin/sessions/:id/fulfill", post(admin::fulfill))
+        .at(
+            "/admin/sessions/:id/notifications/:nid/resend",
+            post(admin::resend),
+        )
         .at("/admin/webhooks", get(admin::webhooks))
         .at("/admin/api/backup", post(api::backup))
         .at("/admin/api/sessions", get(api::list_sessions))

@@ -219,23 +219,37 @@ pub fn is_locked(e: &StoreError) -> bool {
     matches!(e, StoreError::Redb(redb::Error::DatabaseAlreadyOpen))
 }
 
+/// Creates `path` for writing, failing if anything (a file, a symlink)
+/// is already there; readable by the owner only (it holds customer data).
+fn create_private(path: &Path) -> std::io::Result<std::fs::File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)
+}
+
 fn copy_snapshot(db: &Database, dest: &Path) -> Result<BackupStats, StoreError> {
     let io = |e: std::io::Error| StoreError::Redb(redb::StorageError::Io(e).into());
-    if dest.exists() {
-        return Err(StoreError::Task(format!(
+    let exists = || {
+        StoreError::Task(format!(
             "{} already exists; choose a new file name",
+            dest.display()
+        ))
+    };
+    if dest.symlink_metadata().is_ok() {
+        return Err(exists());
+    }
+    if dest.file_name().is_none() {
+        return Err(StoreError::Task(format!(
+            "{} is not a file path",
             dest.display()
         )));
     }
-    let name = dest
-        .file_name()
-        .ok_or_else(|| StoreError::Task(format!("{} is not a file path", dest.display())))?;
-    let tmp = dest.with_file_name(format!(
-        ".{}.partial-{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
+    // An unpredictable name next to the destination, created exclusively.
+    let tmp = dest.with_file_name(format!(".{}.partial", crate::model::new_id("backup")));
     let result = (|| {
+        drop(create_private(&tmp).map_err(io)?);
         let snapshot = db.begin_read()?;
         let copy = Database::create(&tmp)?;
         let w = copy.begin_write()?;
@@ -245,18 +259,22 @@ fn copy_snapshot(db: &Database, dest: &Path) -> Result<BackupStats, StoreError> 
         std::fs::File::open(&tmp)
             .and_then(|f| f.sync_all())
             .map_err(io)?;
-        std::fs::rename(&tmp, dest).map_err(io)?;
+        // A hard link never replaces an existing file, unlike rename.
+        match std::fs::hard_link(&tmp, dest) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Err(exists()),
+            // A filesystem without hard links: rename, having checked above.
+            Err(_) => std::fs::rename(&tmp, dest).map_err(io)?,
+        }
         if let Some(dir) = dest.parent().filter(|d| !d.as_os_str().is_empty()) {
-            // The rename itself must survive a crash.
+            // The new name itself must survive a crash.
             std::fs::File::open(dir)
                 .and_then(|d| d.sync_all())
                 .map_err(io)?;
         }
         Ok(stats)
     })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
+    let _ = std::fs::remove_file(&tmp);
     result
 }
 

@@ -411,6 +411,11 @@ impl Reader {
         Ok(out)
     }
 
+    /// When the job with this key is due, if it is queued.
+    pub fn job_due(&self, key: &str) -> Result<Option<u64>, StoreError> {
+        Ok(self.r.open_table(JOB_DUE)?.get(key)?.map(|v| v.value()))
+    }
+
     /// When the earliest queued job is due.
     pub fn next_due(&self) -> Result<Option<u64>, StoreError> {
         let table = self.r.open_table(JOBS)?;

@@ -289,10 +289,12 @@ pub enum Flash {
     PaymentFailed,
     Expired,
     Error,
+    Resent,
+    NotResent,
 }
 
 impl Flash {
-    pub const ALL: [Flash; 10] = [
+    pub const ALL: [Flash; 12] = [
         Flash::Fulfilled,
         Flash::Forced,
         Flash::AlreadyFulfilled,
@@ -303,6 +305,8 @@ impl Flash {
         Flash::PaymentFailed,
         Flash::Expired,
         Flash::Error,
+        Flash::Resent,
+        Flash::NotResent,
     ];
 
     pub fn code(self) -> &'static str {
@@ -317,6 +321,8 @@ impl Flash {
             Flash::PaymentFailed => "payment_failed",
             Flash::Expired => "expired",
             Flash::Error => "error",
+            Flash::Resent => "resent",
+            Flash::NotResent => "not_resent",
         }
     }
 
@@ -363,6 +369,11 @@ impl Flash {
                 "bad",
                 "The attempt could not be recorded (database unavailable). Nothing was sent; try again.",
             ),
+            Flash::Resent => (
+                "ok",
+                "Queued again: it is being sent now. Its status shows how it went.",
+            ),
+            Flash::NotResent => ("wait", "Nothing to resend: it is no longer marked failed."),
         }
     }
 }
@@ -571,6 +582,12 @@ pub fn detail(chrome: &Chrome<'_>, v: &DetailView<'_>) -> Markup {
                                     @if n.attempts > 1 { div class="small muted" { (n.attempts) " attempts" } }
                                     @if let (Some(err), false) = (&n.last_error, n.status == "sent") {
                                         div class="small bad-text break" { (err) }
+                                    }
+                                    @if n.status == "failed" && n.kind != "checkout.fulfilled" {
+                                        form method="post" action=(format!("/admin/sessions/{}/notifications/{}/resend", rec.id, n.id)) class="resend" {
+                                            input type="hidden" name="csrf" value=(chrome.csrf);
+                                            button type="submit" class="small-button" { "Resend" }
+                                        }
                                     }
                                 }
                             }

@@ -314,6 +314,11 @@ async fn a_receipt_lists_every_line_item_once_even_after_a_forced_refulfillment(
         .await;
     assert_eq!(status, 200);
     app.landing(&id).await;
+    // Wait until nothing is queued, so a second receipt could not still be on its way.
+    eventually("the queue is empty", || async {
+        (app.store.read(|r| r.queued_jobs()).await.ok()? == 0).then_some(())
+    })
+    .await;
     let s = settled(&app, &id, 1).await;
     assert_eq!(s["fulfillments"].as_array().unwrap().len(), 2);
     let messages = smtp.messages();
@@ -389,9 +394,15 @@ async fn a_stuck_fulfillment_alerts_once() {
         )
         .await;
     assert_eq!(r["result"]["state"], "failed", "{r}");
-    settled(&app, &id, 2).await;
+    let s = settled(&app, &id, 2).await;
     let texts = alerts.texts();
-    assert_eq!(texts.len(), 1, "{texts:?}");
+    assert_eq!(
+        texts.len(),
+        1,
+        "{texts:?}\ndeliveries: {}\nattempts: {}",
+        s["deliveries"],
+        s["attempts"]
+    );
     assert!(
         texts[0].contains(&id) && texts[0].contains("500"),
         "{}",
@@ -444,4 +455,115 @@ async fn a_customer_address_cannot_inject_headers() {
         let headers = m.raw.split("\r\n\r\n").next().unwrap();
         assert!(!headers.to_ascii_lowercase().contains("bcc"), "{headers}");
     }
+}
+
+#[tokio::test]
+async fn a_refused_email_can_be_resent_from_the_dashboard() {
+    let Setup { app, smtp, .. } = setup(false).await;
+    smtp.reject_rcpt(Some("lena".into()));
+    let id = session_id("resend");
+    let session = app.seed(&delayed(&id));
+    app.send_event("evt_rs_1", "checkout.session.completed", &session)
+        .await;
+    app.send_event(
+        "evt_rs_2",
+        "checkout.session.async_payment_failed",
+        &session,
+    )
+    .await;
+    let s = settled(&app, &id, 3).await;
+    let customer = |s: &Value| {
+        s["notifications"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["kind"] == "email.payment_failed")
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(customer(&s)["status"], "failed");
+    assert!(
+        customer(&s)["last_error"].as_str().unwrap().contains("550"),
+        "{s}"
+    );
+
+    // The mailbox works again; the admin presses "Resend" on the session page.
+    smtp.reject_rcpt(None);
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let login = http
+        .post(app.url("/admin/login"))
+        .form(&[("username", "admin"), ("password", "a long test password")])
+        .send()
+        .await
+        .unwrap();
+    let cookie = login.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let page = http
+        .get(app.url(&format!("/admin/sessions/{id}")))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let action = format!(
+        "/admin/sessions/{id}/notifications/{}/resend",
+        customer(&s)["id"].as_str().unwrap()
+    );
+    assert!(page.contains(&action), "a Resend button");
+    let csrf = page
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_string();
+    let r = http
+        .post(app.url(&action))
+        .header("cookie", &cookie)
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    assert!(
+        r.headers()["location"]
+            .to_str()
+            .unwrap()
+            .ends_with("?result=resent")
+    );
+    eventually("the resent email arrives", || async {
+        (customer(&app.session(&id).await)["status"] == "sent").then_some(())
+    })
+    .await;
+    let to_customer = smtp
+        .messages()
+        .into_iter()
+        .filter(|m| m.to == ["lena.schmidt@example.de"])
+        .count();
+    assert_eq!(to_customer, 1);
+    // Pressing it again does nothing: it is no longer failed.
+    let r = http
+        .post(app.url(&action))
+        .header("cookie", &cookie)
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        r.headers()["location"]
+            .to_str()
+            .unwrap()
+            .ends_with("?result=not_resent")
+    );
 }

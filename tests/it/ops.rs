@@ -170,10 +170,7 @@ async fn metrics_parse_and_move_when_events_arrive() {
         after["fulfilld_fulfillment_duration_seconds_count"]
     );
     assert_eq!(after["fulfilld_sessions{state=\"fulfilled\"}"], 1.0);
-    assert_eq!(
-        after["fulfilld_callback_deliveries_total{result=\"ok\"}"],
-        1.0
-    );
+    assert_eq!(after["fulfilld_deliveries_total{result=\"ok\"}"], 1.0);
     assert!(after.contains_key("fulfilld_jobs_queued"));
     assert!(after.contains_key("fulfilld_oldest_pending_job_age_seconds"));
 }
@@ -415,6 +412,30 @@ async fn backup_under_load_holds_every_acknowledged_event_and_restores() {
     let load = Load::start(bin.address(), "bak", 6);
     load.wait_for(200).await;
     let before_backup = load.acked();
+    // The API behind the command: a token, and only the database's directory.
+    let http = reqwest::Client::new();
+    let api = format!("{}/admin/api/backup", bin.address());
+    let r = http
+        .post(&api)
+        .json(&serde_json::json!({"path": dir.path().join("x.redb")}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    for elsewhere in [
+        "/tmp/fulfilld-elsewhere.redb".to_string(),
+        dir.path().join(".hidden.redb").display().to_string(),
+        dir.path().join("x.txt").display().to_string(),
+    ] {
+        let r = http
+            .post(&api)
+            .bearer_auth(API_TOKEN)
+            .json(&serde_json::json!({"path": elsewhere}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{elsewhere}");
+    }
     let backup = dir.path().join("backup.redb");
     let out = Binary::command_with_args(
         dir.path(),

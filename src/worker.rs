@@ -168,16 +168,36 @@ pub const RECONCILE_QUIET: Duration = Duration::from_secs(6 * 3600);
 /// Re-checks queued per round, well inside Stripe's rate limit.
 pub const RECONCILE_BATCH: usize = 200;
 
-/// Periodically queues re-checks of sessions that have awaited their payment
-/// for long (see `Fulfiller::reconcile_awaiting`), until `stop`.
+/// How far back missed events are looked for: Stripe keeps events 30 days.
+pub const MISSED_EVENTS_WINDOW: Duration = Duration::from_secs(30 * 24 * 3600);
+/// The most missed events recovered per round.
+pub const MISSED_EVENTS_BATCH: usize = 1000;
+/// The first look for missed events after a start: soon (a restart is when
+/// events were missed), but not in the way of startup itself.
+pub const MISSED_EVENTS_FIRST: Duration = Duration::from_secs(60);
+
+/// Periodically recovers events Stripe could not deliver and queues re-checks
+/// of sessions that have awaited their payment for long (see
+/// `Fulfiller::reconcile_missed_events` and `reconcile_awaiting`), until `stop`.
 pub async fn reconcile_until_stopped(fulfiller: Arc<Fulfiller>, stop: CancellationToken) {
+    let mut wait = MISSED_EVENTS_FIRST;
     loop {
         if stop
-            .run_until_cancelled(tokio::time::sleep(RECONCILE_EVERY))
+            .run_until_cancelled(tokio::time::sleep(wait))
             .await
             .is_none()
         {
             return;
+        }
+        wait = RECONCILE_EVERY;
+        let since = crate::time::now_secs() - MISSED_EVENTS_WINDOW.as_secs() as i64;
+        match fulfiller
+            .reconcile_missed_events(since, MISSED_EVENTS_BATCH)
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(recovered = n, "recovered events Stripe could not deliver"),
+            Err(e) => tracing::warn!(error = %e, "cannot list undelivered events"),
         }
         if let Err(e) = fulfiller
             .reconcile_awaiting(RECONCILE_QUIET.as_millis() as u64, RECONCILE_BATCH)

@@ -60,6 +60,8 @@ pub enum FulfillError {
     Store(#[from] StoreError),
     #[error("not a Checkout Session id")]
     BadId,
+    #[error("Stripe: {0}")]
+    Stripe(#[from] stripe::StripeError),
 }
 
 /// Extra wishes for one call.
@@ -839,6 +841,66 @@ impl Fulfiller {
                 tx.put_notification(&n)
             })
             .await
+    }
+
+    /// Recovers Checkout Session events Stripe could not deliver (the endpoint
+    /// was down longer than Stripe retries, or fulfilld was): lists them with
+    /// `GET /v1/events?delivery_success=false` since `since_secs`, oldest
+    /// first, and records each through the same idempotent path as a webhook.
+    /// Events already received are duplicates and change nothing. Returns how
+    /// many were new.
+    pub async fn reconcile_missed_events(
+        &self,
+        since_secs: i64,
+        max_events: usize,
+    ) -> Result<usize, FulfillError> {
+        let mut events: Vec<Value> = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let (page, more) = self
+                .stripe
+                .list_undelivered_events(since_secs, after.as_deref())
+                .await?;
+            after = page
+                .last()
+                .and_then(|e| e.get("id"))
+                .and_then(Value::as_str)
+                .map(str::to_string);
+            events.extend(page);
+            if !more || after.is_none() {
+                break;
+            }
+            if events.len() >= max_events {
+                tracing::warn!(
+                    max_events,
+                    "more undelivered events than one round takes; the rest come next round"
+                );
+                break;
+            }
+        }
+        // Stripe lists newest first; events are applied in the order they happened.
+        events.reverse();
+        let mut recovered = 0;
+        for value in events {
+            let raw = value.to_string();
+            let Ok(event) = serde_json::from_value::<Event>(value) else {
+                continue;
+            };
+            let has_session = event
+                .data
+                .as_ref()
+                .and_then(|d| Session::from_value(&d.object))
+                .is_some();
+            if event.id.is_empty() || event.id.len() > 255 || !has_session {
+                continue;
+            }
+            let id = event.id.clone();
+            if self.ingest(raw, event).await? == Ingested::Recorded {
+                tracing::info!(event = %id, "recovered an event Stripe could not deliver");
+                recovered += 1;
+            }
+        }
+        Ok(recovered)
     }
 
     /// Queues a `failed` outbox entry (an email, alert or payment-failed

@@ -51,6 +51,8 @@ pub struct Recorded {
 #[derive(Default)]
 struct Inner {
     sessions: HashMap<String, (Value, Vec<Value>)>,
+    /// Events for `GET /v1/events`, oldest first, with whether they were delivered.
+    events: Vec<(Value, bool)>,
     scripts: HashMap<String, VecDeque<Scripted>>,
     requests: Vec<Recorded>,
 }
@@ -89,6 +91,7 @@ impl StripeDouble {
         let app = Route::new()
             .at("/v1/checkout/sessions/:id", get(retrieve))
             .at("/v1/checkout/sessions/:id/line_items", get(line_items))
+            .at("/v1/events", get(list_events))
             .data(shared.clone());
         let acceptor = TcpAcceptor::from_tokio(listener)?;
         tokio::spawn(async move {
@@ -129,6 +132,13 @@ impl StripeDouble {
             .entry(id.to_string())
             .or_default()
             .extend(answers);
+    }
+
+    /// Adds an event to `GET /v1/events`; `delivered: false` is one Stripe
+    /// could not deliver (an endpoint that was down). Script the list with
+    /// the id `EVENTS_SCRIPT`.
+    pub fn add_event(&self, event: Value, delivered: bool) {
+        self.shared.lock().events.push((event, delivered));
     }
 
     /// Lets every hanging request go on (and answer normally).
@@ -293,6 +303,54 @@ fn json_response(v: &Value) -> Response {
         .header("Request-Id", "req_double")
         // Stripe pretty-prints its JSON.
         .body(serde_json::to_string_pretty(v).unwrap_or_default())
+}
+
+/// The script key for `GET /v1/events` (see `StripeDouble::script`).
+pub const EVENTS_SCRIPT: &str = "events";
+
+#[handler]
+async fn list_events(req: &Request, shared: Data<&Arc<Shared>>) -> Response {
+    if let Some(r) = gate(&shared, req, EVENTS_SCRIPT).await {
+        return r;
+    }
+    let query = req.uri().query().unwrap_or_default().to_string();
+    let mut types = Vec::new();
+    let (mut undelivered_only, mut created_gte, mut limit, mut after) = (false, i64::MIN, 10, None);
+    for pair in query.split('&') {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let k = k.replace("%5B", "[").replace("%5D", "]");
+        match k.as_str() {
+            "delivery_success" => undelivered_only = v == "false",
+            "created[gte]" => created_gte = v.parse().unwrap_or(i64::MIN),
+            "limit" => limit = v.parse::<usize>().unwrap_or(10).clamp(1, 100),
+            "starting_after" => after = Some(v.to_string()),
+            k if k.starts_with("types[") => types.push(v.to_string()),
+            _ => {}
+        }
+    }
+    // Newest first, as Stripe lists.
+    let matching: Vec<Value> = shared
+        .lock()
+        .events
+        .iter()
+        .rev()
+        .filter(|(e, delivered)| {
+            !(undelivered_only && *delivered)
+                && e["created"].as_i64().unwrap_or(0) >= created_gte
+                && (types.is_empty() || types.iter().any(|t| e["type"] == t.as_str()))
+        })
+        .map(|(e, _)| e.clone())
+        .collect();
+    let start = match &after {
+        None => 0,
+        Some(id) => match matching.iter().position(|e| e["id"] == id.as_str()) {
+            Some(p) => p + 1,
+            None => return error(400, "resource_missing", "No such event"),
+        },
+    };
+    let end = (start + limit).min(matching.len());
+    json_response(&json!({"object": "list", "data": &matching[start..end],
+                          "has_more": end < matching.len(), "url": "/v1/events"}))
 }
 
 /// What a sample session looks like.

@@ -183,6 +183,50 @@ impl StripeClient {
         })
     }
 
+    /// One page (newest first) of `GET /v1/events` for the Checkout Session
+    /// events fulfilld acts on that Stripe could not deliver
+    /// (`delivery_success=false`), created at or after `created_gte`.
+    /// Returns the raw events and whether more pages follow.
+    pub async fn list_undelivered_events(
+        &self,
+        created_gte: i64,
+        starting_after: Option<&str>,
+    ) -> Result<(Vec<Value>, bool), StripeError> {
+        let mut url = format!(
+            "{}/v1/events?delivery_success=false&limit=100&created%5Bgte%5D={created_gte}",
+            self.base
+        );
+        for (i, t) in [
+            types::SESSION_COMPLETED,
+            types::SESSION_ASYNC_SUCCEEDED,
+            types::SESSION_ASYNC_FAILED,
+            types::SESSION_EXPIRED,
+        ]
+        .iter()
+        .enumerate()
+        {
+            url.push_str(&format!("&types%5B{i}%5D={t}"));
+        }
+        if let Some(after) = starting_after {
+            if !is_item_id(after) {
+                return Err(StripeError::Decode("an event id is malformed".into()));
+            }
+            url.push_str("&starting_after=");
+            url.push_str(after);
+        }
+        let page = self.get(&url).await?;
+        let data = page
+            .get("data")
+            .and_then(Value::as_array)
+            .cloned()
+            .ok_or_else(|| StripeError::Decode("an events page has no data".into()))?;
+        let has_more = page
+            .get("has_more")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        Ok((data, has_more))
+    }
+
     async fn get(&self, url: &str) -> Result<Value, StripeError> {
         let mut attempt = 0;
         loop {

@@ -1,7 +1,8 @@
 //! The heart of fulfilld: however often and however concurrently a session is
 //! pushed at it, it is fulfilled once and the merchant hears of it once.
 
-use fulfilld::stripe::double::SampleSession;
+use fulfilld::stripe::double::{SampleSession, Scripted};
+use serde_json::Value;
 
 use crate::helpers::*;
 
@@ -356,4 +357,155 @@ async fn reconciliation_catches_a_payment_whose_webhook_never_came() {
     assert_eq!(app.receiver.of_kind(FULFILLED).len(), 1);
     // Nothing left to reconcile.
     assert_eq!(app.fulfiller.reconcile_awaiting(0, 100).await.unwrap(), 0);
+}
+
+/// F15: the endpoint was down longer than Stripe retries. The events Stripe
+/// could not deliver are listed from `GET /v1/events?delivery_success=false`
+/// and fulfilled exactly once; a late redelivery changes nothing.
+#[tokio::test]
+async fn missed_events_are_recovered_from_stripe_exactly_once() {
+    let app = spawn_app().await;
+    let event = |event_id: &str, kind: &str, session: &Value| -> Value {
+        serde_json::from_str(&fulfilld::stripe::double::event_body(
+            event_id, kind, session,
+        ))
+        .unwrap()
+    };
+    // Three sessions paid while fulfilld was unreachable, one of them by SEPA
+    // (completed, then succeeded), one card order that did get through, and
+    // 120 more undelivered events than one page holds.
+    let paid = session_id("missed_card");
+    let paid_obj = app.seed(&SampleSession::paid(&paid, 3));
+    app.stripe.add_event(
+        event("evt_missed_card", "checkout.session.completed", &paid_obj),
+        false,
+    );
+    let sepa = session_id("missed_sepa");
+    let mut sepa_sample = SampleSession::paid(&sepa, 1);
+    sepa_sample.payment_status = "unpaid";
+    let sepa_obj = app.seed(&sepa_sample);
+    app.stripe.add_event(
+        event("evt_missed_sepa_1", "checkout.session.completed", &sepa_obj),
+        false,
+    );
+    app.stripe
+        .update(&sepa, serde_json::json!({"payment_status": "paid"}));
+    let mut sepa_paid = sepa_obj.clone();
+    sepa_paid["payment_status"] = "paid".into();
+    app.stripe.add_event(
+        event(
+            "evt_missed_sepa_2",
+            "checkout.session.async_payment_succeeded",
+            &sepa_paid,
+        ),
+        false,
+    );
+    let delivered = session_id("delivered");
+    let delivered_obj = app.seed(&SampleSession::paid(&delivered, 1));
+    app.stripe.add_event(
+        event(
+            "evt_delivered",
+            "checkout.session.completed",
+            &delivered_obj,
+        ),
+        true,
+    );
+    assert_eq!(
+        app.send_event(
+            "evt_delivered",
+            "checkout.session.completed",
+            &delivered_obj
+        )
+        .await,
+        200
+    );
+    let mut expired_ids = Vec::new();
+    for i in 0..120 {
+        let id = session_id(&format!("missed_exp{i}"));
+        let mut s = SampleSession::paid(&id, 1);
+        s.payment_status = "unpaid";
+        s.status = "expired";
+        let (obj, _) = s.build();
+        app.stripe.add_event(
+            event(
+                &format!("evt_missed_exp_{i}"),
+                "checkout.session.expired",
+                &obj,
+            ),
+            false,
+        );
+        expired_ids.push(id);
+    }
+    // Something else in the account that fulfilld does not act on.
+    app.stripe.add_event(serde_json::json!({"id": "evt_other", "type": "customer.created", "created": fulfilld::time::now_secs(), "data": {"object": {}}}), false);
+
+    let since = fulfilld::time::now_secs() - 3600;
+    assert_eq!(
+        app.fulfiller
+            .reconcile_missed_events(since, 1000)
+            .await
+            .unwrap(),
+        123
+    );
+    app.wait_for_state(&paid, "fulfilled").await;
+    let s = app.wait_for_state(&sepa, "fulfilled").await;
+    assert_eq!(s["events"].as_array().unwrap().len(), 2);
+    app.wait_for_state(&expired_ids[0], "expired").await;
+    app.wait_for_state(&expired_ids[119], "expired").await;
+    let query = app
+        .stripe
+        .requests()
+        .into_iter()
+        .find(|r| r.path == "/v1/events")
+        .unwrap()
+        .query;
+    assert!(
+        query.contains("delivery_success=false")
+            && query.contains("types%5B0%5D=checkout.session.completed"),
+        "{query}"
+    );
+
+    // Again, and Stripe's own late retry: nothing new, nothing twice.
+    assert_eq!(
+        app.fulfiller
+            .reconcile_missed_events(since, 1000)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        app.send_event("evt_missed_card", "checkout.session.completed", &paid_obj)
+            .await,
+        200
+    );
+    for id in [&paid, &sepa, &delivered] {
+        let s = app.wait_for_state(id, "fulfilled").await;
+        assert_eq!(s["fulfillments"].as_array().unwrap().len(), 1, "{id}");
+    }
+    eventually("three callbacks", || async {
+        (app.receiver.of_kind("checkout.fulfilled").len() == 3).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_failing_events_list_is_an_error_not_a_crash() {
+    let app = spawn_app().await;
+    app.stripe.script(
+        fulfilld::stripe::double::EVENTS_SCRIPT,
+        [Scripted::StatusShouldRetry(500, false)],
+    );
+    let err = app
+        .fulfiller
+        .reconcile_missed_events(0, 1000)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("500"), "{err}");
+    assert_eq!(
+        app.fulfiller
+            .reconcile_missed_events(0, 1000)
+            .await
+            .unwrap(),
+        0
+    );
 }

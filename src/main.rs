@@ -224,12 +224,7 @@ fn backup(source: &ConfigSource, path: &std::path::Path) -> anyhow::Result<ExitC
             config.storage.path.display()
         );
     }
-    let listen = config.listen_addr()?;
-    let host = if listen.ip().is_unspecified() {
-        std::net::SocketAddr::from(([127, 0, 0, 1], listen.port()))
-    } else {
-        listen
-    };
+    let host = local_address(config.listen_addr()?);
     runtime()?.block_on(async move {
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(600))
@@ -266,14 +261,19 @@ fn backup(source: &ConfigSource, path: &std::path::Path) -> anyhow::Result<ExitC
     })
 }
 
-fn healthcheck(source: &ConfigSource) -> anyhow::Result<ExitCode> {
-    // Only server.listen matters here, so secrets need not be present.
-    let listen = Config::listen_from(source).context("invalid configuration")?;
-    let host = if listen.ip().is_unspecified() {
+/// Where a command on this machine reaches the server: `server.listen`, with
+/// an unspecified address (`0.0.0.0`, as in Docker) replaced by loopback.
+fn local_address(listen: std::net::SocketAddr) -> std::net::SocketAddr {
+    if listen.ip().is_unspecified() {
         std::net::SocketAddr::from(([127, 0, 0, 1], listen.port()))
     } else {
         listen
-    };
+    }
+}
+
+fn healthcheck(source: &ConfigSource) -> anyhow::Result<ExitCode> {
+    // Only server.listen matters here, so secrets need not be present.
+    let host = local_address(Config::listen_from(source).context("invalid configuration")?);
     runtime()?.block_on(async move {
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(3))

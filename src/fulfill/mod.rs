@@ -792,12 +792,13 @@ impl Fulfiller {
             return Ok(());
         };
         let jobs = self.jobs.clone();
+        let channels = self.channels.clone();
         self.store
             .write(move |tx| {
                 let mut detail = tx.detail(&session_id)?;
                 push_bounded(&mut detail.deliveries, attempt.clone());
-                tx.put_detail(&session_id, &detail)?;
                 let Some(mut n) = tx.notification(&notification_id)? else {
+                    tx.put_detail(&session_id, &detail)?;
                     return Ok(());
                 };
                 if let Some(body) = &refreshed_body {
@@ -827,6 +828,16 @@ impl Fulfiller {
                         {
                             n.status = "failed".into();
                             tx.unschedule(&job.key())?;
+                            // A merchant callback that gives up needs a person,
+                            // like a fulfillment that does.
+                            if n.kind == PAYMENT_FAILED_CALLBACK
+                                && let Some(rec) = tx.session(&session_id)?
+                            {
+                                let error = format!(
+                                    "the checkout.payment_failed callback gave up: {message}"
+                                );
+                                queue_stuck(tx, &rec, &mut detail, &channels, &error, started)?;
+                            }
                         } else {
                             n.status = "retrying".into();
                             let delay = stripe::backoff(
@@ -838,6 +849,7 @@ impl Fulfiller {
                         }
                     }
                 }
+                tx.put_detail(&session_id, &detail)?;
                 tx.put_notification(&n)
             })
             .await

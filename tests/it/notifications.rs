@@ -567,3 +567,43 @@ async fn a_refused_email_can_be_resent_from_the_dashboard() {
             .ends_with("?result=not_resent")
     );
 }
+
+#[tokio::test]
+async fn a_payment_failed_callback_that_gives_up_alerts_the_merchant() {
+    let alerts = Alerts::start().await;
+    let url = alerts.url.clone();
+    let app = spawn_app_with(move |c| {
+        c.notifications.webhook_url = Some(Secret::new(url));
+        c.jobs.give_up_after_secs = 0;
+    })
+    .await;
+    app.receiver.respond_with(500);
+    let id = session_id("cbgiveup");
+    let session = app.seed(&delayed(&id));
+    app.send_event("evt_cg_1", "checkout.session.completed", &session)
+        .await;
+    app.send_event(
+        "evt_cg_2",
+        "checkout.session.async_payment_failed",
+        &session,
+    )
+    .await;
+    eventually("the stuck alert", || async {
+        alerts
+            .texts()
+            .into_iter()
+            .find(|t| t.contains("checkout.payment_failed callback gave up"))
+    })
+    .await;
+    let s = settled(&app, &id, 2).await;
+    let callback = s["notifications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["kind"] == "checkout.payment_failed")
+        .unwrap()
+        .clone();
+    assert_eq!(callback["status"], "failed", "{callback}");
+    // One payment-failed alert and one stuck alert, nothing more.
+    assert_eq!(alerts.texts().len(), 2, "{:?}", alerts.texts());
+}

@@ -117,6 +117,22 @@ async fn settled(app: &TestApp, id: &str, expected: usize) -> Value {
     .await
 }
 
+/// Seeds `sample`, then delivers its completion and its failed delayed
+/// payment (event ids derived from `tag`).
+async fn fail_delayed_payment(app: &TestApp, sample: &SampleSession, tag: &str) {
+    let session = app.seed(sample);
+    for (suffix, kind) in [
+        ("done", "checkout.session.completed"),
+        ("failed", "checkout.session.async_payment_failed"),
+    ] {
+        assert_eq!(
+            app.send_event(&format!("{tag}_{suffix}"), kind, &session)
+                .await,
+            200
+        );
+    }
+}
+
 fn delayed(id: &str) -> SampleSession {
     let mut sample = SampleSession::paid(id, 2);
     sample.payment_status = "unpaid";
@@ -232,15 +248,7 @@ async fn emails_wait_out_an_smtp_outage_and_arrive_once() {
     let Setup { app, smtp, .. } = setup(false).await;
     smtp.set_down(true);
     let id = session_id("smtpdown");
-    let session = app.seed(&delayed(&id));
-    app.send_event("evt_sd_done", "checkout.session.completed", &session)
-        .await;
-    app.send_event(
-        "evt_sd_failed",
-        "checkout.session.async_payment_failed",
-        &session,
-    )
-    .await;
+    fail_delayed_payment(&app, &delayed(&id), "evt_sd").await;
     // Refused at least twice each, and shown as retrying with the error.
     let s = eventually("the emails are being retried", || async {
         let s = app.session(&id).await;
@@ -425,15 +433,7 @@ async fn a_customer_address_cannot_inject_headers() {
     let id = session_id("inject");
     let mut sample = delayed(&id);
     sample.email = "victim@example.com\r\nBcc: everyone@example.com".into();
-    let session = app.seed(&sample);
-    app.send_event("evt_in_1", "checkout.session.completed", &session)
-        .await;
-    app.send_event(
-        "evt_in_2",
-        "checkout.session.async_payment_failed",
-        &session,
-    )
-    .await;
+    fail_delayed_payment(&app, &sample, "evt_in").await;
     let s = settled(&app, &id, 3).await;
     let customer = s["notifications"]
         .as_array()
@@ -462,15 +462,7 @@ async fn a_refused_email_can_be_resent_from_the_dashboard() {
     let Setup { app, smtp, .. } = setup(false).await;
     smtp.reject_rcpt(Some("lena".into()));
     let id = session_id("resend");
-    let session = app.seed(&delayed(&id));
-    app.send_event("evt_rs_1", "checkout.session.completed", &session)
-        .await;
-    app.send_event(
-        "evt_rs_2",
-        "checkout.session.async_payment_failed",
-        &session,
-    )
-    .await;
+    fail_delayed_payment(&app, &delayed(&id), "evt_rs").await;
     let s = settled(&app, &id, 3).await;
     let customer = |s: &Value| {
         s["notifications"]
@@ -579,15 +571,7 @@ async fn a_payment_failed_callback_that_gives_up_alerts_the_merchant() {
     .await;
     app.receiver.respond_with(500);
     let id = session_id("cbgiveup");
-    let session = app.seed(&delayed(&id));
-    app.send_event("evt_cg_1", "checkout.session.completed", &session)
-        .await;
-    app.send_event(
-        "evt_cg_2",
-        "checkout.session.async_payment_failed",
-        &session,
-    )
-    .await;
+    fail_delayed_payment(&app, &delayed(&id), "evt_cg").await;
     eventually("the stuck alert", || async {
         alerts
             .texts()

@@ -436,22 +436,26 @@ async fn backup_under_load_holds_every_acknowledged_event_and_restores() {
             .unwrap();
         assert_eq!(r.status(), 400, "{elsewhere}");
     }
+    // `fulfilld backup PATH` with the server's environment: (success, stdout, stderr).
+    let run_backup = |path: &std::path::Path| {
+        let out = Binary::command_with_args(
+            dir.path(),
+            stripe.url(),
+            &receiver.url,
+            port,
+            &["backup", path.to_str().unwrap()],
+        )
+        .output()
+        .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
     let backup = dir.path().join("backup.redb");
-    let out = Binary::command_with_args(
-        dir.path(),
-        stripe.url(),
-        &receiver.url,
-        port,
-        &["backup", backup.to_str().unwrap()],
-    )
-    .output()
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (ok, stdout, stderr) = run_backup(&backup);
+    assert!(ok, "{stdout}\n{stderr}");
     assert!(stdout.contains("by the running server"), "{stdout}");
     // Load went on during the backup.
     let during = load.acked().len();
@@ -482,21 +486,8 @@ async fn backup_under_load_holds_every_acknowledged_event_and_restores() {
 
     // With the server stopped, the command copies the file itself.
     let offline = dir.path().join("offline.redb");
-    let out = Binary::command_with_args(
-        dir.path(),
-        stripe.url(),
-        &receiver.url,
-        port,
-        &["backup", offline.to_str().unwrap()],
-    )
-    .output()
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (ok, stdout, stderr) = run_backup(&offline);
+    assert!(ok, "{stdout}\n{stderr}");
     assert!(
         stdout.contains("backup written to") && !stdout.contains("running server"),
         "{stdout}"
@@ -508,15 +499,7 @@ async fn backup_under_load_holds_every_acknowledged_event_and_restores() {
         missing.len()
     );
     // It refuses to overwrite an existing file.
-    let out = Binary::command_with_args(
-        dir.path(),
-        stripe.url(),
-        &receiver.url,
-        port,
-        &["backup", offline.to_str().unwrap()],
-    )
-    .output()
-    .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("already exists"));
+    let (ok, _, stderr) = run_backup(&offline);
+    assert!(!ok);
+    assert!(stderr.contains("already exists"), "{stderr}");
 }

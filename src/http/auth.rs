@@ -329,6 +329,31 @@ mod tests {
         assert_eq!(delay_after(FREE_FAILURES + 40), MAX_DELAY);
     }
 
+    #[tokio::test]
+    async fn sessions_end_at_logout_or_expiry() {
+        let a = auth();
+        let LoginResult::Ok(token) = a.login(None, "admin", "pw").await else {
+            panic!("the right password signs in");
+        };
+        let request = |t: &str| {
+            Request::builder()
+                .header("cookie", format!("other=1; {COOKIE}={t}"))
+                .finish()
+        };
+        assert_eq!(a.session(&request(&token)).unwrap().username, "admin");
+        assert!(a.session(&request("forged")).is_none());
+        // Expired: as if SESSION_TTL had passed.
+        for s in a.lock_sessions().values_mut() {
+            s.expires = Instant::now() - Duration::from_secs(1);
+        }
+        assert!(a.session(&request(&token)).is_none());
+        let LoginResult::Ok(second) = a.login(None, "admin", "pw").await else {
+            panic!("signs in again");
+        };
+        a.logout(&request(&second));
+        assert!(a.session(&request(&second)).is_none());
+    }
+
     #[test]
     fn an_ipv6_subscriber_counts_as_one_address() {
         let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();

@@ -503,3 +503,60 @@ async fn backup_under_load_holds_every_acknowledged_event_and_restores() {
     assert!(!ok);
     assert!(stderr.contains("already exists"), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn json_logs_carry_the_request_id_and_no_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let stripe = StripeDouble::start(SECRET_KEY).await.unwrap();
+    let receiver = Receiver::start().await;
+    let port = free_port();
+    let mut child = Binary::command(dir.path(), stripe.url(), &receiver.url, port)
+        .env("FULFILLD_LOG__FORMAT", "json")
+        .env("RUST_LOG", "info")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let http = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    eventually("the binary answers", || async {
+        let r = http.get(format!("{base}/healthz")).send().await.ok()?;
+        (r.status() == 200).then_some(())
+    })
+    .await;
+    let (session, _) = SampleSession::paid("cs_test_jsonlog", 1).build();
+    let (body, header) = signed(&event_body(
+        "evt_jsonlog",
+        "checkout.session.completed",
+        &session,
+    ));
+    let r = http
+        .post(format!("{base}/webhook"))
+        .header("stripe-signature", header)
+        .header("x-request-id", "trace-4242")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    child.kill().unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    let lines: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let webhook = lines
+        .iter()
+        .find(|l| l["fields"]["event"] == "evt_jsonlog")
+        .unwrap_or_else(|| panic!("a log line for the webhook in {stderr}"));
+    assert_eq!(webhook["span"]["id"], "trace-4242", "{webhook}");
+    assert_eq!(webhook["level"], "INFO");
+    for secret in [
+        SECRET_KEY,
+        WEBHOOK_SECRET,
+        API_TOKEN,
+        "a long test password",
+    ] {
+        assert!(!stderr.contains(secret), "{secret} logged");
+    }
+}

@@ -82,6 +82,27 @@ fn forbidden(message: &str) -> Response {
     super::text(StatusCode::FORBIDDEN, message)
 }
 
+/// A state-changing form from the dashboard itself: same origin, and this
+/// session's CSRF token.
+fn post_allowed(req: &Request, state: &AppState, s: &AdminSession, csrf: Option<&str>) -> bool {
+    same_origin(req, &state.public_origin) && csrf_ok(s, csrf)
+}
+
+/// The signed-in admin behind a state-changing form, or a 403.
+fn authorize_post(
+    req: &Request,
+    state: &AppState,
+    csrf: Option<&str>,
+) -> Result<AdminSession, Box<Response>> {
+    let Some(s) = state.auth.session(req) else {
+        return Err(Box::new(forbidden("sign in first")));
+    };
+    if !post_allowed(req, state, &s, csrf) {
+        return Err(Box::new(forbidden("missing or invalid csrf token")));
+    }
+    Ok(s)
+}
+
 /// The signed-in admin, or a redirect to the login page (which returns here).
 fn signed_in(req: &Request, state: &AppState) -> Result<AdminSession, Box<Response>> {
     state
@@ -221,7 +242,7 @@ pub async fn logout(
     let Some(s) = state.auth.session(req) else {
         return see_other("/admin/login");
     };
-    if !same_origin(req, &state.public_origin) || !csrf_ok(&s, form.csrf.as_deref()) {
+    if !post_allowed(req, &state, &s, form.csrf.as_deref()) {
         return forbidden("missing or invalid csrf token");
     }
     state.auth.logout(req);
@@ -378,12 +399,10 @@ pub async fn fulfill(
     Form(form): Form<FulfillForm>,
     state: Data<&Arc<AppState>>,
 ) -> Response {
-    let Some(s) = state.auth.session(req) else {
-        return forbidden("sign in first");
+    let s = match authorize_post(req, &state, form.csrf.as_deref()) {
+        Ok(s) => s,
+        Err(r) => return *r,
     };
-    if !same_origin(req, &state.public_origin) || !csrf_ok(&s, form.csrf.as_deref()) {
-        return forbidden("missing or invalid csrf token");
-    }
     if !is_session_id(&id) {
         return super::text(StatusCode::NOT_FOUND, "no such session");
     }
@@ -443,12 +462,10 @@ pub async fn resend(
     Form(form): Form<CsrfForm>,
     state: Data<&Arc<AppState>>,
 ) -> Response {
-    let Some(s) = state.auth.session(req) else {
-        return forbidden("sign in first");
+    let s = match authorize_post(req, &state, form.csrf.as_deref()) {
+        Ok(s) => s,
+        Err(r) => return *r,
     };
-    if !same_origin(req, &state.public_origin) || !csrf_ok(&s, form.csrf.as_deref()) {
-        return forbidden("missing or invalid csrf token");
-    }
     if !is_session_id(&id) || nid.len() > 300 {
         return super::text(StatusCode::NOT_FOUND, "no such session");
     }

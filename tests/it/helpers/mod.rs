@@ -12,6 +12,7 @@ use std::{future::Future, path::Path, time::Duration};
 use fulfilld::{
     app::Application,
     config::{Config, Secret},
+    model::State,
     signature,
     store::Store,
     stripe::double::{SampleSession, StripeDouble, event_body},
@@ -27,6 +28,13 @@ pub const API_TOKEN: &str = "test-api-token-0123456789abcdef";
 
 /// How long `eventually` waits before failing a test.
 const PATIENCE: Duration = Duration::from_secs(30);
+/// How often `eventually` and `settle` look again.
+const POLL: Duration = Duration::from_millis(20);
+/// How far ahead [`TestApp::settle`] looks for due work. Tests retry within
+/// about a second (`jobs.retry_max_secs = 1`), so a job due later than this
+/// (a retry scheduled in an hour, the lease safety net of a claim) is not
+/// going to act while a test runs.
+pub const SETTLE_HORIZON: Duration = Duration::from_secs(5);
 
 pub struct TestApp {
     pub address: String,
@@ -203,6 +211,60 @@ impl TestApp {
     pub async fn session_count(&self) -> u64 {
         self.store.read(|r| r.session_count()).await.unwrap()
     }
+
+    /// Every job in the durable queue, however far in the future it is due.
+    pub async fn queued_jobs(&self) -> u64 {
+        self.store.read(|r| r.queued_jobs()).await.unwrap()
+    }
+
+    /// Waits, by polling with a deadline, until the application has settled:
+    /// no queued job is due within [`SETTLE_HORIZON`] and no fulfillment
+    /// attempt is in flight. Call it before every negative check ("nothing
+    /// was sent", "no second callback", "no email") and before exact counts,
+    /// so that "nothing happened" is only concluded once the queue could act.
+    ///
+    /// What it relies on: every piece of pending work is durable before the
+    /// request that caused it is answered. A webhook's job, a notification's
+    /// delivery and a retry are rows in the job queue, and a job stays queued
+    /// at its due time (so `<= now`) while the worker runs it; an attempt
+    /// started outside the queue (the landing page, a re-trigger) holds the
+    /// session in `fulfilling` until it ends. So "settled" is: the earliest
+    /// queued job is due after `now + SETTLE_HORIZON` (or there is none), and
+    /// no session is `fulfilling`.
+    ///
+    /// A job due beyond the horizon (a retry in 1 h) does not hold it up: it
+    /// cannot act within the test. Use [`TestApp::queued_jobs`] to assert that
+    /// nothing at all is queued. A test that leaves a session `fulfilling` on
+    /// purpose (a hung callback) cannot settle; this fails after `PATIENCE`
+    /// naming what was still pending.
+    pub async fn settle(&self) {
+        self.settle_within(SETTLE_HORIZON).await
+    }
+
+    /// [`TestApp::settle`] with another horizon.
+    pub async fn settle_within(&self, horizon: Duration) {
+        let horizon_ms = u64::try_from(horizon.as_millis()).unwrap_or(u64::MAX);
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let now = fulfilld::time::now_ms();
+            let (next_due, fulfilling) = self
+                .store
+                .read(|r| Ok((r.next_due()?, r.ids_in_state(State::Fulfilling)?)))
+                .await
+                .unwrap();
+            let due_soon = next_due.filter(|&due| due <= now.saturating_add(horizon_ms));
+            if due_soon.is_none() && fulfilling.is_empty() {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the app did not settle within {PATIENCE:?}: a job due in {:?} ms \
+                 (horizon {horizon_ms} ms), sessions still fulfilling: {fulfilling:?}",
+                due_soon.map(|d| i128::from(d) - i128::from(now)),
+            );
+            tokio::time::sleep(POLL).await;
+        }
+    }
 }
 
 /// Polls `check` until it returns `Some`, failing the test after `PATIENCE`.
@@ -220,7 +282,7 @@ where
             tokio::time::Instant::now() < deadline,
             "timed out waiting until {what}"
         );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(POLL).await;
     }
 }
 

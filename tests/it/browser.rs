@@ -6,12 +6,17 @@ use std::path::Path;
 use fulfilld::stripe::double::{SampleSession, Scripted};
 
 use crate::helpers::{
-    webdriver::{Browser, Probe},
+    webdriver::{Browser, Probe, browser_or_skip},
     *,
 };
 
+/// Skips, saying why, where Chromium or chromedriver is not installed; fails
+/// instead under CI (see `browser_or_skip`). `.ci/run` installs both.
 #[tokio::test(flavor = "multi_thread")]
 async fn admin_fulfills_a_failed_session_in_a_real_browser() {
+    if !browser_or_skip("admin_fulfills_a_failed_session_in_a_real_browser") {
+        return;
+    }
     let app = spawn_app().await;
     let id = session_id("browser");
     let session = app.seed(&SampleSession::paid(&id, 2));

@@ -27,6 +27,9 @@ const POLL: Duration = Duration::from_millis(50);
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 const MISSING: &str = "the browser test needs Debian's chromium and chromium-driver: \
                        sudo apt-get install -y chromium chromium-driver (.ci/run installs them)";
+/// Environment variables that make a missing browser a failure instead of a
+/// skip: `CI` as CI services set it (`true`, or `1`), or this test's own switch.
+const REQUIRE_VARS: [&str; 2] = ["CI", "FULFILLD_REQUIRE_BROWSER"];
 /// Without the background-networking flags, Chromium's connections are
 /// refused on a closed network.
 const ARGS: &str = "--headless=new --no-sandbox --disable-gpu --disable-quic --no-first-run \
@@ -51,23 +54,70 @@ pub struct Browser {
 }
 
 /// `CHROMEDRIVER`, else `/usr/bin/chromedriver`, else `chromedriver` on `PATH`.
-fn chromedriver() -> PathBuf {
+fn find_chromedriver() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("CHROMEDRIVER") {
-        return p.into();
+        // An explicit choice is trusted (it may name a program on PATH).
+        return Some(p.into());
     }
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::iter::once(PathBuf::from("/usr/bin"))
         .chain(std::env::split_paths(&path))
         .map(|d| d.join("chromedriver"))
         .find(|p| p.is_file())
-        .unwrap_or_else(|| panic!("{MISSING}"))
+}
+
+/// `CHROMIUM`, else `/usr/bin/chromium`.
+fn chromium() -> String {
+    std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into())
+}
+
+/// What is missing for a browser test on this machine, if anything.
+pub fn missing_browser() -> Option<String> {
+    let mut missing = Vec::new();
+    let binary = chromium();
+    if !Path::new(&binary).is_file() {
+        missing.push(format!("Chromium ({binary})"));
+    }
+    if find_chromedriver().is_none() {
+        missing.push("chromedriver (/usr/bin/chromedriver, $CHROMEDRIVER or on PATH)".into());
+    }
+    (!missing.is_empty()).then(|| missing.join(" and "))
+}
+
+/// Whether a missing browser must fail the test rather than skip it.
+fn browser_required() -> bool {
+    REQUIRE_VARS
+        .iter()
+        .any(|v| std::env::var(v).is_ok_and(|x| x.eq_ignore_ascii_case("true") || x == "1"))
+}
+
+/// The first line of a browser test: `true` when Chromium and chromedriver
+/// are installed. Without them it prints on stderr what is missing and how
+/// to install it, and returns `false` so the test skips; under CI (`CI=true`
+/// or `FULFILLD_REQUIRE_BROWSER=1`) it fails the test instead, so a CI
+/// machine without a browser is never silently green.
+pub fn browser_or_skip(test: &str) -> bool {
+    let Some(missing) = missing_browser() else {
+        return true;
+    };
+    assert!(
+        !browser_required(),
+        "{test}: {missing} not found, and a browser is required here \
+         (CI or FULFILLD_REQUIRE_BROWSER is set). {MISSING}"
+    );
+    eprintln!(
+        "SKIPPED {test}: {missing} not found. Install them with \
+         `apt-get install chromium chromium-driver` (as root; .ci/run does this) \
+         to run it. Set CI=true or FULFILLD_REQUIRE_BROWSER=1 to fail instead of skipping."
+    );
+    false
 }
 
 impl Browser {
     /// Starts chromedriver, waits until it is ready and opens a headless Chromium.
     pub async fn start() -> Browser {
-        let exe = chromedriver();
-        let binary = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+        let exe = find_chromedriver().unwrap_or_else(|| panic!("{MISSING}"));
+        let binary = chromium();
         assert!(
             Path::new(&binary).is_file(),
             "{MISSING} ({binary} is missing)"

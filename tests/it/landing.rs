@@ -5,6 +5,33 @@ use fulfilld::stripe::double::SampleSession;
 
 use crate::helpers::*;
 
+/// US dollars as a customer reads them, written here from scratch so the
+/// test does not check the page's formatter against itself.
+fn usd(cents: i64) -> String {
+    assert!(
+        (0..100_000).contains(&cents),
+        "no thousands separator needed"
+    );
+    format!("${}.{:02}", cents / 100, cents % 100)
+}
+
+/// Text as HTML shows it (what a template escapes).
+fn escaped(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// The table row of `page` that starts with the cell `description`.
+fn row<'a>(page: &'a str, description: &str) -> &'a str {
+    let cell = format!(">{}<", escaped(description));
+    let at = page
+        .find(&cell)
+        .unwrap_or_else(|| panic!("a row for {description} in {page}"));
+    page[at..].split("</tr>").next().unwrap()
+}
+
 #[tokio::test]
 async fn paid_session_shows_the_receipt_even_before_the_webhook() {
     let app = spawn_app().await;
@@ -16,22 +43,38 @@ async fn paid_session_shows_the_receipt_even_before_the_webhook() {
     let (status, page) = app.landing(&id).await;
     assert_eq!(status, 200);
     assert!(page.contains("Thank you for your order"), "{page}");
+    let items = sample.items.clone();
     assert!(page.contains("Item 2") && page.contains("Item 3"));
     assert!(!page.contains("<script>alert"), "line item escaped");
     assert!(page.contains("&lt;script&gt;"));
     assert!(!page.contains("<img"), "email escaped");
     assert!(page.contains("510 Townsend St"));
-    // Amount formatted for the currency: 1×$1.00 + 2×$2.00 + 1×$3.00... as seeded.
-    assert!(page.contains('$'));
+    // Each line's amount and the total, formatted for the currency, as seeded
+    // (unit × quantity: 2×$1.00, 3×$2.00, 1×$3.00).
+    for (description, unit, qty) in &items {
+        let row = row(&page, description);
+        assert!(row.contains(&format!(">{qty}<")), "quantity {qty} in {row}");
+        let amount = usd(unit * qty);
+        assert!(row.contains(&format!(">{amount}<")), "{amount} in {row}");
+    }
+    let total = usd(items.iter().map(|(_, unit, qty)| unit * qty).sum());
+    let total_row = row(&page, "Total");
+    assert!(
+        total_row.contains(&format!(">{total}<")),
+        "{total} in {total_row}"
+    );
     // The landing page itself fulfilled it, with the one retrieval it made
     // to learn the session exists.
-    let s = app.wait_for_state(&id, "fulfilled").await;
+    app.wait_for_state(&id, "fulfilled").await;
+    app.settle().await;
+    let s = app.session(&id).await;
     assert_eq!(s["attempts"][0]["trigger"], "landing_page");
     assert_eq!(app.stripe.count(&format!("/v1/checkout/sessions/{id}")), 1);
     assert_eq!(app.receiver.of_kind("checkout.fulfilled").len(), 1);
     // A second visit changes nothing.
     let (status, _) = app.landing(&id).await;
     assert_eq!(status, 200);
+    app.settle().await;
     assert_eq!(app.receiver.of_kind("checkout.fulfilled").len(), 1);
 }
 
@@ -47,6 +90,7 @@ async fn unpaid_session_says_processing() {
     assert!(page.contains("Payment processing"), "{page}");
     assert!(page.contains("j•••@example.com"));
     app.wait_for_state(&id, "awaiting_payment").await;
+    app.settle().await;
     assert!(app.receiver.received().is_empty());
 }
 
@@ -78,18 +122,27 @@ async fn unknown_and_malformed_ids() {
     let (status, page) = app.landing("cs_test_doesnotexist").await;
     assert_eq!(status, 404);
     assert!(page.contains("could not find"));
+    app.settle().await;
     assert_eq!(
         app.session_count().await,
         0,
         "an unknown id leaves no trace"
     );
 
-    for bad in [
-        "%3Cscript%3Ealert(1)%3C/script%3E",
-        "<script>alert(1)</script>",
-        "cs_test_%22onmouseover%3D",
-        "pi_123",
-        "",
+    // Each malformed id, and what of it must not come back unescaped (`None`:
+    // nothing in it would be dangerous, so only the status is judged).
+    for (bad, raw) in [
+        (
+            "%3Cscript%3Ealert(1)%3C/script%3E",
+            Some("<script>alert(1)</script>"),
+        ),
+        (
+            "<script>alert(1)</script>",
+            Some("<script>alert(1)</script>"),
+        ),
+        ("cs_test_%22onmouseover%3D", Some("\"onmouseover=")),
+        ("pi_123", None),
+        ("", None),
     ] {
         let r = app
             .http
@@ -104,8 +157,15 @@ async fn unknown_and_malformed_ids() {
             .to_string();
         assert!(csp.contains("frame-ancestors 'none'"));
         let body = r.text().await.unwrap();
-        assert!(!body.contains("<script>alert"), "{bad}");
-        assert!(!body.contains("alert(1)"), "input is not echoed: {bad}");
+        if let Some(raw) = raw {
+            assert!(!body.contains(raw), "echoed unescaped: {bad}");
+        }
+        if bad.contains("script") {
+            assert!(!body.contains("<script>alert"), "{bad}");
+        }
+        if bad.contains("alert(1)") {
+            assert!(!body.contains("alert(1)"), "input is not echoed: {bad}");
+        }
     }
     let r = app
         .http
@@ -137,6 +197,7 @@ async fn an_open_checkout_is_not_taken_for_an_order() {
     let (status, page) = app.landing(&id).await;
     assert_eq!(status, 200);
     assert!(page.contains("not complete"), "{page}");
+    app.settle().await;
     assert_eq!(app.session_count().await, 0, "nothing stored");
 }
 

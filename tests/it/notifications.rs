@@ -184,6 +184,8 @@ async fn a_failed_delayed_payment_delivered_five_times_sends_one_email_each_and_
         "{s}"
     );
 
+    // The later deliveries' jobs must have run before "one each" is judged.
+    app.settle().await;
     let messages = smtp.messages();
     assert_eq!(
         messages.len(),
@@ -191,9 +193,13 @@ async fn a_failed_delayed_payment_delivered_five_times_sends_one_email_each_and_
         "one customer email and one merchant email"
     );
     assert_eq!(alerts.texts().len(), 1, "one alert");
+    // Every login used the configured credentials; and there was one at all
+    // (an empty list is all-equal to anything).
+    let logins = smtp.logins();
+    assert!(!logins.is_empty(), "the mailer logged in");
     assert_eq!(
-        smtp.logins(),
-        vec![("mailer".to_string(), "p@ss word".to_string()); smtp.logins().len()]
+        logins,
+        vec![("mailer".to_string(), "p@ss word".to_string()); logins.len()]
     );
 
     let customer = messages
@@ -282,6 +288,7 @@ async fn emails_wait_out_an_smtp_outage_and_arrive_once() {
 
     smtp.set_down(false);
     settled(&app, &id, 3).await;
+    app.settle().await;
     assert_eq!(
         smtp.messages().len(),
         2,
@@ -323,10 +330,8 @@ async fn a_receipt_lists_every_line_item_once_even_after_a_forced_refulfillment(
     assert_eq!(status, 200);
     app.landing(&id).await;
     // Wait until nothing is queued, so a second receipt could not still be on its way.
-    eventually("the queue is empty", || async {
-        (app.store.read(|r| r.queued_jobs()).await.ok()? == 0).then_some(())
-    })
-    .await;
+    app.settle().await;
+    assert_eq!(app.queued_jobs().await, 0);
     let s = settled(&app, &id, 1).await;
     assert_eq!(s["fulfillments"].as_array().unwrap().len(), 2);
     let messages = smtp.messages();
@@ -363,18 +368,20 @@ async fn no_receipt_when_receipt_email_is_off() {
     let session = app.seed(&SampleSession::paid(&id, 2));
     app.send_event("evt_nr_1", "checkout.session.completed", &session)
         .await;
-    let s = app.wait_for_state(&id, "fulfilled").await;
-    assert!(
-        s["notifications"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|n| n["kind"] == "checkout.fulfilled"),
-        "{s}"
-    );
+    app.wait_for_state(&id, "fulfilled").await;
+    app.settle().await;
+    let s = app.session(&id).await;
+    // Only the merchant callback, which is there: `all` alone would also
+    // hold for no notifications at all.
+    let kinds: Vec<&str> = s["notifications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["kind"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(kinds, ["checkout.fulfilled"], "{s}");
     // Nothing was queued, so nothing can arrive later either.
-    let queued = app.store.read(|r| r.queued_jobs()).await.unwrap();
-    assert_eq!(queued, 0);
+    assert_eq!(app.queued_jobs().await, 0);
     assert_eq!(smtp.connections(), 0);
 }
 
@@ -403,6 +410,7 @@ async fn a_stuck_fulfillment_alerts_once() {
         .await;
     assert_eq!(r["result"]["state"], "failed", "{r}");
     let s = settled(&app, &id, 2).await;
+    app.settle().await;
     let texts = alerts.texts();
     assert_eq!(
         texts.len(),
@@ -435,6 +443,7 @@ async fn a_customer_address_cannot_inject_headers() {
     sample.email = "victim@example.com\r\nBcc: everyone@example.com".into();
     fail_delayed_payment(&app, &sample, "evt_in").await;
     let s = settled(&app, &id, 3).await;
+    app.settle().await;
     let customer = s["notifications"]
         .as_array()
         .unwrap()
@@ -538,6 +547,7 @@ async fn a_refused_email_can_be_resent_from_the_dashboard() {
         (customer(&app.session(&id).await)["status"] == "sent").then_some(())
     })
     .await;
+    app.settle().await;
     let to_customer = smtp
         .messages()
         .into_iter()
@@ -558,6 +568,13 @@ async fn a_refused_email_can_be_resent_from_the_dashboard() {
             .unwrap()
             .ends_with("?result=not_resent")
     );
+    app.settle().await;
+    let to_customer = smtp
+        .messages()
+        .iter()
+        .filter(|m| m.to == ["lena.schmidt@example.de"])
+        .count();
+    assert_eq!(to_customer, 1, "not sent again");
 }
 
 #[tokio::test]
@@ -580,6 +597,7 @@ async fn a_payment_failed_callback_that_gives_up_alerts_the_merchant() {
     })
     .await;
     let s = settled(&app, &id, 2).await;
+    app.settle().await;
     let callback = s["notifications"]
         .as_array()
         .unwrap()

@@ -74,7 +74,9 @@ async fn payment_success_during_an_unpaid_check_is_not_lost() {
     );
     app.stripe.release_hangs();
 
-    let s = app.wait_for_state(&id, "fulfilled").await;
+    app.wait_for_state(&id, "fulfilled").await;
+    app.settle().await;
+    let s = app.session(&id).await;
     assert_eq!(s["fulfillments"].as_array().unwrap().len(), 1);
     assert_eq!(app.receiver.of_kind("checkout.fulfilled").len(), 1);
 }
@@ -124,14 +126,13 @@ async fn payment_failure_during_a_failing_check_stays_failed() {
     let s = app.session(&id).await;
     assert_eq!(s["state"], "payment_failed", "{s}");
     // Nothing is left queued for it once the failure callback has gone out.
-    eventually("the queue drains", || async {
-        (app.store.read(|r| r.queued_jobs()).await.unwrap() == 0).then_some(())
-    })
-    .await;
+    app.settle().await;
+    assert_eq!(app.queued_jobs().await, 0);
     // Later checks (a person asking again) keep it failed: Stripe only says "unpaid".
     let (_, v) = app
         .api_post(&format!("/admin/api/sessions/{id}/fulfill"), json!({}))
         .await;
     assert_eq!(v["result"]["state"], "payment_failed", "{v}");
+    app.settle().await;
     assert!(app.receiver.of_kind("checkout.fulfilled").is_empty());
 }

@@ -19,7 +19,9 @@ async fn server_errors_are_retried_then_fulfilled_once() {
             .await,
         200
     );
-    let s = app.wait_for_state(&id, "fulfilled").await;
+    app.wait_for_state(&id, "fulfilled").await;
+    app.settle().await;
+    let s = app.session(&id).await;
     assert_eq!(s["fulfillments"].as_array().unwrap().len(), 1);
     assert_eq!(app.receiver.of_kind(FULFILLED).len(), 1);
     // Two failures and the success, all on the session endpoint.
@@ -55,6 +57,7 @@ async fn rate_limits_are_retried() {
     );
     assert_eq!(attempts.last().unwrap()["outcome"], "fulfilled");
     assert_eq!(attempts.last().unwrap()["trigger"], "retry");
+    app.settle().await;
     assert_eq!(app.receiver.of_kind(FULFILLED).len(), 1);
 }
 
@@ -71,6 +74,7 @@ async fn should_retry_false_is_not_retried_within_a_call() {
         200
     );
     let s = app.wait_for_state(&id, "failed").await;
+    app.settle().await;
     assert_eq!(app.stripe.count(&format!("/v1/checkout/sessions/{id}")), 1);
     assert!(s["last_error"].as_str().unwrap().contains("500"));
 }
@@ -98,6 +102,7 @@ async fn an_unknown_session_is_an_error_on_record_not_a_crash() {
         "{attempt}"
     );
     // Permanent: asked once, not retried.
+    app.settle().await;
     assert_eq!(app.stripe.count(&format!("/v1/checkout/sessions/{id}")), 1);
     assert!(app.receiver.received().is_empty());
     let health = app.http.get(app.url("/healthz")).send().await.unwrap();
@@ -110,6 +115,7 @@ async fn an_unknown_session_is_an_error_on_record_not_a_crash() {
     assert_eq!(status, 200);
     assert!(page.contains("taking longer than usual"), "{page}");
     assert!(!page.contains("http-equiv=\"refresh\""));
+    app.settle().await;
     assert_eq!(app.stripe.count(&format!("/v1/checkout/sessions/{id}")), 1);
 
     // Once the problem is fixed, an admin re-trigger fulfils it.
@@ -122,6 +128,7 @@ async fn an_unknown_session_is_an_error_on_record_not_a_crash() {
         .await;
     assert_eq!(status, 200);
     assert_eq!(v["result"]["state"], "fulfilled");
+    app.settle().await;
     assert_eq!(app.receiver.of_kind(FULFILLED).len(), 1);
 }
 
@@ -187,6 +194,7 @@ async fn giving_up_ends_in_failed() {
         )
         .await;
     assert_eq!(v["result"]["state"], "fulfilled");
+    app.settle().await;
     let deliveries = app.receiver.of_kind(FULFILLED);
     assert_eq!(deliveries.len(), 2);
     assert_eq!(deliveries[0].webhook_id, deliveries[1].webhook_id);

@@ -90,6 +90,7 @@ async fn refused_requests_store_nothing() {
     let h = signature::stripe_header(WEBHOOK_SECRET, now, huge.as_bytes());
     assert_eq!(app.post_webhook_raw(huge, Some(&h)).await.status(), 413);
 
+    app.settle().await;
     assert_eq!(app.event_count().await, 0);
     assert_eq!(app.session_count().await, 0);
     assert_eq!(app.stripe.requests().len(), 0);
@@ -167,6 +168,7 @@ async fn rotation_duplicates_and_unknown_types() {
     assert_eq!(r.status(), 200);
     let second: serde_json::Value = r.json().await.unwrap();
     assert_eq!(second["outcome"], "duplicate");
+    app.settle().await;
     let after = app.session(&id).await;
     let stored = app
         .store

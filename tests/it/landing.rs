@@ -5,16 +5,6 @@ use fulfilld::stripe::double::SampleSession;
 
 use crate::helpers::*;
 
-/// US dollars as a customer reads them, written here from scratch so the
-/// test does not check the page's formatter against itself.
-fn usd(cents: i64) -> String {
-    assert!(
-        (0..100_000).contains(&cents),
-        "no thousands separator needed"
-    );
-    format!("${}.{:02}", cents / 100, cents % 100)
-}
-
 /// Text as HTML shows it (what a template escapes).
 fn escaped(text: &str) -> String {
     text.replace('&', "&amp;")

@@ -341,14 +341,11 @@ async fn a_receipt_lists_every_line_item_once_even_after_a_forced_refulfillment(
     let total: i64 = sample.items.iter().map(|(_, u, q)| u * q).sum();
     assert_eq!(
         receipt.subject().unwrap(),
-        format!("Your receipt: {}", fulfilld::money::format(total, "usd"))
+        format!("Your receipt: {}", usd(total))
     );
     let (text, html) = (receipt.text_body().unwrap(), receipt.html_body().unwrap());
     for (name, unit, qty) in &sample.items {
-        let line = format!(
-            "{qty} x {name}  {}",
-            fulfilld::money::format(unit * qty, "usd")
-        );
+        let line = format!("{qty} x {name}  {}", usd(unit * qty));
         assert!(text.contains(&line), "{line} in {text}");
     }
     assert!(

@@ -286,6 +286,16 @@ where
     }
 }
 
+/// US dollars as a customer reads them (`1234` → `$12.34`), written here from
+/// scratch so tests do not check fulfilld's formatter against itself.
+pub fn usd(cents: i64) -> String {
+    assert!(
+        (0..100_000).contains(&cents),
+        "usd() writes no thousands separator"
+    );
+    format!("${}.{:02}", cents / 100, cents % 100)
+}
+
 /// A unique session id for one test.
 pub fn session_id(tag: &str) -> String {
     format!(

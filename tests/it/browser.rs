@@ -28,7 +28,10 @@ async fn admin_fulfills_a_failed_session_in_a_real_browser() {
             .await,
         200
     );
-    let s = app.wait_for_state(&id, "failed").await;
+    app.wait_for_state(&id, "failed").await;
+    app.settle().await;
+    let s = app.session(&id).await;
+    assert_eq!(s["state"], "failed");
     assert!(s["fulfillments"].as_array().unwrap().is_empty());
     // The script is used up, so Stripe answers normally from now on.
     assert_eq!(app.stripe.count(&format!("/v1/checkout/sessions/{id}")), 1);
@@ -85,6 +88,7 @@ async fn admin_fulfills_a_failed_session_in_a_real_browser() {
         .await;
     browser.quit().await;
 
+    app.settle().await;
     let s = app.session(&id).await;
     assert_eq!(s["state"], "fulfilled");
     let fulfillments = s["fulfillments"].as_array().unwrap();

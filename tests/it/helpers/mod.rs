@@ -303,3 +303,33 @@ pub fn session_id(tag: &str) -> String {
         fulfilld::model::new_id("x").trim_start_matches("x_")
     )
 }
+
+/// `settle` itself: it waits for work that is due, and not for a retry that
+/// is scheduled beyond the horizon.
+#[tokio::test]
+async fn settle_waits_for_due_work_but_not_for_a_retry_an_hour_away() {
+    let app = spawn_app_with(|c| {
+        c.jobs.retry_base_ms = 3_600_000;
+        c.jobs.retry_max_secs = 7_200;
+    })
+    .await;
+    app.receiver.respond_with(503);
+    let id = session_id("settle");
+    let session = app.seed(&fulfilld::stripe::double::SampleSession::paid(&id, 1));
+    assert_eq!(
+        app.send_event("evt_settle", "checkout.session.completed", &session)
+            .await,
+        200
+    );
+    // The webhook's job is due now: settle returns only after it ran.
+    app.settle().await;
+    let s = app.session(&id).await;
+    assert_eq!(s["state"], "retrying", "{s}");
+    assert_eq!(app.receiver.of_kind("checkout.fulfilled").len(), 1);
+    // The retry an hour away is queued, and did not hold settle up.
+    assert_eq!(app.queued_jobs().await, 1);
+    assert!(
+        s["next_attempt_at"].is_string(),
+        "a retry is scheduled: {s}"
+    );
+}

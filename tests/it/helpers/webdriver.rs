@@ -105,7 +105,10 @@ pub fn browser_or_skip(test: &str) -> bool {
         "{test}: {missing} not found, and a browser is required here \
          (CI or FULFILLD_REQUIRE_BROWSER is set). {MISSING}"
     );
-    eprintln!(
+    // Straight to the process's stderr: the test harness captures `eprintln!`
+    // of a passing test, and a skip must be seen without `--nocapture`.
+    let _ = writeln!(
+        std::io::stderr(),
         "SKIPPED {test}: {missing} not found. Install them with \
          `apt-get install chromium chromium-driver` (as root; .ci/run does this) \
          to run it. Set CI=true or FULFILLD_REQUIRE_BROWSER=1 to fail instead of skipping."

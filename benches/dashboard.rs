@@ -147,17 +147,11 @@ async fn main() {
     let mut i = 0;
     while i < size {
         let end = (i + 2000).min(size);
-        let batch: Vec<_> = (i..end).map(session).collect();
-        store
-            .write(move |tx| {
-                for (rec, d) in &batch {
-                    tx.put_session(rec)?;
-                    tx.put_detail(&rec.id, d)?;
-                }
-                Ok(())
-            })
-            .await
-            .expect("fill");
+        let batch: Vec<_> = (i..end)
+            .map(session)
+            .map(|(rec, detail)| fulfilld::domain::Session { rec, detail })
+            .collect();
+        store.import(batch).await.expect("fill");
         i = end;
     }
     let db_mb = std::fs::metadata(&config.storage.path)

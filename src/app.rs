@@ -34,6 +34,12 @@ pub enum AppError {
     Setup(String),
     #[error("server: {0}")]
     Io(#[from] std::io::Error),
+    /// A commit's outcome was unknown, so writes stopped: exit non-zero and
+    /// let the supervisor restart fulfilld on a database it can trust.
+    #[error(
+        "the database stopped accepting writes after a failed commit; exiting so fulfilld is restarted"
+    )]
+    StoreFailed,
 }
 
 impl AppError {
@@ -59,7 +65,7 @@ pub fn local_token_path(db: &std::path::Path) -> std::path::PathBuf {
 /// Writes a fresh random token, readable by this user only.
 fn write_local_token(db: &std::path::Path) -> std::io::Result<crate::config::Secret> {
     use std::io::Write;
-    let token = crate::model::new_id("local");
+    let token = crate::model::new_id("local").map_err(std::io::Error::other)?;
     let path = local_token_path(db);
     let _ = std::fs::remove_file(&path);
     let mut options = std::fs::OpenOptions::new();
@@ -87,7 +93,7 @@ impl Application {
         let path = config.storage.path.clone();
         let store = tokio::task::spawn_blocking({
             let path = path.clone();
-            move || Store::open(&path)
+            move || crate::store::open_redb(&path)
         })
         .await
         .map_err(|e| AppError::Setup(e.to_string()))?
@@ -114,7 +120,8 @@ impl Application {
             ),
             _ => None,
         };
-        let mut fulfiller = Fulfiller::new(store, stripe, callback, config.jobs.clone());
+        let mut fulfiller = Fulfiller::new(store, stripe, callback, config.jobs.clone())
+            .map_err(|e| AppError::Setup(e.to_string()))?;
         if let Some((notifier, channels)) =
             Notifier::from_config(config).map_err(|e| AppError::Setup(e.to_string()))?
         {
@@ -187,6 +194,20 @@ impl Application {
         ));
         let acceptor = TcpAcceptor::from_tokio(self.listener)?;
         tracing::info!(addr = %self.addr, "listening");
+        let store_failed = self.fulfiller.store().failed();
+        let watchdog = tokio::spawn({
+            let stop = stop.clone();
+            let store_failed = store_failed.clone();
+            async move {
+                tokio::select! {
+                    _ = store_failed.cancelled() => {
+                        tracing::error!("database writes stopped after a failed commit; shutting down");
+                        stop.cancel();
+                    }
+                    _ = stop.cancelled() => {}
+                }
+            }
+        });
         let served = Server::new_with_acceptor(acceptor)
             // Connections that go quiet are closed, so idle or stalled
             // clients cannot hold sockets forever.
@@ -206,7 +227,11 @@ impl Application {
             tracing::error!(error = %e, "worker task failed");
         }
         let _ = reconciler.await;
+        let _ = watchdog.await;
         served?;
+        if store_failed.is_cancelled() {
+            return Err(AppError::StoreFailed);
+        }
         tracing::info!("stopped");
         Ok(())
     }

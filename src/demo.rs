@@ -27,7 +27,6 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     app::{AppError, Application},
     config::{Config, Secret},
-    model::new_id,
     signature,
     stripe::double::{SampleSession, Scripted, StripeDouble, event_body},
     time::now_secs,
@@ -57,9 +56,11 @@ pub struct DemoInfo {
     pub database: std::path::PathBuf,
 }
 
-fn random_hex(n: usize) -> String {
-    let id = new_id("x");
-    id[2..2 + n.min(32)].to_string()
+/// `n` (at most 32) random hex digits. The demo's password and token are
+/// secrets too: without the OS RNG the demo does not start.
+fn random_hex(n: usize) -> Result<String, DemoError> {
+    let hex = crate::model::random_hex().map_err(|e| DemoError::Setup(e.to_string()))?;
+    Ok(hex[..n.min(32)].to_string())
 }
 
 /// Shops that answer the callback with 503 (the "shop is down" story).
@@ -121,7 +122,7 @@ pub async fn run(
     stop: CancellationToken,
     ready: impl FnOnce(&DemoInfo),
 ) -> Result<(), DemoError> {
-    let dir = std::env::temp_dir().join(format!("fulfilld-demo-{}", random_hex(12)));
+    let dir = std::env::temp_dir().join(format!("fulfilld-demo-{}", random_hex(12)?));
     let mut builder = std::fs::DirBuilder::new();
     #[cfg(unix)]
     std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
@@ -143,7 +144,7 @@ async fn run_in(
     let setup = |e: std::io::Error| DemoError::Setup(e.to_string());
     let stripe = StripeDouble::start(SECRET_KEY).await.map_err(setup)?;
 
-    let callback_key = random_hex(32).into_bytes();
+    let callback_key = random_hex(32)?.into_bytes();
     let callback_secret = format!(
         "whsec_{}",
         base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &callback_key)
@@ -180,12 +181,12 @@ async fn run_in(
             error,
         })?;
     let addr = listener.local_addr().map_err(setup)?;
-    let webhook_secret = format!("whsec_demo_{}", random_hex(24));
+    let webhook_secret = format!("whsec_demo_{}", random_hex(24)?);
     let info = DemoInfo {
         dashboard: format!("http://{addr}/admin"),
         username: "admin".into(),
-        password: format!("demo-{}", random_hex(16)),
-        api_token: format!("demo_token_{}", random_hex(24)),
+        password: format!("demo-{}", random_hex(16)?),
+        api_token: format!("demo_token_{}", random_hex(24)?),
         database: dir.join("fulfilld.redb"),
     };
     let mut config = Config::default();
@@ -260,7 +261,10 @@ impl Story {
     }
 
     fn session(&self, tag: &str, name: &str, email: &str, minutes_ago: i64) -> SampleSession {
-        let mut s = SampleSession::paid(&format!("cs_test_demo_{tag}_{}", random_hex(20)), 0);
+        let mut s = SampleSession::paid(
+            &format!("cs_test_demo_{tag}_{:016x}", crate::time::jitter_entropy()),
+            0,
+        );
         s.email = email.to_string();
         s.created = now_secs() - minutes_ago * 60;
         s.items = vec![(name.to_string(), 2400, 1)];
@@ -390,8 +394,7 @@ impl Story {
 
         let failing = self.session("refused", "Cold brew bottle", "noor.haddad@example.com", 30);
         let failing_obj = self.seed(&failing);
-        self.stripe
-            .script(&failing.id, [Scripted::StatusShouldRetry(500, false)]);
+        self.stripe.script(&failing.id, [Scripted::Status(404)]);
         self.send(
             "evt_demo_refused_completed",
             "checkout.session.completed",

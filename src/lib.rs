@@ -1,12 +1,14 @@
 //! fulfilld: exactly-once fulfillment of Stripe Checkout Sessions.
 //!
 //! Layers, bottom up (each uses only those below it):
-//! `time`, `money`, `signature`, `config`, `model`, `metrics` → `store`, `stripe` →
+//! `time`, `money`, `signature`, `config`, `model`, `metrics` → `domain` (the rules, pure) →
+//! `store`, `stripe` →
 //! `fulfill` → `worker`, `webhook_log` → `views` → `notify` → `http` → `app` → `demo`.
 
 pub mod app;
 pub mod config;
 pub mod demo;
+pub mod domain;
 pub mod fulfill;
 pub mod http;
 pub mod metrics;

@@ -193,7 +193,7 @@ fn demo(listen: std::net::SocketAddr) -> anyhow::Result<ExitCode> {
 fn backup(source: &ConfigSource, path: &std::path::Path) -> anyhow::Result<ExitCode> {
     let config = load(source)?;
     let dest = std::path::absolute(path).context("cannot resolve the backup path")?;
-    match fulfilld::store::backup_file(&config.storage.path, &dest) {
+    match fulfilld::store::redb::backup_file(&config.storage.path, &dest) {
         Ok(stats) => {
             println!(
                 "backup written to {}: {} sessions, {} events",
@@ -203,8 +203,12 @@ fn backup(source: &ConfigSource, path: &std::path::Path) -> anyhow::Result<ExitC
             );
             return Ok(ExitCode::SUCCESS);
         }
-        Err(e) if !fulfilld::store::is_locked(&e) => {
-            anyhow::bail!("cannot back up {}: {e}", config.storage.path.display())
+        Err(e) if !matches!(e, fulfilld::store::StoreError::Locked) => {
+            anyhow::bail!(
+                "cannot back up {}: {}",
+                config.storage.path.display(),
+                fulfilld::store::redb::chain(&e)
+            )
         }
         Err(_) => {}
     }

@@ -73,11 +73,16 @@ impl Trigger {
     }
 }
 
-/// A claim on a session: held by one process (`owner` is its boot id) until `until_ms`.
+/// A claim on a session: held by one attempt of one process (`owner` is its
+/// boot id; `seq` numbers the session's claims) until `until_ms`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Lease {
     pub owner: String,
     pub until_ms: u64,
+    /// The session's claim number when this lease was taken: an attempt holds
+    /// the claim only while the lease still carries its number.
+    #[serde(default)]
+    pub seq: u64,
 }
 
 /// The current series of failed attempts.
@@ -116,6 +121,23 @@ pub struct SessionRecord {
     /// shows the session merely unpaid does not make it `awaiting_payment` again.
     #[serde(default)]
     pub payment_failed: bool,
+    /// Claims ever taken on the session (numbers `Lease::seq`).
+    #[serde(default)]
+    pub claims: u64,
+    /// Fulfillments ever recorded, forced ones included: the next one's
+    /// sequence number, from which its id is derived.
+    #[serde(default)]
+    pub fulfillments: u32,
+    /// An event or an earlier read said the session was paid, so a fresh read
+    /// that says unpaid is likely stale and is re-checked soon.
+    #[serde(default)]
+    pub expect_paid: bool,
+    /// A person forced a re-fulfillment that is not recorded yet: the
+    /// attempt that records it (maybe a retry) marks it forced.
+    #[serde(default)]
+    pub refulfil_pending: bool,
+    #[serde(default)]
+    pub refulfil_actor: Option<String>,
 }
 
 impl SessionRecord {
@@ -138,6 +160,11 @@ impl SessionRecord {
             last_error: None,
             version: 0,
             payment_failed: false,
+            claims: 0,
+            fulfillments: 0,
+            expect_paid: false,
+            refulfil_pending: false,
+            refulfil_actor: None,
         }
     }
 }
@@ -284,21 +311,19 @@ pub fn fulfill_key(session_id: &str) -> String {
 }
 
 /// One entry of the durable outbox: a merchant callback, an email or an
-/// alert, recorded before it is sent. A callback's id is its stable
-/// `webhook-id`; an email's or alert's id is derived from its kind and the
-/// session (`notification_id`), so each session gets at most one of each.
+/// alert, recorded before it is sent. A fulfillment callback's id is the
+/// fulfillment id (its `webhook-id`); every other entry's id is derived from
+/// its kind and the session (`notification_id`), so each session gets at
+/// most one of each.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Notification {
     pub id: String,
     pub session_id: String,
-    /// A callback type (`checkout.fulfilled`, `checkout.payment_failed`) or
-    /// one of the `NotificationKind` names (`email.receipt`, `alert.stuck`, …).
-    pub kind: String,
+    pub kind: NotificationKind,
     /// The callback body; for emails and alerts, extra facts to render
     /// (e.g. the last error of a stuck fulfillment) as JSON.
     pub body: String,
-    /// `queued`, `sent`, `retrying` or `failed`.
-    pub status: String,
+    pub status: OutboxStatus,
     /// The body holds the session as retrieved from Stripe (with every line
     /// item), not only an event's snapshot.
     #[serde(default)]
@@ -316,23 +341,76 @@ pub struct Notification {
     pub created_at_ms: u64,
 }
 
-/// Emails and alerts fulfilld sends (callbacks are separate).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Where an outbox entry stands. Stored and shown by these names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutboxStatus {
+    Queued,
+    Sent,
+    Retrying,
+    Failed,
+}
+
+impl OutboxStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutboxStatus::Queued => "queued",
+            OutboxStatus::Sent => "sent",
+            OutboxStatus::Retrying => "retrying",
+            OutboxStatus::Failed => "failed",
+        }
+    }
+
+    /// Settled: nothing more will be sent unless a person asks.
+    pub fn is_final(self) -> bool {
+        matches!(self, OutboxStatus::Sent | OutboxStatus::Failed)
+    }
+}
+
+impl std::fmt::Display for OutboxStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::fmt::Display for NotificationKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What fulfilld sends: merchant callbacks, emails and alerts. Stored and
+/// shown by the names `as_str` gives (callbacks by their `type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum NotificationKind {
+    /// `checkout.fulfilled` to `fulfillment.callback_url`.
+    #[serde(rename = "checkout.fulfilled")]
+    FulfilledCallback,
+    /// `checkout.payment_failed` to `fulfillment.callback_url`.
+    #[serde(rename = "checkout.payment_failed")]
+    PaymentFailedCallback,
     /// To the customer: the delayed payment failed, how to pay again.
+    #[serde(rename = "email.payment_failed")]
     PaymentFailedEmail,
     /// To the merchant: a customer's delayed payment failed.
+    #[serde(rename = "email.merchant.payment_failed")]
     PaymentFailedMerchantEmail,
+    #[serde(rename = "alert.payment_failed")]
     PaymentFailedAlert,
     /// To the customer, on fulfillment (`fulfillment.receipt_email`).
+    #[serde(rename = "email.receipt")]
     ReceiptEmail,
     /// To the merchant: fulfillment gave up (`failed`).
+    #[serde(rename = "email.merchant.stuck")]
     StuckMerchantEmail,
+    #[serde(rename = "alert.stuck")]
     StuckAlert,
 }
 
 impl NotificationKind {
-    pub const ALL: [NotificationKind; 6] = [
+    pub const ALL: [NotificationKind; 8] = [
+        NotificationKind::FulfilledCallback,
+        NotificationKind::PaymentFailedCallback,
         NotificationKind::PaymentFailedEmail,
         NotificationKind::PaymentFailedMerchantEmail,
         NotificationKind::PaymentFailedAlert,
@@ -343,6 +421,8 @@ impl NotificationKind {
 
     pub fn as_str(self) -> &'static str {
         match self {
+            NotificationKind::FulfilledCallback => "checkout.fulfilled",
+            NotificationKind::PaymentFailedCallback => "checkout.payment_failed",
             NotificationKind::PaymentFailedEmail => "email.payment_failed",
             NotificationKind::PaymentFailedMerchantEmail => "email.merchant.payment_failed",
             NotificationKind::PaymentFailedAlert => "alert.payment_failed",
@@ -356,7 +436,15 @@ impl NotificationKind {
         NotificationKind::ALL.into_iter().find(|k| k.as_str() == s)
     }
 
-    /// Sent as an alert to `notifications.webhook_url` (else an email).
+    /// A signed POST to the merchant's `fulfillment.callback_url`.
+    pub fn is_callback(self) -> bool {
+        matches!(
+            self,
+            NotificationKind::FulfilledCallback | NotificationKind::PaymentFailedCallback
+        )
+    }
+
+    /// Sent as an alert to `notifications.webhook_url`.
     pub fn is_alert(self) -> bool {
         matches!(
             self,
@@ -365,30 +453,62 @@ impl NotificationKind {
     }
 }
 
-/// The outbox id of a session's email or alert of `kind`: the same on
-/// every redelivery, landing-page hit or retry, so it is created once.
+/// The outbox id of a session's entry of `kind` (other than a fulfillment
+/// callback): the same on every redelivery, landing-page hit, retry or
+/// restore from a backup, so it is created once.
 pub fn notification_id(kind: NotificationKind, session_id: &str) -> String {
     format!("ntf_{}_{session_id}", kind.as_str().replace('.', "_"))
 }
 
-/// A random identifier with a prefix, e.g. `ful_3f9c…` (128 bits).
-pub fn new_id(prefix: &str) -> String {
+/// The operating system's random number generator failed: nothing secret
+/// can be made without it.
+#[derive(Debug, thiserror::Error)]
+#[error("the operating system's random number generator failed: {0}")]
+pub struct RngError(getrandom::Error);
+
+/// 128 random bits from the OS, as hex.
+pub fn random_hex() -> Result<String, RngError> {
     let mut bytes = [0u8; 16];
-    // The OS RNG failing is not recoverable in a meaningful way; fall back to
-    // time-derived bytes rather than crash, since ids only need uniqueness.
-    if getrandom::fill(&mut bytes).is_err() {
-        let t = crate::time::now_ms().to_le_bytes();
-        let n = std::process::id().to_le_bytes();
-        bytes[..8].copy_from_slice(&t);
-        bytes[8..12].copy_from_slice(&n);
-    }
-    let mut out = String::with_capacity(prefix.len() + 33);
-    out.push_str(prefix);
-    out.push('_');
+    getrandom::fill(&mut bytes).map_err(RngError)?;
+    let mut out = String::with_capacity(32);
     for b in bytes {
         out.push_str(&format!("{b:02x}"));
     }
-    out
+    Ok(out)
+}
+
+/// A random identifier with a prefix, e.g. `boot_3f9c…` (128 bits). Fails
+/// rather than make a guessable one when the OS RNG fails.
+pub fn new_id(prefix: &str) -> Result<String, RngError> {
+    Ok(format!("{prefix}_{}", random_hex()?))
+}
+
+/// A Checkout Session id, checked once at the edge (`parse`), so nothing
+/// malformed reaches the store, Stripe or a page.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct SessionId(String);
+
+impl SessionId {
+    pub fn parse(s: &str) -> Option<SessionId> {
+        is_session_id(s).then(|| SessionId(s.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for SessionId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl AsRef<str> for SessionId {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
 }
 
 /// A Checkout Session id has the shape `cs_<letters, digits, underscores>`.
@@ -435,8 +555,8 @@ mod tests {
 
     #[test]
     fn ids_are_unique_and_prefixed() {
-        let a = new_id("ful");
+        let a = new_id("ful").unwrap();
         assert!(a.starts_with("ful_") && a.len() == 36);
-        assert_ne!(a, new_id("ful"));
+        assert_ne!(a, new_id("ful").unwrap());
     }
 }

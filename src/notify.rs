@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use crate::{
     config::Config,
     fulfill::{Channels, Outbox, OutboxError},
-    model::{Notification, NotificationKind, SessionDetail, SessionRecord},
+    model::{Notification, SessionDetail, SessionRecord},
     views::email::{self, Links},
 };
 
@@ -285,9 +285,10 @@ impl Outbox for Notifier {
         detail: &'a SessionDetail,
     ) -> Pin<Box<dyn Future<Output = Result<(), OutboxError>> + Send + 'a>> {
         Box::pin(async move {
-            let Some(kind) = NotificationKind::parse(&n.kind) else {
-                return Err(permanent(format!("unknown notification kind {}", n.kind)));
-            };
+            let kind = n.kind;
+            if kind.is_callback() {
+                return Err(permanent(format!("{kind} is a callback, not a message")));
+            }
             let facts: Value = serde_json::from_str(&n.body).unwrap_or_default();
             let error = facts.get("error").and_then(Value::as_str);
             if kind.is_alert() {

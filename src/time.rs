@@ -10,6 +10,55 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// Where decisions get the time from, so tests can move it.
+pub trait Clock: Send + Sync + std::fmt::Debug {
+    /// Milliseconds since the Unix epoch, UTC.
+    fn now_ms(&self) -> u64;
+}
+
+/// The system's clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> u64 {
+        now_ms()
+    }
+}
+
+/// A clock that moves only when told (tests).
+#[derive(Debug, Default)]
+pub struct ManualClock(std::sync::atomic::AtomicU64);
+
+impl ManualClock {
+    pub fn new(now_ms: u64) -> Self {
+        ManualClock(std::sync::atomic::AtomicU64::new(now_ms))
+    }
+
+    pub fn advance(&self, by: std::time::Duration) {
+        self.0.fetch_add(
+            u64::try_from(by.as_millis()).unwrap_or(u64::MAX),
+            std::sync::atomic::Ordering::SeqCst,
+        );
+    }
+
+    pub fn set(&self, now_ms: u64) {
+        self.0.store(now_ms, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now_ms(&self) -> u64 {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// Random bits for retry jitter (not a secret: a time-derived value stands in
+/// if the OS RNG fails).
+pub fn jitter_entropy() -> u64 {
+    getrandom::u64().unwrap_or_else(|_| now_ms().wrapping_mul(0x9E37_79B9_7F4A_7C15))
+}
+
 /// Seconds since the Unix epoch, UTC.
 pub fn now_secs() -> i64 {
     (now_ms() / 1000) as i64

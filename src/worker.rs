@@ -14,9 +14,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     fulfill::{FulfillOptions, Fulfiller},
-    model::Job,
+    model::{Job, SessionId},
     store::StoreError,
-    time::now_ms,
 };
 
 /// Jobs run at once. Stripe allows 25 API requests per second per endpoint by
@@ -92,21 +91,22 @@ impl Worker {
     }
 
     async fn until_next_due(&self) -> Duration {
-        match self.fulfiller.store().read(|r| r.next_due()).await {
-            Ok(Some(due)) => Duration::from_millis(due.saturating_sub(now_ms()))
-                .clamp(Duration::from_millis(5), IDLE),
-            _ => IDLE,
+        let now = self.fulfiller.clock().now_ms();
+        match self.fulfiller.store().queue_stats().await {
+            Ok(stats) => match stats.next_due {
+                Some(due) => Duration::from_millis(due.saturating_sub(now))
+                    .clamp(Duration::from_millis(5), IDLE),
+                None => IDLE,
+            },
+            Err(_) => IDLE,
         }
     }
 
     /// Starts every due job not already running, as far as permits allow.
     /// Returns how many it started, and whether some due job was already running.
     async fn start_due(&self, running: &mut JoinSet<()>) -> Result<(usize, bool), StoreError> {
-        let due = self
-            .fulfiller
-            .store()
-            .read(|r| r.due_jobs(now_ms(), 64))
-            .await?;
+        let now = self.fulfiller.clock().now_ms();
+        let due = self.fulfiller.store().due_jobs(now, 64).await?;
         let mut started = 0;
         let mut busy = false;
         for (due_ms, job) in due {
@@ -130,10 +130,9 @@ impl Worker {
                 // The due list is a snapshot: this job may have finished and
                 // left the queue since. Only a job still queued at this due
                 // time runs, so nothing is done twice.
-                let check = key.clone();
                 let still_due = fulfiller
                     .store()
-                    .read(move |r| r.job_due(&check))
+                    .job_due(&key)
                     .await
                     .map(|d| d == Some(due_ms))
                     .unwrap_or(true);
@@ -208,6 +207,22 @@ pub async fn reconcile_until_stopped(fulfiller: Arc<Fulfiller>, stop: Cancellati
     }
 }
 
+/// Runs every job due now (by the fulfiller's clock) once, one after the
+/// other, and returns how many ran: the worker's step without its loop, so
+/// tests drive the queue deterministically with a controllable clock.
+pub async fn try_run_once(fulfiller: &Fulfiller) -> Result<usize, StoreError> {
+    let now = fulfiller.clock().now_ms();
+    let due = fulfiller.store().due_jobs(now, 64).await?;
+    let mut ran = 0;
+    for (due_ms, job) in due {
+        if fulfiller.store().job_due(&job.key()).await? == Some(due_ms) {
+            run_job(fulfiller, &job, due_ms).await;
+            ran += 1;
+        }
+    }
+    Ok(ran)
+}
+
 /// Runs one job to its next resting point; false when its outcome could not
 /// be recorded (the job then stays due). Public so tests and tools can drive
 /// the queue without the loop.
@@ -217,8 +232,16 @@ pub async fn run_job(fulfiller: &Fulfiller, job: &Job, due_ms: u64) -> bool {
             session_id,
             trigger,
         } => {
+            let Some(id) = SessionId::parse(session_id) else {
+                tracing::error!(job = %job.key(), "dropping a job for a malformed session id");
+                return fulfiller
+                    .store()
+                    .finish_job(&job.key(), due_ms)
+                    .await
+                    .is_ok();
+            };
             match fulfiller
-                .fulfill_checkout(session_id, *trigger, FulfillOptions::default())
+                .fulfill_checkout(&id, *trigger, FulfillOptions::default())
                 .await
             {
                 Ok(outcome) => {
@@ -243,17 +266,7 @@ pub async fn run_job(fulfiller: &Fulfiller, job: &Job, due_ms: u64) -> bool {
     // A job whose due time nobody moved has nothing left to do (the session
     // was already settled when it ran); anything that still needs work has
     // been rescheduled, with a different due time.
-    let key = job.key();
-    let result = fulfiller
-        .store()
-        .write(move |tx| {
-            if tx.job_due(&key)? == Some(due_ms) {
-                tx.unschedule(&key)?;
-            }
-            Ok(())
-        })
-        .await;
-    if let Err(e) = result {
+    if let Err(e) = fulfiller.store().finish_job(&job.key(), due_ms).await {
         tracing::error!(error = %e, "cannot remove a finished job");
         return false;
     }

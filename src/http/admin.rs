@@ -19,7 +19,8 @@ use super::{
 use crate::{
     fulfill::FulfillOptions,
     model::{
-        EventRecord, Notification, SessionDetail, SessionRecord, State, Trigger, is_session_id,
+        EventRecord, Notification, SessionDetail, SessionId, SessionRecord, State, Trigger,
+        is_session_id,
     },
     store::{ListQuery, StoreError, parse_cursor},
     views::admin::{self as view, Chrome, DetailView, Flash, ListView, Nav},
@@ -225,6 +226,14 @@ pub async fn login(
             }
             r
         }
+        LoginResult::Unavailable => html_admin(
+            StatusCode::SERVICE_UNAVAILABLE,
+            view::login(
+                Some("Signing in is unavailable right now. Try again in a moment."),
+                next,
+                &username,
+            ),
+        ),
     }
 }
 
@@ -284,11 +293,11 @@ pub async fn sessions(
         cursor,
         limit: PAGE_SIZE,
     };
-    let read = state
-        .fulfiller
-        .store()
-        .read(move |r| Ok((r.list(&query)?, r.state_counts()?)))
-        .await;
+    let store = state.fulfiller.store();
+    let read = match store.list(query).await {
+        Ok(page) => store.state_counts().await.map(|counts| (page, counts)),
+        Err(e) => Err(e),
+    };
     match read {
         Ok((page, counts)) => html_admin(
             StatusCode::OK,
@@ -317,25 +326,11 @@ type Loaded = (
 
 /// A session with everything its page shows, read from one snapshot.
 async fn load(state: &AppState, id: &str) -> Result<Option<Loaded>, StoreError> {
-    let id = id.to_string();
-    state
-        .fulfiller
-        .store()
-        .read(move |r| {
-            let Some(rec) = r.session(&id)? else {
-                return Ok(None);
-            };
-            let detail = r.detail(&id)?;
-            let mut events = HashMap::new();
-            for e in &detail.events {
-                if let Some(stored) = r.event(&e.id)? {
-                    events.insert(e.id.clone(), stored);
-                }
-            }
-            let notifications = r.session_notifications(&detail)?;
-            Ok(Some((rec, detail, events, notifications)))
-        })
-        .await
+    let Some(id) = SessionId::parse(id) else {
+        return Ok(None);
+    };
+    let view = state.fulfiller.store().session_view(&id).await?;
+    Ok(view.map(|v| (v.session.rec, v.session.detail, v.events, v.notifications)))
 }
 
 #[derive(Deserialize)]
@@ -403,18 +398,10 @@ pub async fn fulfill(
         Ok(s) => s,
         Err(r) => return *r,
     };
-    if !is_session_id(&id) {
+    let Some(id) = SessionId::parse(&id) else {
         return super::text(StatusCode::NOT_FOUND, "no such session");
-    }
-    match state
-        .fulfiller
-        .store()
-        .read({
-            let id = id.clone();
-            move |r| r.session(&id)
-        })
-        .await
-    {
+    };
+    match state.fulfiller.store().session(&id).await {
         Ok(Some(_)) => {}
         Ok(None) => return super::text(StatusCode::NOT_FOUND, "no such session"),
         Err(e) => return unavailable(&s, &e),
@@ -466,9 +453,9 @@ pub async fn resend(
         Ok(s) => s,
         Err(r) => return *r,
     };
-    if !is_session_id(&id) || nid.len() > 300 {
+    let Some(id) = SessionId::parse(&id).filter(|_| nid.len() <= 300) else {
         return super::text(StatusCode::NOT_FOUND, "no such session");
-    }
+    };
     let flash = match state.fulfiller.resend_notification(&id, &nid).await {
         Ok(true) => {
             tracing::info!(session = %id, notification = %nid, user = %s.username, "admin resent a notification");

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use super::{AppState, admin::same_origin, auth::csrf_ok, json_error, json_response};
 use crate::{
     fulfill::FulfillOptions,
-    model::{Notification, SessionDetail, SessionRecord, State, Trigger, is_session_id},
+    model::{Notification, SessionDetail, SessionId, SessionRecord, State, Trigger, is_session_id},
     signature::ct_eq,
     store::{ListQuery, parse_cursor},
     time::{rfc3339_ms, rfc3339_secs},
@@ -205,19 +205,14 @@ pub async fn list_sessions(
         cursor,
         limit: p.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT),
     };
-    let page = state
-        .fulfiller
-        .store()
-        .read(move |r| {
-            let page = r.list(&query)?;
-            let rows = page
-                .sessions
-                .iter()
-                .map(|s| Ok(session_json(s, &r.detail(&s.id)?, None)))
-                .collect::<Result<Vec<_>, crate::store::StoreError>>()?;
-            Ok((rows, page.next_cursor))
-        })
-        .await;
+    let page = state.fulfiller.store().list_full(query).await.map(|page| {
+        let rows: Vec<_> = page
+            .sessions
+            .iter()
+            .map(|s| session_json(&s.rec, &s.detail, None))
+            .collect();
+        (rows, page.next_cursor)
+    });
     match page {
         Ok((data, next)) => {
             json_response(StatusCode::OK, &json!({"data": data, "next_cursor": next}))
@@ -232,19 +227,15 @@ pub async fn list_sessions(
 type Loaded = (SessionRecord, SessionDetail, Vec<Notification>);
 
 async fn load(state: &AppState, id: &str) -> Result<Option<Loaded>, Response> {
-    let id = id.to_string();
+    let Some(id) = SessionId::parse(id) else {
+        return Ok(None);
+    };
     state
         .fulfiller
         .store()
-        .read(move |r| match r.session(&id)? {
-            Some(rec) => {
-                let detail = r.detail(&id)?;
-                let notifications = r.session_notifications(&detail)?;
-                Ok(Some((rec, detail, notifications)))
-            }
-            None => Ok(None),
-        })
+        .session_view(&id)
         .await
+        .map(|v| v.map(|v| (v.session.rec, v.session.detail, v.notifications)))
         .map_err(|e| {
             tracing::error!(error = %e, "cannot read session");
             json_error(StatusCode::SERVICE_UNAVAILABLE, "database unavailable")
@@ -263,7 +254,7 @@ pub async fn get_session(
     if !is_session_id(&id) {
         return json_error(StatusCode::NOT_FOUND, "no such session");
     }
-    match load(&state, &id).await {
+    match load(&state, id.as_str()).await {
         Ok(Some((rec, detail, notifications))) => json_response(
             StatusCode::OK,
             &session_json(&rec, &detail, Some(&notifications)),
@@ -310,11 +301,14 @@ pub async fn fulfill_session(
     if !is_session_id(&id) {
         return json_error(StatusCode::NOT_FOUND, "no such session");
     }
-    match load(&state, &id).await {
+    match load(&state, id.as_str()).await {
         Ok(Some(_)) => {}
         Ok(None) => return json_error(StatusCode::NOT_FOUND, "no such session"),
         Err(r) => return r,
     }
+    let Some(id) = SessionId::parse(&id) else {
+        return json_error(StatusCode::NOT_FOUND, "no such session");
+    };
     let task = {
         let (fulfiller, id) = (state.fulfiller.clone(), id.clone());
         tokio::spawn(async move {
@@ -349,7 +343,7 @@ pub async fn fulfill_session(
             json!({"state": "fulfilling", "pending": true}),
         ),
     };
-    match load(&state, &id).await {
+    match load(&state, id.as_str()).await {
         Ok(Some((rec, detail, notifications))) => json_response(
             status,
             &json!({"result": result, "session": session_json(&rec, &detail, Some(&notifications))}),

@@ -78,6 +78,8 @@ pub enum LoginResult {
     Wrong,
     /// Too many failures from this address: try again after this long.
     Throttled(Duration),
+    /// No session token could be made (the OS RNG failed).
+    Unavailable,
 }
 
 pub struct AdminAuth {
@@ -94,11 +96,13 @@ fn digest(s: &[u8]) -> [u8; 32] {
     Sha256::digest(s).into()
 }
 
-fn random_token() -> String {
-    // 256 bits; prefix-free hex.
-    let a = crate::model::new_id("s");
-    let b = crate::model::new_id("s");
-    format!("{}{}", &a[2..], &b[2..])
+/// 256 bits from the OS RNG, as hex; fails closed.
+fn random_token() -> Result<String, crate::model::RngError> {
+    Ok(format!(
+        "{}{}",
+        crate::model::random_hex()?,
+        crate::model::random_hex()?
+    ))
 }
 
 /// The delay an address must wait after `count` failures.
@@ -190,7 +194,13 @@ impl AdminAuth {
             if let Some(key) = key {
                 self.lock_failures().remove(&key);
             }
-            LoginResult::Ok(self.open_session())
+            match self.open_session() {
+                Ok(token) => LoginResult::Ok(token),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot open a dashboard session");
+                    LoginResult::Unavailable
+                }
+            }
         } else {
             LoginResult::Wrong
         }
@@ -230,8 +240,9 @@ impl AdminAuth {
         Ok(())
     }
 
-    fn open_session(&self) -> String {
-        let token = random_token();
+    fn open_session(&self) -> Result<String, crate::model::RngError> {
+        let token = random_token()?;
+        let csrf = random_token()?;
         let now = Instant::now();
         let mut sessions = self.lock_sessions();
         sessions.retain(|_, s| s.expires > now);
@@ -247,11 +258,11 @@ impl AdminAuth {
             digest(token.as_bytes()),
             AdminSession {
                 username: self.username_plain.clone(),
-                csrf: random_token(),
+                csrf,
                 expires: now + SESSION_TTL,
             },
         );
-        token
+        Ok(token)
     }
 
     /// The signed-in admin of this request, from its cookie.

@@ -8,7 +8,7 @@ use poem::{Request, Response, handler, http::StatusCode, web::Data};
 use super::{AppState, html};
 use crate::{
     fulfill::FulfillOptions,
-    model::{State, Trigger, is_session_id},
+    model::{SessionId, State, Trigger},
     views::landing::{Landing, render},
 };
 
@@ -27,14 +27,11 @@ pub async fn after_checkout(req: &Request, state: Data<&Arc<AppState>>) -> Respo
         .find_map(|pair| pair.strip_prefix("session_id="))
         .unwrap_or_default()
         .to_string();
-    if !is_session_id(&id) {
+    let Some(id) = SessionId::parse(&id) else {
         return html(StatusCode::BAD_REQUEST, render(&Landing::BadRequest));
-    }
-    let fulfiller = state.fulfiller.clone();
-    let known = {
-        let id = id.clone();
-        fulfiller.store().read(move |r| r.session(&id)).await
     };
+    let fulfiller = state.fulfiller.clone();
+    let known = fulfiller.store().session(&id).await;
     let known = match known {
         Ok(k) => k,
         Err(e) => {
@@ -51,7 +48,7 @@ pub async fn after_checkout(req: &Request, state: Data<&Arc<AppState>>) -> Respo
         // leave no trace.
         let lookup = async {
             let _permit = state.lookups.acquire().await;
-            fulfiller.stripe().retrieve_session(&id).await
+            fulfiller.stripe().retrieve_session(id.as_str()).await
         };
         match tokio::time::timeout(WAIT, lookup).await {
             Ok(Ok(retrieved)) if retrieved.session.status.as_deref() == Some("open") => {
@@ -89,24 +86,24 @@ pub async fn after_checkout(req: &Request, state: Data<&Arc<AppState>>) -> Respo
     };
     match tokio::time::timeout(WAIT, task).await {
         Ok(Ok(Err(e))) => {
-            tracing::error!(session = %id, error = %e, "landing page fulfillment failed")
+            // The store could not record the claim (a full disk, say): the
+            // customer is told to try again, never that the order is unknown.
+            tracing::error!(session = %id, error = %e, "landing page fulfillment failed");
+            return html(
+                StatusCode::SERVICE_UNAVAILABLE,
+                render(&Landing::Unavailable),
+            );
         }
         Ok(Err(e)) => {
             tracing::error!(session = %id, error = %e, "landing page fulfillment task failed")
         }
         _ => {}
     }
-    let snapshot = {
-        let id = id.clone();
-        fulfiller
-            .store()
-            .read(move |r| Ok(r.session(&id)?.map(|rec| (rec, r.detail(&id)))))
-            .await
-    };
+    let snapshot = fulfiller.store().session_full(&id).await;
     let (rec, detail) = match snapshot {
-        Ok(Some((rec, Ok(detail)))) => (rec, detail),
+        Ok(Some(s)) => (s.rec, s.detail),
         Ok(None) => return html(StatusCode::NOT_FOUND, render(&Landing::NotFound)),
-        Ok(Some((_, Err(e)))) | Err(e) => {
+        Err(e) => {
             tracing::error!(error = %e, "landing page cannot read the store");
             return html(
                 StatusCode::SERVICE_UNAVAILABLE,

@@ -25,11 +25,7 @@ pub async fn healthz(state: Data<&Arc<AppState>>) -> Response {
     if recent {
         return text(StatusCode::OK, "ok");
     }
-    let store = state.fulfiller.store();
-    let result = match store.read(|r| r.next_due()).await {
-        Ok(_) => store.write(|_| Ok(())).await,
-        Err(e) => Err(e),
-    };
+    let result = state.fulfiller.store().probe().await;
     match result {
         Ok(_) => {
             if let Ok(mut t) = state.healthy_at.lock() {
@@ -49,11 +45,14 @@ pub async fn healthz(state: Data<&Arc<AppState>>) -> Response {
 #[handler]
 pub async fn metrics(state: Data<&Arc<AppState>>) -> Response {
     let now = crate::time::now_ms();
-    let read = state
-        .fulfiller
-        .store()
-        .read(move |r| Ok((r.queued_jobs()?, r.next_due()?, r.state_counts()?)))
-        .await;
+    let store = state.fulfiller.store();
+    let read = match store.queue_stats().await {
+        Ok(q) => store
+            .state_counts()
+            .await
+            .map(|counts| (q.queued, q.next_due, counts)),
+        Err(e) => Err(e),
+    };
     let (queued_jobs, next_due, sessions_by_state) = match read {
         Ok(v) => v,
         Err(e) => {

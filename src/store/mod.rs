@@ -1,44 +1,65 @@
-//! Durable state in one redb file.
+//! The storage seam: what fulfillment, the worker and the HTTP layer need
+//! from durable state, as one trait that a backend implements (redb today,
+//! see `redb`). Callers never see a backend's types or transactions.
 //!
-//! Guarantees:
-//! * Every write goes through one writer thread that applies a batch of
-//!   operations in one write transaction and commits it with
-//!   `Durability::Immediate` before answering any of them (group commit), so
-//!   a caller that got `Ok` knows its write survives a crash, and concurrent
-//!   webhooks share one fsync instead of queueing for one each.
-//! * If any operation of a batch fails, the transaction is aborted and each
-//!   operation is re-run alone in its own transaction, so one bad operation
-//!   never takes its neighbours down with it. Operations must therefore be
-//!   safe to run twice (they only act through the transaction they are given).
-//! * Reads run on the blocking pool in read transactions and see a
-//!   consistent snapshot.
+//! Every backend guarantees:
+//! * a write returns `Ok` only once it is durable (committed and synced);
+//! * each write is one transaction: a session's transition (`transition`,
+//!   `ingest`) loads the session, applies `domain::step` and stores the
+//!   result and its effects together, or not at all;
+//! * after a commit whose outcome is unknown (an I/O error while
+//!   committing) the store refuses every later write with
+//!   `StoreError::Stopped` and cancels `failed()`, so the process exits and
+//!   its supervisor restarts it on a database it can trust again.
 
-mod tables;
+pub mod redb;
 
-use std::{path::Path, sync::Arc, thread};
+use std::{path::Path, sync::Arc};
 
-use redb::{Database, ReadTransaction, ReadableDatabase, WriteTransaction};
-use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
 
-pub use tables::{BackupStats, ListQuery, Page, Reader, Tx, parse_cursor};
+use crate::{
+    domain::{Input, Policy, Reply, Session},
+    model::{EventRecord, Job, Notification, SessionId, SessionRecord, State},
+};
 
-/// Operations waiting for the writer beyond this many make callers wait
-/// (backpressure) instead of growing memory without bound.
-const QUEUE_DEPTH: usize = 16_384;
-/// The most operations one transaction commits.
-const MAX_BATCH: usize = 512;
+pub use self::redb::RedbStore;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    // Not a `source`: the message already says it, and error chains would repeat it.
-    #[error("database: {0}")]
-    Redb(redb::Error),
-    #[error("stored record {key} cannot be decoded: {message}")]
-    Corrupt { key: String, message: String },
-    #[error("the database writer has stopped")]
-    WriterGone,
-    #[error("database task failed: {0}")]
-    Task(String),
+    /// The file's contents are damaged (a failed checksum, a broken page).
+    #[error("the database file is damaged: {0}")]
+    Corrupted(String),
+    /// A stored record no longer decodes (damage, or a change of format).
+    #[error("stored record {key} cannot be decoded")]
+    Decode {
+        key: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("cannot encode a record")]
+    Encode(#[source] serde_json::Error),
+    /// A file exists at the database path but is not a database (empty, or another format).
+    #[error("{path} exists but is not a fulfilld database ({reason}); refusing to replace it")]
+    NotADatabase { path: String, reason: String },
+    /// Another process has the database open.
+    #[error("another process has the database open")]
+    Locked,
+    #[error("database")]
+    Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// A commit failed part way: it may or may not be on disk.
+    #[error("a commit failed and its outcome is unknown; writes are stopped")]
+    CommitUnknown(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// Writes were stopped after an earlier commit's outcome was unknown.
+    #[error("writes are stopped after a failed commit; fulfilld must restart")]
+    Stopped,
+    #[error("database I/O")]
+    Io(#[source] std::io::Error),
+    #[error("database task failed")]
+    Task(#[source] tokio::task::JoinError),
+    /// A request the store refuses, in words for the person who made it.
+    #[error("{0}")]
+    Refused(String),
 }
 
 impl StoreError {
@@ -46,279 +67,163 @@ impl StoreError {
     pub fn is_corruption(&self) -> bool {
         matches!(
             self,
-            StoreError::Redb(redb::Error::Corrupted(_)) | StoreError::Corrupt { .. }
-        ) || self.to_string().contains("corrupted")
+            StoreError::Corrupted(_) | StoreError::Decode { .. } | StoreError::NotADatabase { .. }
+        )
     }
 }
 
-impl From<redb::Error> for StoreError {
-    fn from(e: redb::Error) -> Self {
-        StoreError::Redb(e)
-    }
+/// What a step needs from the caller: the policy, who asks, the time and some entropy.
+#[derive(Debug, Clone)]
+pub struct Ctx {
+    pub policy: Arc<Policy>,
+    pub owner: Arc<str>,
+    pub now: u64,
+    pub entropy: u64,
 }
 
-macro_rules! from_redb {
-    ($($t:ty),*) => {$(
-        impl From<$t> for StoreError {
-            fn from(e: $t) -> Self { StoreError::Redb(e.into()) }
-        }
-    )*};
-}
-from_redb!(
-    redb::DatabaseError,
-    redb::TransactionError,
-    redb::TableError,
-    redb::StorageError,
-    redb::CommitError
-);
-
-/// One queued write: `apply` may run twice (see the module guarantees),
-/// `finish` runs once with the outcome of the commit.
-trait WriteOp: Send {
-    fn apply(&mut self, tx: &mut Tx<'_>) -> Result<(), StoreError>;
-    fn finish(self: Box<Self>, committed: Result<(), StoreError>);
+/// A webhook delivery to record.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub record: EventRecord,
+    /// The body exactly as received.
+    pub raw: Vec<u8>,
+    /// The session it moves on, with the domain's input, when it is acted on.
+    pub session: Option<(SessionId, Input)>,
 }
 
-struct Pending<F, R> {
-    f: F,
-    out: Option<Result<R, StoreError>>,
-    reply: oneshot::Sender<Result<R, StoreError>>,
+/// What a webhook delivery did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ingested {
+    /// First delivery of this event id, acted on.
+    Recorded,
+    /// First delivery of an event fulfilld does not act on.
+    Ignored,
+    /// A redelivery: nothing changed.
+    Duplicate,
 }
 
-impl<F, R> WriteOp for Pending<F, R>
-where
-    F: FnMut(&mut Tx<'_>) -> Result<R, StoreError> + Send,
-    R: Send,
-{
-    fn apply(&mut self, tx: &mut Tx<'_>) -> Result<(), StoreError> {
-        match (self.f)(tx) {
-            Ok(r) => {
-                self.out = Some(Ok(r));
-                Ok(())
-            }
-            Err(e) => {
-                let message = e.to_string();
-                self.out = Some(Err(e));
-                Err(StoreError::Task(message))
-            }
-        }
-    }
-
-    fn finish(self: Box<Self>, committed: Result<(), StoreError>) {
-        let result = match (committed, self.out) {
-            (Ok(()), Some(out)) => out,
-            (Ok(()), None) => Err(StoreError::Task("operation did not run".into())),
-            (Err(e), Some(Err(op_err))) => {
-                // The operation's own error explains more than the abort it caused.
-                let _ = e;
-                Err(op_err)
-            }
-            (Err(e), _) => Err(e),
-        };
-        let _ = self.reply.send(result);
-    }
+/// One delivery attempt of an outbox entry, to record.
+#[derive(Debug, Clone)]
+pub struct Delivered {
+    /// The `Job::Deliver` that ran.
+    pub job: Job,
+    pub attempt: crate::model::DeliveryAttempt,
+    pub outcome: crate::domain::outbox::Attempt,
+    /// A callback body refreshed from Stripe, kept for every later retry.
+    pub refreshed_body: Option<String>,
 }
 
-/// Handle to the database; cheap to clone.
-#[derive(Clone)]
-pub struct Store {
-    db: Arc<Database>,
-    tx: mpsc::Sender<Box<dyn WriteOp>>,
+/// A session with everything its pages show, from one snapshot.
+#[derive(Debug, Clone)]
+pub struct SessionView {
+    pub session: Session,
+    pub events: std::collections::HashMap<String, EventRecord>,
+    pub notifications: Vec<Notification>,
 }
 
-impl Store {
-    /// Opens (or creates) the database, checking the integrity of every page
-    /// first so a corrupted file is refused rather than trusted.
-    pub fn open(path: &Path) -> Result<Store, StoreError> {
-        if let Some(parent) = path.parent()
-            && !parent.as_os_str().is_empty()
-        {
-            std::fs::create_dir_all(parent)
-                .map_err(|e| StoreError::Redb(redb::StorageError::Io(e).into()))?;
-        }
-        let db = Database::builder()
-            .set_cache_size(16 * 1024 * 1024)
-            .set_check_integrity_on_open(true)
-            .create(path)?;
-        let db = Arc::new(db);
-        {
-            let w = db.begin_write()?;
-            Tx::open(&w)?.ensure_state_counts()?;
-            w.commit()?;
-        }
-        let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
-        let writer_db = db.clone();
-        thread::Builder::new()
-            .name("fulfilld-writer".into())
-            .spawn(move || writer_loop(writer_db, rx))
-            .map_err(|e| StoreError::Task(format!("cannot start the writer thread: {e}")))?;
-        Ok(Store { db, tx })
-    }
-
-    /// Runs `f` in a write transaction and returns its result once that
-    /// transaction is durably committed. `f` may run twice; see the module docs.
-    pub async fn write<R, F>(&self, f: F) -> Result<R, StoreError>
-    where
-        F: FnMut(&mut Tx<'_>) -> Result<R, StoreError> + Send + 'static,
-        R: Send + 'static,
-    {
-        let (reply, rx) = oneshot::channel();
-        let op: Box<dyn WriteOp> = Box::new(Pending {
-            f,
-            out: None,
-            reply,
-        });
-        self.tx.send(op).await.map_err(|_| StoreError::WriterGone)?;
-        rx.await.map_err(|_| StoreError::WriterGone)?
-    }
-
-    /// Writes a consistent copy of the database to `dest` while it stays in
-    /// use: one read snapshot (redb's MVCC; writers are not blocked) copied
-    /// into a new file, made durable, then renamed into place.
-    pub async fn backup(&self, dest: &Path) -> Result<BackupStats, StoreError> {
-        let db = self.db.clone();
-        let dest = dest.to_path_buf();
-        tokio::task::spawn_blocking(move || copy_snapshot(&db, &dest))
-            .await
-            .map_err(|e| StoreError::Task(e.to_string()))?
-    }
-
-    /// Runs `f` against a consistent snapshot, on the blocking pool.
-    pub async fn read<R, F>(&self, f: F) -> Result<R, StoreError>
-    where
-        F: FnOnce(&Reader) -> Result<R, StoreError> + Send + 'static,
-        R: Send + 'static,
-    {
-        let db = self.db.clone();
-        tokio::task::spawn_blocking(move || {
-            let rtx: ReadTransaction = db.begin_read()?;
-            f(&Reader::new(rtx))
-        })
-        .await
-        .map_err(|e| StoreError::Task(e.to_string()))?
-    }
+/// What a backup holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BackupStats {
+    pub sessions: u64,
+    pub events: u64,
+    pub rows: u64,
 }
 
-/// Backs up a database file that no process has open (the server is stopped).
-/// Fails with `DatabaseAlreadyOpen` while a server holds it.
-pub fn backup_file(src: &Path, dest: &Path) -> Result<BackupStats, StoreError> {
-    if !src.exists() {
-        return Err(StoreError::Task(format!(
-            "{} does not exist",
-            src.display()
-        )));
-    }
-    let db = Database::builder()
-        .set_check_integrity_on_open(true)
-        .open(src)?;
-    copy_snapshot(&db, dest)
+/// The queue at a glance, for `/metrics`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueStats {
+    pub queued: u64,
+    pub next_due: Option<u64>,
 }
 
-/// The error redb gives when another process has the file open.
-pub fn is_locked(e: &StoreError) -> bool {
-    matches!(e, StoreError::Redb(redb::Error::DatabaseAlreadyOpen))
+/// One page of sessions, newest first.
+#[derive(Debug, Clone)]
+pub struct Page<T> {
+    pub sessions: Vec<T>,
+    /// `created:id` of the last session, when more may follow.
+    pub next_cursor: Option<String>,
 }
 
-/// Creates `path` for writing, failing if anything (a file, a symlink)
-/// is already there; readable by the owner only (it holds customer data).
-fn create_private(path: &Path) -> std::io::Result<std::fs::File> {
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    options.open(path)
+/// What to list.
+#[derive(Debug, Default, Clone)]
+pub struct ListQuery {
+    pub state: Option<State>,
+    pub q: Option<String>,
+    pub cursor: Option<(i64, String)>,
+    pub limit: usize,
 }
 
-fn copy_snapshot(db: &Database, dest: &Path) -> Result<BackupStats, StoreError> {
-    let io = |e: std::io::Error| StoreError::Redb(redb::StorageError::Io(e).into());
-    let exists = || {
-        StoreError::Task(format!(
-            "{} already exists; choose a new file name",
-            dest.display()
-        ))
-    };
-    if dest.symlink_metadata().is_ok() {
-        return Err(exists());
-    }
-    if dest.file_name().is_none() {
-        return Err(StoreError::Task(format!(
-            "{} is not a file path",
-            dest.display()
-        )));
-    }
-    // An unpredictable name next to the destination, created exclusively.
-    let tmp = dest.with_file_name(format!(".{}.partial", crate::model::new_id("backup")));
-    let result = (|| {
-        drop(create_private(&tmp).map_err(io)?);
-        let snapshot = db.begin_read()?;
-        let copy = Database::create(&tmp)?;
-        let w = copy.begin_write()?;
-        let stats = tables::copy_all(&snapshot, &w)?;
-        w.commit()?;
-        drop(copy);
-        std::fs::File::open(&tmp)
-            .and_then(|f| f.sync_all())
-            .map_err(io)?;
-        // A hard link never replaces an existing file, unlike rename.
-        match std::fs::hard_link(&tmp, dest) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Err(exists()),
-            // A filesystem without hard links: rename, having checked above.
-            Err(_) => std::fs::rename(&tmp, dest).map_err(io)?,
-        }
-        if let Some(dir) = dest.parent().filter(|d| !d.as_os_str().is_empty()) {
-            // The new name itself must survive a crash.
-            std::fs::File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(io)?;
-        }
-        Ok(stats)
-    })();
-    let _ = std::fs::remove_file(&tmp);
-    result
+/// Parses a list cursor `created:id`.
+pub fn parse_cursor(raw: &str) -> Option<(i64, String)> {
+    let (created, id) = raw.split_once(':')?;
+    let created = created.parse().ok()?;
+    crate::model::is_session_id(id).then(|| (created, id.to_string()))
 }
 
-fn writer_loop(db: Arc<Database>, mut rx: mpsc::Receiver<Box<dyn WriteOp>>) {
-    while let Some(first) = rx.blocking_recv() {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(op) => batch.push(op),
-                Err(_) => break,
-            }
-        }
-        match apply_batch(&db, &mut batch) {
-            Ok(()) => batch.into_iter().for_each(|op| op.finish(Ok(()))),
-            Err(_) if batch.len() > 1 => {
-                // Re-run each operation alone so only the failing one fails.
-                for mut op in batch {
-                    let result = apply_batch(&db, std::slice::from_mut(&mut op));
-                    op.finish(result);
-                }
-            }
-            Err(e) => batch
-                .into_iter()
-                .for_each(|op| op.finish(Err(clone_err(&e)))),
-        }
-    }
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Durable state. See the module guarantees.
+#[async_trait::async_trait]
+pub trait Storage: Send + Sync + 'static {
+    // Session transitions.
+    /// Records a webhook delivery: dedup by event id, the event, and its
+    /// session's transition, in one transaction.
+    async fn ingest(&self, event: NewEvent, ctx: Ctx) -> Result<Ingested>;
+    /// Applies one input to a session (see `domain::step`).
+    async fn transition(&self, id: &SessionId, input: Input, ctx: Ctx) -> Result<Reply>;
+    /// Ends the leases of processes known to be gone (only a backend that
+    /// can know that, like redb's exclusive file lock, does anything) and
+    /// makes their sessions due. Returns how many.
+    async fn take_over(&self, ctx: Ctx) -> Result<usize>;
+    /// Queues a re-check of up to `limit` sessions awaiting their payment
+    /// and quiet for `quiet_ms`. Returns how many.
+    async fn reconcile_awaiting(&self, quiet_ms: u64, limit: usize, ctx: Ctx) -> Result<usize>;
+
+    // The outbox and the queue.
+    /// Records one delivery attempt of an outbox entry and what follows it.
+    async fn record_delivery(&self, delivered: Delivered, ctx: Ctx) -> Result<()>;
+    /// Queues a `failed` outbox entry again; false when there is nothing to resend.
+    async fn resend(&self, session: &SessionId, notification_id: &str, now: u64) -> Result<bool>;
+    /// Removes the job `key` if it is still queued at `due` (its work is done).
+    async fn finish_job(&self, key: &str, due: u64) -> Result<()>;
+    /// Jobs due at or before `now`, earliest first.
+    async fn due_jobs(&self, now: u64, limit: usize) -> Result<Vec<(u64, Job)>>;
+    async fn job_due(&self, key: &str) -> Result<Option<u64>>;
+    async fn queue_stats(&self) -> Result<QueueStats>;
+
+    // Reads.
+    async fn session(&self, id: &SessionId) -> Result<Option<SessionRecord>>;
+    async fn session_full(&self, id: &SessionId) -> Result<Option<Session>>;
+    async fn session_view(&self, id: &SessionId) -> Result<Option<SessionView>>;
+    async fn notification(&self, id: &str) -> Result<Option<Notification>>;
+    async fn list(&self, query: ListQuery) -> Result<Page<SessionRecord>>;
+    /// `list`, with each session's detail (the JSON API shows line items).
+    async fn list_full(&self, query: ListQuery) -> Result<Page<Session>>;
+    async fn state_counts(&self) -> Result<Vec<(State, u64)>>;
+    async fn event(&self, id: &str) -> Result<Option<EventRecord>>;
+    /// The exact body of an event as received.
+    async fn event_payload(&self, id: &str) -> Result<Option<Vec<u8>>>;
+    async fn event_count(&self) -> Result<u64>;
+    async fn session_count(&self) -> Result<u64>;
+    /// Ids of every session in `state`.
+    async fn ids_in_state(&self, state: State) -> Result<Vec<String>>;
+
+    // Operations.
+    /// A read and a committed write: the database answers and can write.
+    async fn probe(&self) -> Result<()>;
+    /// Writes a consistent copy to `dest` (a new file) while in use.
+    async fn backup(&self, dest: &Path) -> Result<BackupStats>;
+    /// Stores whole sessions as given, replacing any with the same id
+    /// (tests, benchmarks and moves between backends).
+    async fn import(&self, sessions: Vec<Session>) -> Result<()>;
+    /// Cancelled once writes have stopped for good (see the module guarantees).
+    fn failed(&self) -> CancellationToken;
 }
 
-fn apply_batch(db: &Database, batch: &mut [Box<dyn WriteOp>]) -> Result<(), StoreError> {
-    let w: WriteTransaction = db.begin_write()?;
-    let applied =
-        Tx::open(&w).and_then(|mut tx| batch.iter_mut().try_for_each(|op| op.apply(&mut tx)));
-    match applied {
-        Ok(()) => {
-            w.commit()?;
-            Ok(())
-        }
-        Err(e) => {
-            let _ = w.abort();
-            Err(e)
-        }
-    }
-}
+/// A shared handle to the configured backend.
+pub type Store = Arc<dyn Storage>;
 
-fn clone_err(e: &StoreError) -> StoreError {
-    StoreError::Task(e.to_string())
+/// Opens the redb database at `path`, creating it when no file is there.
+pub fn open_redb(path: &Path) -> Result<Store> {
+    Ok(Arc::new(RedbStore::open(path)?))
 }

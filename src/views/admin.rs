@@ -7,7 +7,10 @@ use std::collections::HashMap;
 use maud::{DOCTYPE, Markup, html};
 
 use crate::{
-    model::{EventRecord, Notification, SessionDetail, SessionRecord, State},
+    model::{
+        EventRecord, Notification, NotificationKind, OutboxStatus, SessionDetail, SessionRecord,
+        State,
+    },
     money,
     signature::Rejection,
     time::{display_ms, display_secs},
@@ -456,7 +459,8 @@ fn timeline(v: &DetailView<'_>) -> Vec<Moment> {
         });
     }
     for c in &d.deliveries {
-        let outbox = crate::model::NotificationKind::parse(&c.kind);
+        // Emails and alerts are judged by their error, callbacks by their status code.
+        let outbox = crate::model::NotificationKind::parse(&c.kind).filter(|k| !k.is_callback());
         let ok = match outbox {
             Some(_) => c.error.is_none(),
             None => c.status_code.is_some_and(|s| (200..300).contains(&s)),
@@ -575,15 +579,15 @@ pub fn detail(chrome: &Chrome<'_>, v: &DetailView<'_>) -> Markup {
                             @for n in v.notifications {
                                 li data-kind=(n.kind) {
                                     code { (n.kind) } " "
-                                    span class={ "pill pill-" (notification_tone(&n.status)) } { (n.status) }
+                                    span class={ "pill pill-" (notification_tone(n.status)) } { (n.status) }
                                     @if let Some(to) = n.recipient.as_deref().filter(|r| *r != "webhook") {
                                         div class="small muted break" { "to " (to) }
                                     }
                                     @if n.attempts > 1 { div class="small muted" { (n.attempts) " attempts" } }
-                                    @if let (Some(err), false) = (&n.last_error, n.status == "sent") {
+                                    @if let (Some(err), false) = (&n.last_error, n.status == OutboxStatus::Sent) {
                                         div class="small bad-text break" { (err) }
                                     }
-                                    @if n.status == "failed" && n.kind != "checkout.fulfilled" {
+                                    @if n.status == OutboxStatus::Failed && n.kind != NotificationKind::FulfilledCallback {
                                         form method="post" action=(format!("/admin/sessions/{}/notifications/{}/resend", rec.id, n.id)) class="resend" {
                                             input type="hidden" name="csrf" value=(chrome.csrf);
                                             button type="submit" class="small-button" { "Resend" }
@@ -644,11 +648,11 @@ pub fn detail(chrome: &Chrome<'_>, v: &DetailView<'_>) -> Markup {
     )
 }
 
-fn notification_tone(status: &str) -> &'static str {
+fn notification_tone(status: OutboxStatus) -> &'static str {
     match status {
-        "sent" => "ok",
-        "queued" | "retrying" => "wait",
-        _ => "bad",
+        OutboxStatus::Sent => "ok",
+        OutboxStatus::Queued | OutboxStatus::Retrying => "wait",
+        OutboxStatus::Failed => "bad",
     }
 }
 

@@ -81,6 +81,11 @@ pub fn render(
             stuck_merchant(rec, error, links)
         }
         NotificationKind::PaymentFailedAlert => payment_failed_merchant(rec, links),
+        // Callbacks are JSON to the merchant's endpoint, never rendered: the
+        // merchant's summary is the closest reading should one reach here.
+        NotificationKind::FulfilledCallback | NotificationKind::PaymentFailedCallback => {
+            payment_failed_merchant(rec, links)
+        }
     }
 }
 

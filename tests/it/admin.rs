@@ -380,8 +380,7 @@ async fn fulfill_now_fulfills_a_failed_session_once_and_force_adds_an_audited_on
     let app = spawn_app().await;
     let id = session_id("retrigger");
     let session = app.seed(&SampleSession::paid(&id, 3));
-    app.stripe
-        .script(&id, [Scripted::StatusShouldRetry(500, false)]);
+    app.stripe.script(&id, [Scripted::Status(404)]);
     app.send_event("evt_rt", "checkout.session.completed", &session)
         .await;
     app.wait_for_state(&id, "failed").await;
@@ -467,16 +466,14 @@ async fn seed_many(app: &TestApp) -> Vec<SessionRecord> {
         all.push(rec);
     }
     for chunk in all.chunks(100) {
-        let chunk = chunk.to_vec();
-        app.store
-            .write(move |tx| {
-                for rec in &chunk {
-                    tx.put_session(rec)?;
-                }
-                Ok(())
+        let sessions = chunk
+            .iter()
+            .map(|rec| fulfilld::domain::Session {
+                rec: rec.clone(),
+                detail: Default::default(),
             })
-            .await
-            .unwrap();
+            .collect();
+        app.store.import(sessions).await.unwrap();
     }
     // Newest first: by created, then by id, both descending.
     all.sort_by(|a, b| (b.created, &b.id).cmp(&(a.created, &a.id)));

@@ -102,12 +102,14 @@ async fn list_filters_searches_and_pages_newest_first() {
         let mut sample = SampleSession::paid(&id, 1);
         sample.created = base + i;
         sample.email = format!("buyer{i}@example.com");
-        if i % 3 == 0 {
-            sample.payment_status = "unpaid";
+        sample.payment_status = "unpaid";
+        if i % 3 != 0 {
+            sample.status = "expired";
         }
-        let (session, _) = sample.build();
         // Unpaid completions settle as awaiting_payment without any API call;
-        // expiries settle as expired. Both are enough to list.
+        // expiries settle as expired once a fresh read confirms them. Both
+        // are enough to list.
+        let session = app.seed(&sample);
         let kind = if i % 3 == 0 {
             "checkout.session.completed"
         } else {
@@ -120,6 +122,8 @@ async fn list_filters_searches_and_pages_newest_first() {
         );
         ids.push(id);
     }
+    // The expiries are confirmed by the worker's fresh reads.
+    app.settle().await;
     // Walk every page of 10.
     let mut seen = Vec::new();
     let mut cursor: Option<String> = None;

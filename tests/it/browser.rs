@@ -21,8 +21,7 @@ async fn admin_fulfills_a_failed_session_in_a_real_browser() {
     let id = session_id("browser");
     let session = app.seed(&SampleSession::paid(&id, 2));
     // Stripe fails once and says not to retry: the session fails at once.
-    app.stripe
-        .script(&id, [Scripted::StatusShouldRetry(500, false)]);
+    app.stripe.script(&id, [Scripted::Status(404)]);
     assert_eq!(
         app.send_event("evt_browser_1", "checkout.session.completed", &session)
             .await,

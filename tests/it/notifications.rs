@@ -390,8 +390,9 @@ async fn a_stuck_fulfillment_alerts_once() {
     app.stripe.script(
         &id,
         [
-            Scripted::StatusShouldRetry(500, false),
-            Scripted::StatusShouldRetry(500, false),
+            // "No such session": the one answer that can never change.
+            Scripted::Status(404),
+            Scripted::Status(404),
         ],
     );
     app.send_event("evt_st_1", "checkout.session.completed", &session)
@@ -417,7 +418,7 @@ async fn a_stuck_fulfillment_alerts_once() {
         s["attempts"]
     );
     assert!(
-        texts[0].contains(&id) && texts[0].contains("500"),
+        texts[0].contains(&id) && texts[0].contains("404"),
         "{}",
         texts[0]
     );
@@ -428,7 +429,7 @@ async fn a_stuck_fulfillment_alerts_once() {
         mails[0]
             .text_body()
             .unwrap()
-            .contains("Stripe answered 500")
+            .contains("Stripe answered 404")
     );
 }
 

@@ -10,10 +10,7 @@ use std::{
     },
 };
 
-use fulfilld::{
-    store::Store,
-    stripe::double::{SampleSession, StripeDouble, event_body},
-};
+use fulfilld::stripe::double::{SampleSession, StripeDouble, event_body};
 
 use crate::helpers::{
     binary::{Binary, free_port},
@@ -365,19 +362,14 @@ impl Load {
 }
 
 async fn missing_events(db: &std::path::Path, ids: Vec<String>) -> Vec<String> {
-    let store = Store::open(db).unwrap();
-    store
-        .read(move |r| {
-            let mut missing = Vec::new();
-            for id in ids {
-                if r.event(&id)?.is_none() {
-                    missing.push(id);
-                }
-            }
-            Ok(missing)
-        })
-        .await
-        .unwrap()
+    let store = fulfilld::store::open_redb(db).unwrap();
+    let mut missing = Vec::new();
+    for id in ids {
+        if store.event(&id).await.unwrap().is_none() {
+            missing.push(id);
+        }
+    }
+    missing
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -61,8 +61,11 @@ async fn rate_limits_are_retried() {
     assert_eq!(app.receiver.of_kind(FULFILLED).len(), 1);
 }
 
+/// `Stripe-Should-Retry: false` holds for that request (no second try within
+/// the call), but the session keeps retrying with backoff: only "no such
+/// session" can never change.
 #[tokio::test]
-async fn should_retry_false_is_not_retried_within_a_call() {
+async fn should_retry_false_is_not_retried_within_a_call_but_the_session_retries() {
     let app = spawn_app().await;
     let id = session_id("noretry");
     let session = app.seed(&SampleSession::paid(&id, 1));
@@ -73,10 +76,18 @@ async fn should_retry_false_is_not_retried_within_a_call() {
             .await,
         200
     );
-    let s = app.wait_for_state(&id, "failed").await;
+    let s = app.wait_for_state(&id, "fulfilled").await;
     app.settle().await;
-    assert_eq!(app.stripe.count(&format!("/v1/checkout/sessions/{id}")), 1);
-    assert!(s["last_error"].as_str().unwrap().contains("500"));
+    assert_eq!(app.stripe.count(&format!("/v1/checkout/sessions/{id}")), 2);
+    let outcomes: Vec<&str> = s["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(outcomes, ["retrying", "fulfilled"], "{s}");
+    assert!(s["attempts"][0]["error"].as_str().unwrap().contains("500"));
+    assert_eq!(s["fulfillments"].as_array().unwrap().len(), 1);
 }
 
 #[tokio::test]

@@ -170,11 +170,10 @@ async fn rotation_duplicates_and_unknown_types() {
     assert_eq!(second["outcome"], "duplicate");
     app.settle().await;
     let after = app.session(&id).await;
-    let stored = app
-        .store
-        .read(|r| Ok((r.event("evt_rot_1")?, r.event_payload("evt_rot_1")?)))
-        .await
-        .unwrap();
+    let stored = (
+        app.store.event("evt_rot_1").await.unwrap(),
+        app.store.event_payload("evt_rot_1").await.unwrap(),
+    );
     assert_eq!(stored.0.unwrap().deliveries, 2, "redeliveries are counted");
     assert_eq!(stored.1.unwrap(), body.as_bytes(), "the exact body is kept");
     assert_eq!(before["events"], after["events"]);
@@ -190,7 +189,7 @@ async fn rotation_duplicates_and_unknown_types() {
     );
     let ignored = app
         .store
-        .read(|r| r.event("evt_pi_1"))
+        .event("evt_pi_1")
         .await
         .unwrap()
         .expect("ignored events are recorded");

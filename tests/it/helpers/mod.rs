@@ -205,16 +205,16 @@ impl TestApp {
     }
 
     pub async fn event_count(&self) -> u64 {
-        self.store.read(|r| r.event_count()).await.unwrap()
+        self.store.event_count().await.unwrap()
     }
 
     pub async fn session_count(&self) -> u64 {
-        self.store.read(|r| r.session_count()).await.unwrap()
+        self.store.session_count().await.unwrap()
     }
 
     /// Every job in the durable queue, however far in the future it is due.
     pub async fn queued_jobs(&self) -> u64 {
-        self.store.read(|r| r.queued_jobs()).await.unwrap()
+        self.store.queue_stats().await.unwrap().queued
     }
 
     /// Waits, by polling with a deadline, until the application has settled:
@@ -247,11 +247,8 @@ impl TestApp {
         let deadline = tokio::time::Instant::now() + PATIENCE;
         loop {
             let now = fulfilld::time::now_ms();
-            let (next_due, fulfilling) = self
-                .store
-                .read(|r| Ok((r.next_due()?, r.ids_in_state(State::Fulfilling)?)))
-                .await
-                .unwrap();
+            let next_due = self.store.queue_stats().await.unwrap().next_due;
+            let fulfilling = self.store.ids_in_state(State::Fulfilling).await.unwrap();
             let due_soon = next_due.filter(|&due| due <= now.saturating_add(horizon_ms));
             if due_soon.is_none() && fulfilling.is_empty() {
                 return;
@@ -298,10 +295,7 @@ pub fn usd(cents: i64) -> String {
 
 /// A unique session id for one test.
 pub fn session_id(tag: &str) -> String {
-    format!(
-        "cs_test_{tag}_{}",
-        fulfilld::model::new_id("x").trim_start_matches("x_")
-    )
+    format!("cs_test_{tag}_{}", fulfilld::model::random_hex().unwrap())
 }
 
 /// `settle` itself: it waits for work that is due, and not for a retry that

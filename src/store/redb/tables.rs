@@ -12,6 +12,7 @@
 //! | `jobs` | (due ms, job key) | `Job` |
 //! | `job_due` | job key | due ms (at most one job per key) |
 //! | `state_counts` | state | number of sessions in it (the dashboard's tabs, without a scan) |
+//! | `meta` | name | installation facts (`installation_key`: the secret fulfillment ids derive from) |
 //!
 //! Every tree a write touches costs pages in its commit, so the webhook path
 //! touches as few as it can: the newest-first list merges the per-state index
@@ -22,8 +23,11 @@ use redb::{
 };
 use serde::{Serialize, de::DeserializeOwned};
 
-use super::StoreError;
-use crate::model::{EventRecord, Job, Notification, SessionDetail, SessionRecord, State};
+use crate::{
+    domain::Session,
+    model::{EventRecord, Job, Notification, SessionDetail, SessionRecord, State},
+    store::{BackupStats, ListQuery, Page, StoreError},
+};
 
 const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("sessions");
 const DETAILS: TableDefinition<&str, &[u8]> = TableDefinition::new("session_details");
@@ -34,19 +38,20 @@ const BY_TERM: TableDefinition<(&str, &str), ()> = TableDefinition::new("session
 const JOBS: TableDefinition<(u64, &str), &[u8]> = TableDefinition::new("jobs");
 const JOB_DUE: TableDefinition<&str, u64> = TableDefinition::new("job_due");
 const STATE_COUNTS: TableDefinition<&str, u64> = TableDefinition::new("state_counts");
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
 /// Above every session id (ids are ASCII), for open-ended index ranges.
 const ID_MAX: &str = "\u{7f}";
 
 fn decode<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, StoreError> {
-    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
+    serde_json::from_slice(bytes).map_err(|source| StoreError::Decode {
         key: key.to_string(),
-        message: e.to_string(),
+        source,
     })
 }
 
 fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
-    serde_json::to_vec(value).map_err(|e| StoreError::Task(format!("cannot encode record: {e}")))
+    serde_json::to_vec(value).map_err(StoreError::Encode)
 }
 
 fn get_json<T: DeserializeOwned>(
@@ -63,8 +68,8 @@ fn get_json<T: DeserializeOwned>(
 /// record, then the raw body exactly as received.
 fn encode_event(rec: &EventRecord, raw: &[u8]) -> Result<Vec<u8>, StoreError> {
     let json = encode(rec)?;
-    let len =
-        u32::try_from(json.len()).map_err(|_| StoreError::Task("event record too large".into()))?;
+    let len = u32::try_from(json.len())
+        .map_err(|_| StoreError::Refused("an event record over 4 GiB".into()))?;
     let mut out = Vec::with_capacity(4 + json.len() + raw.len());
     out.extend_from_slice(&len.to_le_bytes());
     out.extend_from_slice(&json);
@@ -74,10 +79,7 @@ fn encode_event(rec: &EventRecord, raw: &[u8]) -> Result<Vec<u8>, StoreError> {
 
 /// Splits an event value into its record and its raw body.
 fn decode_event(key: &str, bytes: &[u8]) -> Result<(EventRecord, Vec<u8>), StoreError> {
-    let corrupt = || StoreError::Corrupt {
-        key: key.to_string(),
-        message: "event value is truncated".into(),
-    };
+    let corrupt = || StoreError::Corrupted(format!("event {key}: the stored value is truncated"));
     let len_bytes: [u8; 4] = bytes
         .get(..4)
         .and_then(|b| b.try_into().ok())
@@ -118,6 +120,7 @@ pub struct Tx<'t> {
     jobs: Table<'t, (u64, &'static str), &'static [u8]>,
     job_due: Table<'t, &'static str, u64>,
     state_counts: Table<'t, &'static str, u64>,
+    meta: Table<'t, &'static str, &'static [u8]>,
 }
 
 impl<'t> Tx<'t> {
@@ -133,7 +136,54 @@ impl<'t> Tx<'t> {
             jobs: w.open_table(JOBS)?,
             job_due: w.open_table(JOB_DUE)?,
             state_counts: w.open_table(STATE_COUNTS)?,
+            meta: w.open_table(META)?,
         })
+    }
+
+    /// The installation's secret, made on first use.
+    pub(super) fn installation_key(
+        &mut self,
+    ) -> Result<crate::domain::ids::InstallationKey, StoreError> {
+        const NAME: &str = "installation_key";
+        if let Some(v) = self.meta.get(NAME)? {
+            return <[u8; 32]>::try_from(v.value()).map_err(|_| {
+                StoreError::Corrupted("the installation key has the wrong length".into())
+            });
+        }
+        let mut key = [0u8; 32];
+        getrandom::fill(&mut key).map_err(|e| {
+            StoreError::Refused(format!(
+                "the operating system's random number generator failed: {e}"
+            ))
+        })?;
+        self.meta.insert(NAME, key.as_slice())?;
+        Ok(key)
+    }
+
+    /// The session and its detail, if stored.
+    pub fn load(&self, id: &str) -> Result<Option<Session>, StoreError> {
+        match self.session(id)? {
+            Some(rec) => Ok(Some(Session {
+                rec,
+                detail: self.detail(id)?,
+            })),
+            None => Ok(None),
+        }
+    }
+
+    /// Stores a session and its detail.
+    pub fn store(&mut self, s: &Session) -> Result<(), StoreError> {
+        self.put_session(&s.rec)?;
+        self.put_detail(&s.rec.id, &s.detail)
+    }
+
+    /// Stores an outbox entry unless one with its id exists; true when new.
+    pub fn put_notification_if_absent(&mut self, n: &Notification) -> Result<bool, StoreError> {
+        if self.notifications.get(n.id.as_str())?.is_some() {
+            return Ok(false);
+        }
+        self.put_notification(n)?;
+        Ok(true)
     }
 
     /// Rebuilds the per-state counts from the state index when they are
@@ -290,14 +340,6 @@ fn copy_table<K: redb::Key + 'static, V: redb::Value + 'static>(
     Ok(rows)
 }
 
-/// What a backup holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BackupStats {
-    pub sessions: u64,
-    pub events: u64,
-    pub rows: u64,
-}
-
 /// Copies every table of one snapshot into `to` (a fresh database).
 pub(super) fn copy_all(
     from: &ReadTransaction,
@@ -313,7 +355,8 @@ pub(super) fn copy_all(
         + copy_table(from, to, BY_TERM)?
         + copy_table(from, to, JOBS)?
         + copy_table(from, to, JOB_DUE)?
-        + copy_table(from, to, STATE_COUNTS)?;
+        + copy_table(from, to, STATE_COUNTS)?
+        + copy_table(from, to, META)?;
     Ok(BackupStats {
         sessions,
         events,
@@ -324,22 +367,6 @@ pub(super) fn copy_all(
 /// A read snapshot with typed lookups.
 pub struct Reader {
     r: ReadTransaction,
-}
-
-/// One page of sessions, newest first.
-pub struct Page {
-    pub sessions: Vec<SessionRecord>,
-    /// `created:id` of the last session, when more may follow.
-    pub next_cursor: Option<String>,
-}
-
-/// What to list.
-#[derive(Debug, Default, Clone)]
-pub struct ListQuery {
-    pub state: Option<State>,
-    pub q: Option<String>,
-    pub cursor: Option<(i64, String)>,
-    pub limit: usize,
 }
 
 /// The most prefix matches a search looks at.
@@ -369,6 +396,16 @@ impl Reader {
 
     pub fn notification(&self, id: &str) -> Result<Option<Notification>, StoreError> {
         get_json(&self.r.open_table(NOTIFICATIONS)?, id)
+    }
+
+    pub fn load(&self, id: &str) -> Result<Option<Session>, StoreError> {
+        match self.session(id)? {
+            Some(rec) => Ok(Some(Session {
+                rec,
+                detail: self.detail(id)?,
+            })),
+            None => Ok(None),
+        }
     }
 
     /// Every outbox entry about a session: its fulfillments' callbacks, then
@@ -459,7 +496,7 @@ impl Reader {
 
     /// Sessions newest first, filtered by state and/or a search, after a cursor.
     /// Without a search this walks an index from the cursor: no full scan.
-    pub fn list(&self, query: &ListQuery) -> Result<Page, StoreError> {
+    pub fn list(&self, query: &ListQuery) -> Result<Page<SessionRecord>, StoreError> {
         let limit = query.limit.max(1);
         let before = query.cursor.clone();
         let mut ids: Vec<(i64, String)> = Vec::new();
@@ -592,13 +629,6 @@ impl Reader {
         }
         Ok(out)
     }
-}
-
-/// Parses a list cursor `created:id`.
-pub fn parse_cursor(raw: &str) -> Option<(i64, String)> {
-    let (created, id) = raw.split_once(':')?;
-    let created = created.parse().ok()?;
-    crate::model::is_session_id(id).then(|| (created, id.to_string()))
 }
 
 #[cfg(test)]

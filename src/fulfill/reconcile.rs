@@ -1,0 +1,109 @@
+//! Backstops for what webhooks alone would miss: events Stripe could not
+//! deliver, delayed payments whose outcome never arrived, and claims left
+//! by a process that stopped.
+
+use serde_json::Value;
+
+use super::{FulfillError, Fulfiller};
+use crate::{
+    store::{Ingested, StoreError},
+    stripe::{Event, Session},
+};
+
+impl Fulfiller {
+    /// Recovers Checkout Session events Stripe could not deliver (the endpoint
+    /// was down longer than Stripe retries, or fulfilld was): lists them with
+    /// `GET /v1/events?delivery_success=false` since `since_secs`, oldest
+    /// first, and records each through the same idempotent path as a webhook.
+    /// Events already received are duplicates and change nothing. Returns how
+    /// many were new.
+    pub async fn reconcile_missed_events(
+        &self,
+        since_secs: i64,
+        max_events: usize,
+    ) -> Result<usize, FulfillError> {
+        let mut events: Vec<Value> = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let (page, more) = self
+                .stripe
+                .list_undelivered_events(since_secs, after.as_deref())
+                .await?;
+            after = page
+                .last()
+                .and_then(|e| e.get("id"))
+                .and_then(Value::as_str)
+                .map(str::to_string);
+            events.extend(page);
+            if !more || after.is_none() {
+                break;
+            }
+            if events.len() >= max_events {
+                tracing::warn!(
+                    max_events,
+                    "more undelivered events than one round takes; the rest come next round"
+                );
+                break;
+            }
+        }
+        // Stripe lists newest first; events are applied in the order they happened.
+        events.reverse();
+        let mut recovered = 0;
+        for value in events {
+            let raw = value.to_string();
+            let Ok(event) = serde_json::from_value::<Event>(value) else {
+                continue;
+            };
+            let has_session = event
+                .data
+                .as_ref()
+                .and_then(|d| Session::from_value(&d.object))
+                .is_some();
+            if event.id.is_empty() || event.id.len() > 255 || !has_session {
+                continue;
+            }
+            let id = event.id.clone();
+            if self.ingest(raw, event).await? == Ingested::Recorded {
+                tracing::info!(event = %id, "recovered an event Stripe could not deliver");
+                recovered += 1;
+            }
+        }
+        Ok(recovered)
+    }
+
+    /// Queues a re-check, with trigger `reconcile`, of up to `limit` sessions
+    /// that have awaited their payment, untouched, for at least `quiet_ms`:
+    /// the backstop for an `async_payment_succeeded` or `_failed` webhook that
+    /// never arrived. Returns how many it queued.
+    pub async fn reconcile_awaiting(
+        &self,
+        quiet_ms: u64,
+        limit: usize,
+    ) -> Result<usize, StoreError> {
+        let queued = self
+            .store
+            .reconcile_awaiting(quiet_ms, limit, self.ctx())
+            .await?;
+        if queued > 0 {
+            tracing::info!(queued, "re-checking sessions that await their payment");
+            self.wake.notify_one();
+        }
+        Ok(queued)
+    }
+
+    /// Takes over, explicitly, the claims of processes known to be gone
+    /// (with redb: any earlier process, since the file lock is exclusive),
+    /// so a restart finishes what a crash interrupted without waiting for
+    /// their leases to expire.
+    pub async fn take_over_claims(&self) -> Result<usize, StoreError> {
+        let count = self.store.take_over(self.ctx()).await?;
+        if count > 0 {
+            tracing::info!(
+                count,
+                "taking over fulfillments interrupted by an earlier stop"
+            );
+            self.wake.notify_one();
+        }
+        Ok(count)
+    }
+}

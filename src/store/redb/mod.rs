@@ -1,0 +1,608 @@
+//! The embedded backend: one redb file.
+//!
+//! * Writes go through one writer thread that applies a batch of operations
+//!   in one write transaction and commits it (two-phase, `Durability::
+//!   Immediate`) before answering any of them: group commit, so concurrent
+//!   webhooks share one sync. Two-phase commit makes the newest commit the
+//!   one a restart sees even if its pages are later damaged: a checksum
+//!   failure is then reported at open instead of silently rolling back to
+//!   the commit before it (and losing acknowledged events).
+//! * An operation that fails (a record that does not decode) aborts the
+//!   batch's transaction; the batch then runs again without it, so one bad
+//!   record never takes its neighbours down. An operation is a pure
+//!   function of the transaction's contents and its captured input, so
+//!   running it again gives the same result.
+//! * A failed commit stops all writes for good (see `store` guarantees).
+//! * Reads run on the blocking pool in read transactions: consistent snapshots.
+//! * The file lock is exclusive, so any lease not owned by this process
+//!   belongs to one that is gone (`take_over`).
+
+mod ops;
+mod tables;
+
+use std::{
+    io::Read,
+    path::Path,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread,
+};
+
+use redb::{Database, ReadableDatabase, WriteTransaction};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use super::{
+    BackupStats, Ctx, Delivered, Ingested, ListQuery, NewEvent, Page, QueueStats, Result,
+    SessionView, Storage, StoreError,
+};
+use crate::{
+    domain::{Input, Reply, Session, ids::InstallationKey},
+    model::{EventRecord, Job, Notification, SessionId, SessionRecord, State},
+};
+use tables::{Reader, Tx};
+
+/// Operations waiting for the writer beyond this many make callers wait
+/// (backpressure) instead of growing memory without bound.
+const QUEUE_DEPTH: usize = 16_384;
+/// The most operations one transaction commits.
+const MAX_BATCH: usize = 512;
+/// redb's page cache: enough for the hot part of the indexes.
+const CACHE_BYTES: usize = 16 * 1024 * 1024;
+
+fn backend(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
+    StoreError::Backend(Box::new(e))
+}
+
+impl From<redb::Error> for StoreError {
+    fn from(e: redb::Error) -> Self {
+        match e {
+            redb::Error::Corrupted(m) => StoreError::Corrupted(m),
+            redb::Error::DatabaseAlreadyOpen => StoreError::Locked,
+            redb::Error::Io(e) => StoreError::Io(e),
+            other => backend(other),
+        }
+    }
+}
+
+macro_rules! from_redb {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(e: $t) -> Self { redb::Error::from(e).into() }
+        }
+    )*};
+}
+from_redb!(
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
+
+type OpResult = std::result::Result<(), StoreError>;
+
+/// One queued write. `apply` may run again after an abort (see the module docs).
+trait WriteOp: Send {
+    fn apply(&mut self, tx: &mut Tx<'_>) -> OpResult;
+    fn finish(self: Box<Self>, committed: OpResult);
+}
+
+struct Pending<F, R> {
+    f: F,
+    out: Option<R>,
+    reply: oneshot::Sender<Result<R>>,
+}
+
+impl<F, R> WriteOp for Pending<F, R>
+where
+    F: FnMut(&mut Tx<'_>) -> Result<R> + Send,
+    R: Send,
+{
+    fn apply(&mut self, tx: &mut Tx<'_>) -> OpResult {
+        self.out = Some((self.f)(tx)?);
+        Ok(())
+    }
+
+    fn finish(self: Box<Self>, committed: OpResult) {
+        let result = match (committed, self.out) {
+            (Ok(()), Some(out)) => Ok(out),
+            (Ok(()), None) => Err(StoreError::Stopped),
+            (Err(e), _) => Err(e),
+        };
+        let _ = self.reply.send(result);
+    }
+}
+
+/// Handle to the redb database; cheap to clone.
+#[derive(Clone)]
+pub struct RedbStore {
+    db: Arc<Database>,
+    tx: mpsc::Sender<Box<dyn WriteOp>>,
+    failed: CancellationToken,
+    key: Key,
+}
+
+impl RedbStore {
+    /// Opens the database at `path`, or creates it (mode 0600, in a folder
+    /// made 0700) when nothing is there. An existing file that is empty or
+    /// not a redb database is refused, never replaced; every page's checksum
+    /// is verified first so a damaged file is refused rather than trusted.
+    pub fn open(path: &Path) -> Result<RedbStore> {
+        let mut builder = Database::builder();
+        builder
+            .set_cache_size(CACHE_BYTES)
+            .set_check_integrity_on_open(true);
+        let db = match std::fs::symlink_metadata(path) {
+            Ok(_) => {
+                check_header(path)?;
+                builder.open(path)?
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let file = create_private(path).map_err(StoreError::Io)?;
+                builder.create_with_backend(redb::backends::FileBackend::new(file)?)?
+            }
+            Err(e) => return Err(StoreError::Io(e)),
+        };
+        let db = Arc::new(db);
+        let key = {
+            let mut w = db.begin_write()?;
+            w.set_two_phase_commit(true);
+            let key = {
+                let mut tx = Tx::open(&w)?;
+                tx.ensure_state_counts()?;
+                tx.installation_key()?
+            };
+            w.commit()?;
+            key
+        };
+        let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
+        let failed = CancellationToken::new();
+        let writer_db = db.clone();
+        let writer_failed = failed.clone();
+        thread::Builder::new()
+            .name("fulfilld-writer".into())
+            .spawn(move || writer_loop(writer_db, rx, writer_failed))
+            .map_err(StoreError::Io)?;
+        Ok(RedbStore {
+            db,
+            tx,
+            failed,
+            key: Arc::new(key),
+        })
+    }
+
+    /// Runs `f` in a write transaction; returns once that is durably committed.
+    async fn write<R, F>(&self, f: F) -> Result<R>
+    where
+        F: FnMut(&mut Tx<'_>) -> Result<R> + Send + 'static,
+        R: Send + 'static,
+    {
+        if self.failed.is_cancelled() {
+            return Err(StoreError::Stopped);
+        }
+        let (reply, rx) = oneshot::channel();
+        let op: Box<dyn WriteOp> = Box::new(Pending {
+            f,
+            out: None,
+            reply,
+        });
+        self.tx.send(op).await.map_err(|_| StoreError::Stopped)?;
+        rx.await.map_err(|_| StoreError::Stopped)?
+    }
+
+    /// Runs `f` against a consistent snapshot, on the blocking pool.
+    async fn read<R, F>(&self, f: F) -> Result<R>
+    where
+        F: FnOnce(&Reader) -> Result<R> + Send + 'static,
+        R: Send + 'static,
+    {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || f(&Reader::new(db.begin_read()?)))
+            .await
+            .map_err(StoreError::Task)?
+    }
+}
+
+/// Refuses a file that cannot be a redb database, before redb sees it.
+fn check_header(path: &Path) -> Result<()> {
+    let not_a_db = |reason: &str| StoreError::NotADatabase {
+        path: path.display().to_string(),
+        reason: reason.to_string(),
+    };
+    let mut file = std::fs::File::open(path).map_err(StoreError::Io)?;
+    let mut magic = [0u8; 4];
+    match file.read_exact(&mut magic) {
+        Ok(()) if &magic == b"redb" => Ok(()),
+        Ok(()) => Err(not_a_db("it does not start like one")),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Err(not_a_db(
+            if file.metadata().map(|m| m.len()).unwrap_or(0) == 0 {
+                "the file is empty"
+            } else {
+                "the file is too short"
+            },
+        )),
+        Err(e) => Err(StoreError::Io(e)),
+    }
+}
+
+/// Creates `path` for writing, failing if anything (a file, a symlink) is
+/// already there; readable by the owner only (it holds customer data). A
+/// missing folder is created readable by the owner only, too.
+pub(crate) fn create_private(path: &Path) -> std::io::Result<std::fs::File> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty())
+        && !parent.exists()
+    {
+        let mut dir = std::fs::DirBuilder::new();
+        dir.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut dir, 0o700);
+        dir.create(parent)?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true).write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)
+}
+
+/// Backs up a database file that no process has open (the server is stopped).
+pub fn backup_file(src: &Path, dest: &Path) -> Result<BackupStats> {
+    if !src.exists() {
+        return Err(StoreError::Refused(format!(
+            "{} does not exist",
+            src.display()
+        )));
+    }
+    check_header(src)?;
+    let db = Database::builder()
+        .set_check_integrity_on_open(true)
+        .open(src)?;
+    copy_snapshot(&db, dest)
+}
+
+fn copy_snapshot(db: &Database, dest: &Path) -> Result<BackupStats> {
+    let exists = || {
+        StoreError::Refused(format!(
+            "{} already exists; choose a new file name",
+            dest.display()
+        ))
+    };
+    if dest.symlink_metadata().is_ok() {
+        return Err(exists());
+    }
+    if dest.file_name().is_none() {
+        return Err(StoreError::Refused(format!(
+            "{} is not a file path",
+            dest.display()
+        )));
+    }
+    // An unpredictable name next to the destination, created exclusively.
+    let name = crate::model::random_hex().map_err(|e| StoreError::Refused(e.to_string()))?;
+    let tmp = dest.with_file_name(format!(".backup_{name}.partial"));
+    let result = (|| {
+        let file = create_private(&tmp).map_err(StoreError::Io)?;
+        let snapshot = db.begin_read()?;
+        let copy =
+            Database::builder().create_with_backend(redb::backends::FileBackend::new(file)?)?;
+        let mut w = copy.begin_write()?;
+        w.set_two_phase_commit(true);
+        let stats = tables::copy_all(&snapshot, &w)?;
+        w.commit()?;
+        drop(copy);
+        std::fs::File::open(&tmp)
+            .and_then(|f| f.sync_all())
+            .map_err(StoreError::Io)?;
+        // A hard link never replaces an existing file, unlike rename.
+        match std::fs::hard_link(&tmp, dest) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Err(exists()),
+            // A filesystem without hard links: rename, having checked above.
+            Err(_) => std::fs::rename(&tmp, dest).map_err(StoreError::Io)?,
+        }
+        if let Some(dir) = dest.parent().filter(|d| !d.as_os_str().is_empty()) {
+            // The new name itself must survive a crash.
+            std::fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(StoreError::Io)?;
+        }
+        Ok(stats)
+    })();
+    let _ = std::fs::remove_file(&tmp);
+    result
+}
+
+fn writer_loop(
+    db: Arc<Database>,
+    mut rx: mpsc::Receiver<Box<dyn WriteOp>>,
+    failed: CancellationToken,
+) {
+    let stopped = AtomicBool::new(false);
+    while let Some(first) = rx.blocking_recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(op) => batch.push(op),
+                Err(_) => break,
+            }
+        }
+        if stopped.load(Ordering::Relaxed) {
+            batch
+                .into_iter()
+                .for_each(|op| op.finish(Err(StoreError::Stopped)));
+            continue;
+        }
+        if let Err(e) = commit_batch(&db, &mut batch) {
+            // The commit may or may not be on disk: nothing written from now
+            // on could be trusted to follow it. Stop, and let the process exit.
+            tracing::error!(error = %chain(&e), "a database commit failed; stopping all writes so fulfilld restarts");
+            stopped.store(true, Ordering::Relaxed);
+            failed.cancel();
+            let mut first = Some(e);
+            for op in batch {
+                let err = first.take().unwrap_or(StoreError::Stopped);
+                op.finish(Err(err));
+            }
+        }
+    }
+}
+
+/// Applies and commits a batch. Operations that fail are answered with
+/// their error and left out; the rest run again in a new transaction.
+/// Returns an error only when a commit (or a transaction) itself failed.
+fn commit_batch(db: &Database, batch: &mut Vec<Box<dyn WriteOp>>) -> Result<()> {
+    loop {
+        let mut w: WriteTransaction = db.begin_write()?;
+        w.set_two_phase_commit(true);
+        let mut failed_at = None;
+        {
+            let mut tx = Tx::open(&w)?;
+            for (i, op) in batch.iter_mut().enumerate() {
+                if let Err(e) = op.apply(&mut tx) {
+                    failed_at = Some((i, e));
+                    break;
+                }
+            }
+        }
+        match failed_at {
+            None => {
+                w.commit()
+                    .map_err(|e| StoreError::CommitUnknown(Box::new(e)))?;
+                for op in batch.drain(..) {
+                    op.finish(Ok(()));
+                }
+                return Ok(());
+            }
+            Some((i, e)) => {
+                w.abort()?;
+                let op = batch.remove(i);
+                if matches!(e, StoreError::Io(_) | StoreError::Backend(_)) {
+                    // The storage itself failed mid-transaction: treat as a
+                    // failed commit rather than blame one operation.
+                    op.finish(Err(StoreError::Stopped));
+                    return Err(StoreError::CommitUnknown(Box::new(e)));
+                }
+                op.finish(Err(e));
+                if batch.is_empty() {
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+/// An error and its sources, for one log line.
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut next = e.source();
+    while let Some(s) = next {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        next = s.source();
+    }
+    out
+}
+
+#[async_trait::async_trait]
+impl Storage for RedbStore {
+    async fn ingest(&self, event: NewEvent, ctx: Ctx) -> Result<Ingested> {
+        let key = self.key.clone();
+        self.write(move |tx| ops::ingest(tx, &event, &ctx, &key))
+            .await
+    }
+
+    async fn transition(&self, id: &SessionId, input: Input, ctx: Ctx) -> Result<Reply> {
+        let (id, key) = (id.clone(), self.key.clone());
+        self.write(move |tx| ops::transition(tx, id.as_str(), input.clone(), &ctx, &key))
+            .await
+    }
+
+    async fn take_over(&self, ctx: Ctx) -> Result<usize> {
+        let ids = self.ids_in_state(State::Fulfilling).await?;
+        let key = self.key.clone();
+        self.write(move |tx| {
+            let mut n = 0;
+            for id in &ids {
+                if let Reply::Done(_) = ops::transition(tx, id, Input::TakeOver, &ctx, &key)? {
+                    n += 1;
+                }
+            }
+            Ok(n)
+        })
+        .await
+    }
+
+    async fn reconcile_awaiting(&self, quiet_ms: u64, limit: usize, ctx: Ctx) -> Result<usize> {
+        let ids = self.ids_in_state(State::AwaitingPayment).await?;
+        let key = self.key.clone();
+        self.write(move |tx| {
+            let mut n = 0;
+            for id in &ids {
+                if n >= limit {
+                    break;
+                }
+                let input = Input::Reconcile { quiet_ms };
+                if let Reply::Done(_) = ops::transition(tx, id, input, &ctx, &key)? {
+                    n += 1;
+                }
+            }
+            Ok(n)
+        })
+        .await
+    }
+
+    async fn record_delivery(&self, delivered: Delivered, ctx: Ctx) -> Result<()> {
+        let key = self.key.clone();
+        self.write(move |tx| ops::record_delivery(tx, &delivered, &ctx, &key))
+            .await
+    }
+
+    async fn resend(&self, session: &SessionId, notification_id: &str, now: u64) -> Result<bool> {
+        let (sid, nid) = (session.clone(), notification_id.to_string());
+        self.write(move |tx| ops::resend(tx, sid.as_str(), &nid, now))
+            .await
+    }
+
+    async fn finish_job(&self, key: &str, due: u64) -> Result<()> {
+        let key = key.to_string();
+        self.write(move |tx| {
+            if tx.job_due(&key)? == Some(due) {
+                tx.unschedule(&key)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn due_jobs(&self, now: u64, limit: usize) -> Result<Vec<(u64, Job)>> {
+        self.read(move |r| r.due_jobs(now, limit)).await
+    }
+
+    async fn job_due(&self, key: &str) -> Result<Option<u64>> {
+        let key = key.to_string();
+        self.read(move |r| r.job_due(&key)).await
+    }
+
+    async fn queue_stats(&self) -> Result<QueueStats> {
+        self.read(|r| {
+            Ok(QueueStats {
+                queued: r.queued_jobs()?,
+                next_due: r.next_due()?,
+            })
+        })
+        .await
+    }
+
+    async fn session(&self, id: &SessionId) -> Result<Option<SessionRecord>> {
+        let id = id.clone();
+        self.read(move |r| r.session(id.as_str())).await
+    }
+
+    async fn session_full(&self, id: &SessionId) -> Result<Option<Session>> {
+        let id = id.clone();
+        self.read(move |r| r.load(id.as_str())).await
+    }
+
+    async fn session_view(&self, id: &SessionId) -> Result<Option<SessionView>> {
+        let id = id.clone();
+        self.read(move |r| {
+            let Some(session) = r.load(id.as_str())? else {
+                return Ok(None);
+            };
+            let mut events = std::collections::HashMap::new();
+            for e in &session.detail.events {
+                if let Some(stored) = r.event(&e.id)? {
+                    events.insert(e.id.clone(), stored);
+                }
+            }
+            let notifications = r.session_notifications(&session.detail)?;
+            Ok(Some(SessionView {
+                session,
+                events,
+                notifications,
+            }))
+        })
+        .await
+    }
+
+    async fn notification(&self, id: &str) -> Result<Option<Notification>> {
+        let id = id.to_string();
+        self.read(move |r| r.notification(&id)).await
+    }
+
+    async fn list(&self, query: ListQuery) -> Result<Page<SessionRecord>> {
+        self.read(move |r| r.list(&query)).await
+    }
+
+    async fn list_full(&self, query: ListQuery) -> Result<Page<Session>> {
+        self.read(move |r| {
+            let page = r.list(&query)?;
+            let sessions = page
+                .sessions
+                .into_iter()
+                .map(|rec| {
+                    let detail = r.detail(&rec.id)?;
+                    Ok(Session { rec, detail })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            Ok(Page {
+                sessions,
+                next_cursor: page.next_cursor,
+            })
+        })
+        .await
+    }
+
+    async fn state_counts(&self) -> Result<Vec<(State, u64)>> {
+        self.read(|r| r.state_counts()).await
+    }
+
+    async fn event(&self, id: &str) -> Result<Option<EventRecord>> {
+        let id = id.to_string();
+        self.read(move |r| r.event(&id)).await
+    }
+
+    async fn event_payload(&self, id: &str) -> Result<Option<Vec<u8>>> {
+        let id = id.to_string();
+        self.read(move |r| r.event_payload(&id)).await
+    }
+
+    async fn event_count(&self) -> Result<u64> {
+        self.read(|r| r.event_count()).await
+    }
+
+    async fn session_count(&self) -> Result<u64> {
+        self.read(|r| r.session_count()).await
+    }
+
+    async fn ids_in_state(&self, state: State) -> Result<Vec<String>> {
+        self.read(move |r| r.ids_in_state(state)).await
+    }
+
+    async fn probe(&self) -> Result<()> {
+        self.read(|r| r.next_due()).await?;
+        self.write(|_| Ok(())).await
+    }
+
+    async fn backup(&self, dest: &Path) -> Result<BackupStats> {
+        let db = self.db.clone();
+        let dest = dest.to_path_buf();
+        tokio::task::spawn_blocking(move || copy_snapshot(&db, &dest))
+            .await
+            .map_err(StoreError::Task)?
+    }
+
+    async fn import(&self, sessions: Vec<Session>) -> Result<()> {
+        self.write(move |tx| sessions.iter().try_for_each(|s| tx.store(s)))
+            .await
+    }
+
+    fn failed(&self) -> CancellationToken {
+        self.failed.clone()
+    }
+}
+
+/// The installation key as read at open.
+type Key = Arc<InstallationKey>;

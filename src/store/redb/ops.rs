@@ -1,0 +1,193 @@
+//! The seam's write operations on one redb transaction: load, let the domain
+//! decide, store what it decided and apply its effects.
+
+use super::{Key, tables::Tx};
+use crate::{
+    domain::{self, Effect, Env, Input, Reply, outbox},
+    model::{Job, NotificationKind, OutboxStatus, fulfill_key, push_bounded},
+    store::{Ctx, Delivered, Ingested, NewEvent, Result},
+};
+
+/// Applies one input to session `id` (see `domain::step`).
+pub(super) fn transition(
+    tx: &mut Tx<'_>,
+    id: &str,
+    input: Input,
+    ctx: &Ctx,
+    key: &Key,
+) -> Result<Reply> {
+    let current = tx.load(id)?;
+    let env = Env {
+        now: ctx.now,
+        entropy: ctx.entropy,
+        policy: &ctx.policy,
+        owner: &ctx.owner,
+        key,
+        job_queued: tx.job_due(&fulfill_key(id))?.is_some(),
+    };
+    let step = domain::step(id, current, input, &env);
+    if let Some(s) = &step.session {
+        tx.store(s)?;
+    }
+    for effect in step.effects {
+        apply(tx, id, effect, ctx.now)?;
+    }
+    Ok(step.reply)
+}
+
+fn apply(tx: &mut Tx<'_>, id: &str, effect: Effect, now: u64) -> Result<()> {
+    match effect {
+        Effect::ScheduleFulfill {
+            trigger,
+            due,
+            earliest,
+        } => {
+            let job = Job::Fulfill {
+                session_id: id.to_string(),
+                trigger,
+            };
+            match tx.job_due(&job.key())? {
+                Some(existing) if earliest && existing <= due => Ok(()),
+                _ => tx.schedule(&job, due),
+            }
+        }
+        Effect::CancelFulfill => tx.unschedule(&fulfill_key(id)),
+        Effect::Queue {
+            notification,
+            deliver,
+        } => {
+            if tx.put_notification_if_absent(&notification)? && deliver {
+                let job = Job::Deliver {
+                    session_id: id.to_string(),
+                    notification_id: notification.id.clone(),
+                    failures: 0,
+                    first_failure_ms: None,
+                };
+                tx.schedule(&job, now)?;
+            }
+            Ok(())
+        }
+        Effect::UpdateNotification {
+            id,
+            status,
+            error,
+            sent_at,
+        } => {
+            let Some(mut n) = tx.notification(&id)? else {
+                return Ok(());
+            };
+            n.status = status;
+            n.attempts = n.attempts.saturating_add(1);
+            if error.is_some() || status == OutboxStatus::Sent {
+                n.last_error = error;
+            }
+            if sent_at.is_some() {
+                n.sent_at_ms = sent_at;
+            }
+            tx.put_notification(&n)
+        }
+    }
+}
+
+/// A webhook delivery: dedup by event id, the event with its raw body, and
+/// its session's transition.
+pub(super) fn ingest(tx: &mut Tx<'_>, ev: &NewEvent, ctx: &Ctx, key: &Key) -> Result<Ingested> {
+    if let Some(mut seen) = tx.event(&ev.record.id)? {
+        seen.deliveries = seen.deliveries.saturating_add(1);
+        tx.update_event(&seen)?;
+        return Ok(Ingested::Duplicate);
+    }
+    tx.put_event(&ev.record, &ev.raw)?;
+    match &ev.session {
+        None => Ok(Ingested::Ignored),
+        Some((id, input)) => {
+            transition(tx, id.as_str(), input.clone(), ctx, key)?;
+            Ok(Ingested::Recorded)
+        }
+    }
+}
+
+/// One delivery attempt of an outbox entry and what follows it.
+pub(super) fn record_delivery(tx: &mut Tx<'_>, d: &Delivered, ctx: &Ctx, key: &Key) -> Result<()> {
+    let Job::Deliver {
+        session_id,
+        notification_id,
+        failures,
+        first_failure_ms,
+    } = &d.job
+    else {
+        return Ok(());
+    };
+    if tx.session(session_id)?.is_some() {
+        let mut detail = tx.detail(session_id)?;
+        push_bounded(&mut detail.deliveries, d.attempt.clone());
+        tx.put_detail(session_id, &detail)?;
+    }
+    let Some(mut n) = tx.notification(notification_id)? else {
+        return tx.unschedule(&d.job.key());
+    };
+    if let Some(body) = &d.refreshed_body {
+        n.body = body.clone();
+        n.refreshed = true;
+    }
+    let series = outbox::Series {
+        failures: *failures,
+        first_failure_ms: *first_failure_ms,
+    };
+    let (next, gave_up) = outbox::after_attempt(
+        &mut n,
+        series,
+        d.attempt.at_ms,
+        &d.outcome,
+        &ctx.policy.retry,
+        ctx.entropy,
+    );
+    match next {
+        outbox::Next::Done => tx.unschedule(&d.job.key())?,
+        outbox::Next::Retry { due, series } => {
+            let job = Job::Deliver {
+                session_id: session_id.clone(),
+                notification_id: notification_id.clone(),
+                failures: series.failures,
+                first_failure_ms: series.first_failure_ms,
+            };
+            tx.schedule(&job, due)?;
+        }
+    }
+    tx.put_notification(&n)?;
+    if gave_up && n.kind == NotificationKind::PaymentFailedCallback {
+        // A merchant callback that gives up needs a person, like a fulfillment that does.
+        let error = format!(
+            "the checkout.payment_failed callback gave up: {}",
+            n.last_error.as_deref().unwrap_or("no answer")
+        );
+        transition(
+            tx,
+            session_id,
+            Input::PaymentFailedCallbackGaveUp { error },
+            ctx,
+            key,
+        )?;
+    }
+    Ok(())
+}
+
+/// Queues a `failed` outbox entry of `session_id` again.
+pub(super) fn resend(tx: &mut Tx<'_>, session_id: &str, id: &str, now: u64) -> Result<bool> {
+    let Some(mut n) = tx.notification(id)? else {
+        return Ok(false);
+    };
+    if !outbox::may_resend(&n, session_id) {
+        return Ok(false);
+    }
+    n.status = OutboxStatus::Queued;
+    tx.put_notification(&n)?;
+    let job = Job::Deliver {
+        session_id: session_id.to_string(),
+        notification_id: id.to_string(),
+        failures: 0,
+        first_failure_ms: None,
+    };
+    tx.schedule(&job, now)?;
+    Ok(true)
+}

@@ -15,7 +15,6 @@ use super::{AppState, admin::same_origin, auth::csrf_ok, json_error, json_respon
 use crate::{
     fulfill::FulfillOptions,
     model::{Notification, SessionDetail, SessionRecord, State, Trigger, is_session_id},
-    signature::ct_eq,
     store::{ListQuery, parse_cursor},
     time::{rfc3339_ms, rfc3339_secs},
 };
@@ -28,11 +27,7 @@ const FULFILL_WAIT: Duration = Duration::from_secs(30);
 /// Compares a presented token with the configured one in constant time,
 /// over digests so the length does not leak either.
 fn token_matches(given: &str, token: &crate::config::Secret) -> bool {
-    use sha2::{Digest, Sha256};
-    ct_eq(
-        &Sha256::digest(given.as_bytes()),
-        &Sha256::digest(token.expose().as_bytes()),
-    )
+    super::auth::secret_eq(given.as_bytes(), token.expose().as_bytes())
 }
 
 /// Lets a request in with the bearer token, or with a dashboard login. A

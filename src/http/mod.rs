@@ -5,6 +5,8 @@ mod admin;
 mod api;
 mod assets;
 pub mod auth;
+pub mod dto;
+pub mod error;
 mod landing;
 mod ops;
 mod webhook;
@@ -16,7 +18,7 @@ use poem::{
     http::{HeaderValue, StatusCode, header},
     post,
 };
-use serde_json::json;
+use serde::Serialize;
 
 use crate::{config::Secret, fulfill::Fulfiller, webhook_log::WebhookLog};
 use auth::AdminAuth;
@@ -193,11 +195,23 @@ fn html_with(status: StatusCode, markup: maud::Markup, csp: &'static str) -> Res
     r
 }
 
-pub(crate) fn json_response(status: StatusCode, body: &serde_json::Value) -> Response {
+/// A JSON answer (`no-store`, `nosniff`). A body that cannot be encoded (not
+/// expected from the types in `dto`) is a logged, opaque 500.
+pub(crate) fn json_response<T: Serialize>(status: StatusCode, body: &T) -> Response {
+    let (status, body) = match serde_json::to_string(body) {
+        Ok(body) => (status, body),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot encode a JSON response");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                r#"{"error":{"message":"internal error"}}"#.to_string(),
+            )
+        }
+    };
     let mut r = Response::builder()
         .status(status)
         .content_type("application/json")
-        .body(body.to_string());
+        .body(body);
     let h = r.headers_mut();
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert(
@@ -208,7 +222,15 @@ pub(crate) fn json_response(status: StatusCode, body: &serde_json::Value) -> Res
 }
 
 pub(crate) fn json_error(status: StatusCode, message: &str) -> Response {
-    json_response(status, &json!({"error": {"message": message}}))
+    json_response(status, &dto::ErrorBody::new(message))
+}
+
+pub(crate) fn see_other(location: &str) -> Response {
+    Response::builder()
+        .status(StatusCode::SEE_OTHER)
+        .header(header::LOCATION, location)
+        .header(header::CACHE_CONTROL, "no-store")
+        .finish()
 }
 
 pub(crate) fn text(status: StatusCode, body: &str) -> Response {

@@ -7,8 +7,11 @@ mod assets;
 pub mod auth;
 pub mod dto;
 pub mod error;
+pub mod extract;
 mod landing;
+mod login;
 mod ops;
+mod retrigger;
 mod webhook;
 
 use std::sync::Arc;
@@ -100,8 +103,8 @@ pub fn routes(state: Arc<AppState>) -> impl Endpoint {
         .at("/admin", get(admin::sessions))
         .at("/admin/", get(admin::sessions))
         .at("/admin/sessions", get(admin::sessions))
-        .at("/admin/login", get(admin::login_page).post(admin::login))
-        .at("/admin/logout", post(admin::logout))
+        .at("/admin/login", get(login::login_page).post(login::login))
+        .at("/admin/logout", post(login::logout))
         .at("/admin/sessions/:id", get(admin::session))
         .at("/admin/sessions/:id/fulfill", post(admin::fulfill))
         .at(
@@ -219,10 +222,6 @@ pub(crate) fn json_response<T: Serialize>(status: StatusCode, body: &T) -> Respo
         HeaderValue::from_static("nosniff"),
     );
     r
-}
-
-pub(crate) fn json_error(status: StatusCode, message: &str) -> Response {
-    json_response(status, &dto::ErrorBody::new(message))
 }
 
 pub(crate) fn see_other(location: &str) -> Response {

@@ -5,12 +5,10 @@ use std::{sync::Arc, time::Duration};
 
 use poem::{Request, Response, handler, http::StatusCode, web::Data};
 
-use tracing::Instrument;
-
 use super::{
     AppState,
     error::{HttpError, cause_chain},
-    html,
+    html, spawn_in_request_span,
 };
 use crate::{
     fulfill::FulfillOptions,
@@ -87,14 +85,11 @@ async fn page(state: &AppState, id: &str) -> Result<Response, HttpError> {
     // keeps the request's span, so its logs carry the request id.
     let task = {
         let (fulfiller, id) = (fulfiller.clone(), id.to_string());
-        tokio::spawn(
-            async move {
-                fulfiller
-                    .fulfill_checkout(&id, Trigger::LandingPage, opts)
-                    .await
-            }
-            .instrument(tracing::Span::current()),
-        )
+        spawn_in_request_span(async move {
+            fulfiller
+                .fulfill_checkout(&id, Trigger::LandingPage, opts)
+                .await
+        })
     };
     match tokio::time::timeout(WAIT, task).await {
         Ok(Ok(Err(e))) => {

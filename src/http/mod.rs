@@ -160,6 +160,18 @@ async fn with_request_id<E: Endpoint>(next: Arc<E>, req: poem::Request) -> poem:
     Ok(response)
 }
 
+/// Spawns work that a request started, in the request's span: the task may
+/// outlive the response (so a client that goes away never cuts it short),
+/// and its log lines still carry the request id.
+pub(crate) fn spawn_in_request_span<F>(work: F) -> tokio::task::JoinHandle<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    use tracing::Instrument;
+    tokio::spawn(work.instrument(tracing::Span::current()))
+}
+
 /// Headers every HTML page carries: no inline script, no framing, no sniffing.
 const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; base-uri 'none'; \
                    form-action 'self'; frame-ancestors 'none'";
@@ -237,4 +249,56 @@ pub(crate) fn text(status: StatusCode, body: &str) -> Response {
         .status(status)
         .content_type("text/plain; charset=utf-8")
         .body(body.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use tracing::Instrument;
+
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn spawned_work_logs_under_the_request_span() {
+        let out = Captured::default();
+        let writer = out.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let span = tracing::info_span!("request", id = "req_abc");
+        async {
+            super::spawn_in_request_span(async { tracing::info!("inside the task") })
+                .await
+                .unwrap();
+            tokio::spawn(async { tracing::info!("a bare spawn") })
+                .await
+                .unwrap();
+        }
+        .instrument(span)
+        .await;
+        let log = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        let line = |needle: &str| {
+            log.lines()
+                .find(|l| l.contains(needle))
+                .unwrap()
+                .to_string()
+        };
+        assert!(line("inside the task").contains("req_abc"), "{log}");
+        // What the helper is for: a bare spawn loses the request id.
+        assert!(!line("a bare spawn").contains("req_abc"), "{log}");
+    }
 }

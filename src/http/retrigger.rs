@@ -9,9 +9,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use tracing::Instrument;
-
-use super::{AppState, error::HttpError};
+use super::{AppState, error::HttpError, spawn_in_request_span};
 use crate::{
     fulfill::{FulfillOptions, Fulfiller, Outcome},
     model::{Trigger, is_session_id},
@@ -40,10 +38,7 @@ pub async fn retrigger(
         return Err(HttpError::NotFound("no such session"));
     }
     tracing::info!(session = %id, user = %actor, force, "admin re-triggered fulfillment");
-    let task = tokio::spawn(
-        run(state.fulfiller.clone(), id.to_string(), force, actor)
-            .instrument(tracing::Span::current()),
-    );
+    let task = spawn_in_request_span(run(state.fulfiller.clone(), id.to_string(), force, actor));
     match tokio::time::timeout(wait, task).await {
         Ok(Ok(Ok(outcome))) => Ok(Retriggered::Done(outcome)),
         Ok(Ok(Err(e))) => Ok(Retriggered::Failed(HttpError::unavailable(

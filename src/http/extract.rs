@@ -6,7 +6,7 @@
 //!   `Origin`, and the session's CSRF token in the form's `csrf` field; 403
 //!   otherwise.
 //! - [`ApiCaller`]: `Authorization: Bearer <admin.api_token>`, or a login;
-//!   a login that changes state (any method but GET/HEAD/OPTIONS) also needs
+//!   a login that changes state (any method but GET, HEAD, OPTIONS, TRACE) needs
 //!   the session's CSRF token in `X-CSRF-Token` and a same-site `Origin`.
 //!
 //! Every token comparison is constant-time ([`super::auth::secret_eq`]).

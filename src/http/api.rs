@@ -1,5 +1,7 @@
 //! The JSON API under `/admin/api` (CONTRACT.md "The JSON API"), authorised
-//! by `Authorization: Bearer <admin.api_token>` or a dashboard login.
+//! by `Authorization: Bearer <admin.api_token>` or a dashboard login
+//! ([`ApiCaller`]). Every answer, errors included, is JSON; the shapes are
+//! the types in `dto`.
 
 use std::{sync::Arc, time::Duration};
 
@@ -9,164 +11,27 @@ use poem::{
     web::{Data, Path, Query},
 };
 use serde::Deserialize;
-use serde_json::{Value, json};
 
-use super::{AppState, admin::same_origin, auth::csrf_ok, json_error, json_response};
+use super::{
+    AppState,
+    auth::secret_eq,
+    dto::{BackupJson, FulfillResponse, FulfillResult, SessionJson, SessionList},
+    error::HttpError,
+    extract::{ApiCaller, bearer},
+    json_response,
+    retrigger::{Retriggered, retrigger},
+};
 use crate::{
-    fulfill::FulfillOptions,
-    model::{Notification, SessionDetail, SessionId, SessionRecord, State, Trigger, is_session_id},
-    signature::ct_eq,
+    model::{Notification, SessionDetail, SessionId, SessionRecord, State},
     store::{ListQuery, parse_cursor},
-    time::{rfc3339_ms, rfc3339_secs},
 };
 
 const DEFAULT_LIMIT: usize = 50;
 const MAX_LIMIT: usize = 200;
 /// How long the re-trigger waits for the attempt before answering 202.
 const FULFILL_WAIT: Duration = Duration::from_secs(30);
-
-/// Compares a presented token with the configured one in constant time,
-/// over digests so the length does not leak either.
-fn token_matches(given: &str, token: &crate::config::Secret) -> bool {
-    use sha2::{Digest, Sha256};
-    ct_eq(
-        &Sha256::digest(given.as_bytes()),
-        &Sha256::digest(token.expose().as_bytes()),
-    )
-}
-
-/// Lets a request in with the bearer token, or with a dashboard login. A
-/// state-changing call by cookie must also carry the session's CSRF token
-/// in `X-CSRF-Token` (and come from the same origin). Returns who called:
-/// the admin's name for a login, `api` for the token.
-fn authorised(
-    req: &Request,
-    state: &AppState,
-    changes_state: bool,
-) -> Result<String, Box<Response>> {
-    let bearer = req
-        .headers()
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    if let (Some(given), Some(token)) = (bearer, &state.api_token) {
-        if token_matches(given, token) {
-            return Ok("api".into());
-        }
-        return Err(Box::new(unauthorised()));
-    }
-    let Some(session) = state.auth.session(req) else {
-        return Err(Box::new(unauthorised()));
-    };
-    if changes_state {
-        let token = req
-            .headers()
-            .get("x-csrf-token")
-            .and_then(|v| v.to_str().ok());
-        if !same_origin(req, &state.public_origin) || !csrf_ok(&session, token) {
-            return Err(Box::new(json_error(
-                StatusCode::FORBIDDEN,
-                "a signed-in call that changes state needs the X-CSRF-Token header",
-            )));
-        }
-    }
-    Ok(session.username)
-}
-
-fn unauthorised() -> Response {
-    let mut r = json_error(StatusCode::UNAUTHORIZED, "authentication required");
-    r.headers_mut().insert(
-        "www-authenticate",
-        poem::http::HeaderValue::from_static("Bearer realm=\"fulfilld\""),
-    );
-    r
-}
-
-/// A session as the API and the dashboard show it. The list leaves out
-/// `attempts` and `events`.
-pub fn session_json(
-    rec: &SessionRecord,
-    detail: &SessionDetail,
-    notifications: Option<&[Notification]>,
-) -> Value {
-    let full = notifications.is_some();
-    let mut v = json!({
-        "id": rec.id,
-        "livemode": rec.livemode,
-        "state": rec.state.as_str(),
-        "payment_status": rec.payment_status,
-        "status": rec.status,
-        "amount_total": rec.amount_total,
-        "currency": rec.currency,
-        "customer_email": rec.customer_email,
-        "payment_intent": rec.payment_intent,
-        "created": rec.created,
-        "created_at": rfc3339_secs(rec.created),
-        "updated_at": rfc3339_ms(rec.updated_at_ms),
-        "last_error": rec.last_error,
-        "next_attempt_at": rec.retry.as_ref().filter(|_| rec.state == State::Retrying).map(|r| rfc3339_ms(r.next_at_ms)),
-        "line_items": detail.line_items.iter().map(|i| json!({
-            "id": i.id,
-            "description": i.description,
-            "quantity": i.quantity,
-            "amount_total": i.amount_total,
-            "currency": i.currency,
-            "unit_amount": i.unit_amount,
-            "price_id": i.price_id,
-        })).collect::<Vec<_>>(),
-        "fulfillments": detail.fulfillments.iter().map(|f| json!({
-            "id": f.id,
-            "at": rfc3339_ms(f.at_ms),
-            "forced": f.forced,
-            "trigger": f.trigger.as_str(),
-            "actor": f.actor,
-            "delivered_at": f.delivered_at_ms.map(rfc3339_ms),
-        })).collect::<Vec<_>>(),
-    });
-    if full && let Some(obj) = v.as_object_mut() {
-        obj.insert(
-            "attempts".into(),
-            detail
-                .attempts
-                .iter()
-                .map(|a| json!({"at": rfc3339_ms(a.at_ms), "trigger": a.trigger.as_str(), "outcome": a.outcome, "error": a.error}))
-                .collect(),
-        );
-        obj.insert(
-            "events".into(),
-            detail
-                .events
-                .iter()
-                .map(|e| json!({"id": e.id, "type": e.kind, "received_at": rfc3339_ms(e.received_at_ms)}))
-                .collect(),
-        );
-        obj.insert(
-            "deliveries".into(),
-            detail
-                .deliveries
-                .iter()
-                .map(|d| {
-                    json!({"at": rfc3339_ms(d.at_ms), "type": d.kind, "webhook_id": d.webhook_id,
-                                "status_code": d.status_code, "error": d.error})
-                })
-                .collect(),
-        );
-        obj.insert(
-            "notifications".into(),
-            notifications
-                .unwrap_or_default()
-                .iter()
-                .map(|n| {
-                    json!({"id": n.id, "kind": n.kind, "recipient": n.recipient, "status": n.status,
-                           "attempts": n.attempts, "last_error": n.last_error,
-                           "created_at": (n.created_at_ms > 0).then(|| rfc3339_ms(n.created_at_ms)),
-                           "sent_at": n.sent_at_ms.map(rfc3339_ms)})
-                })
-                .collect(),
-        );
-    }
-    v
-}
+/// The largest JSON body a call takes.
+const MAX_BODY: usize = 64 * 1024;
 
 #[derive(Deserialize)]
 pub struct ListParams {
@@ -178,26 +43,17 @@ pub struct ListParams {
 
 #[handler]
 pub async fn list_sessions(
-    req: &Request,
+    _caller: ApiCaller,
     Query(p): Query<ListParams>,
     state: Data<&Arc<AppState>>,
-) -> Response {
-    if let Err(r) = authorised(req, &state, false) {
-        return *r;
-    }
+) -> Result<Response, HttpError> {
     let state_filter = match p.state.as_deref().filter(|s| !s.is_empty()) {
         None => None,
-        Some(s) => match State::parse(s) {
-            Some(st) => Some(st),
-            None => return json_error(StatusCode::BAD_REQUEST, "unknown state"),
-        },
+        Some(s) => Some(State::parse(s).ok_or(HttpError::BadRequest("unknown state"))?),
     };
     let cursor = match p.cursor.as_deref().filter(|c| !c.is_empty()) {
         None => None,
-        Some(c) => match parse_cursor(c) {
-            Some(c) => Some(c),
-            None => return json_error(StatusCode::BAD_REQUEST, "invalid cursor"),
-        },
+        Some(c) => Some(parse_cursor(c).ok_or(HttpError::BadRequest("invalid cursor"))?),
     };
     let query = ListQuery {
         state: state_filter,
@@ -205,63 +61,63 @@ pub async fn list_sessions(
         cursor,
         limit: p.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT),
     };
-    let page = state.fulfiller.store().list_full(query).await.map(|page| {
-        let rows: Vec<_> = page
-            .sessions
-            .iter()
-            .map(|s| session_json(&s.rec, &s.detail, None))
-            .collect();
-        (rows, page.next_cursor)
-    });
-    match page {
-        Ok((data, next)) => {
-            json_response(StatusCode::OK, &json!({"data": data, "next_cursor": next}))
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "cannot list sessions");
-            json_error(StatusCode::SERVICE_UNAVAILABLE, "database unavailable")
-        }
-    }
+    let (rows, next_cursor) = list(&state, query).await?;
+    let data = rows
+        .iter()
+        .map(|(rec, detail)| SessionJson::summary(rec, detail))
+        .collect();
+    Ok(json_response(
+        StatusCode::OK,
+        &SessionList { data, next_cursor },
+    ))
+}
+
+type Rows = (Vec<(SessionRecord, SessionDetail)>, Option<String>);
+
+/// One page of sessions with their details, from one snapshot.
+async fn list(state: &AppState, query: ListQuery) -> Result<Rows, HttpError> {
+    let page = state
+        .fulfiller
+        .store()
+        .list_full(query)
+        .await
+        .map_err(|e| HttpError::store("cannot list sessions", e))?;
+    let rows = page
+        .sessions
+        .into_iter()
+        .map(|s| (s.rec, s.detail))
+        .collect();
+    Ok((rows, page.next_cursor))
 }
 
 type Loaded = (SessionRecord, SessionDetail, Vec<Notification>);
 
-async fn load(state: &AppState, id: &str) -> Result<Option<Loaded>, Response> {
+/// A session with its timeline, from one snapshot; `NotFound` if unknown.
+async fn load(state: &AppState, id: &str) -> Result<Loaded, HttpError> {
     let Some(id) = SessionId::parse(id) else {
-        return Ok(None);
+        return Err(HttpError::NotFound("no such session"));
     };
     state
         .fulfiller
         .store()
         .session_view(&id)
         .await
-        .map(|v| v.map(|v| (v.session.rec, v.session.detail, v.notifications)))
-        .map_err(|e| {
-            tracing::error!(error = %e, "cannot read session");
-            json_error(StatusCode::SERVICE_UNAVAILABLE, "database unavailable")
-        })
+        .map_err(|e| HttpError::store("cannot read session", e))?
+        .map(|v| (v.session.rec, v.session.detail, v.notifications))
+        .ok_or(HttpError::NotFound("no such session"))
 }
 
 #[handler]
 pub async fn get_session(
-    req: &Request,
+    _caller: ApiCaller,
     Path(id): Path<String>,
     state: Data<&Arc<AppState>>,
-) -> Response {
-    if let Err(r) = authorised(req, &state, false) {
-        return *r;
-    }
-    if !is_session_id(&id) {
-        return json_error(StatusCode::NOT_FOUND, "no such session");
-    }
-    match load(&state, id.as_str()).await {
-        Ok(Some((rec, detail, notifications))) => json_response(
-            StatusCode::OK,
-            &session_json(&rec, &detail, Some(&notifications)),
-        ),
-        Ok(None) => json_error(StatusCode::NOT_FOUND, "no such session"),
-        Err(r) => r,
-    }
+) -> Result<Response, HttpError> {
+    let (rec, detail, notifications) = load(&state, &id).await?;
+    Ok(json_response(
+        StatusCode::OK,
+        &SessionJson::full(&rec, &detail, &notifications),
+    ))
 }
 
 #[derive(Deserialize, Default)]
@@ -270,97 +126,63 @@ struct FulfillBody {
     force: bool,
 }
 
+/// A JSON body of at most `limit` bytes; `T::default()` when empty.
+async fn json_body<T: serde::de::DeserializeOwned + Default>(
+    body: Body,
+    limit: usize,
+    shape: &'static str,
+) -> Result<T, HttpError> {
+    let raw = body
+        .into_bytes_limit(limit)
+        .await
+        .map_err(|_| HttpError::BadRequest("cannot read body"))?;
+    if raw.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(&raw).map_err(|_| HttpError::BadRequest(shape))
+}
+
 #[handler]
 pub async fn fulfill_session(
-    req: &Request,
+    ApiCaller { actor }: ApiCaller,
     Path(id): Path<String>,
     body: Body,
     state: Data<&Arc<AppState>>,
-) -> Response {
-    let actor = match authorised(req, &state, true) {
-        Ok(who) => who,
-        Err(r) => return *r,
+) -> Result<Response, HttpError> {
+    let wish: FulfillBody =
+        json_body(body, MAX_BODY, "body must be JSON like {\"force\": true}").await?;
+    let (status, done) = match retrigger(&state, &id, wish.force, actor, FULFILL_WAIT).await? {
+        Retriggered::Done(outcome) => (StatusCode::OK, Some(outcome)),
+        Retriggered::Pending => (StatusCode::ACCEPTED, None),
+        Retriggered::Failed(e) => return Err(e),
     };
-    let raw = match body.into_bytes_limit(64 * 1024).await {
-        Ok(b) => b,
-        Err(_) => return json_error(StatusCode::BAD_REQUEST, "cannot read body"),
-    };
-    let wish: FulfillBody = if raw.iter().all(u8::is_ascii_whitespace) {
-        FulfillBody::default()
-    } else {
-        match serde_json::from_slice(&raw) {
-            Ok(b) => b,
-            Err(_) => {
-                return json_error(
-                    StatusCode::BAD_REQUEST,
-                    "body must be JSON like {\"force\": true}",
-                );
-            }
-        }
-    };
-    if !is_session_id(&id) {
-        return json_error(StatusCode::NOT_FOUND, "no such session");
-    }
-    match load(&state, id.as_str()).await {
-        Ok(Some(_)) => {}
-        Ok(None) => return json_error(StatusCode::NOT_FOUND, "no such session"),
-        Err(r) => return r,
-    }
-    let Some(id) = SessionId::parse(&id) else {
-        return json_error(StatusCode::NOT_FOUND, "no such session");
-    };
-    let task = {
-        let (fulfiller, id) = (state.fulfiller.clone(), id.clone());
-        tokio::spawn(async move {
-            let opts = FulfillOptions {
-                force: wish.force,
-                actor: Some(actor),
-                prefetched: None,
-            };
-            fulfiller.fulfill_checkout(&id, Trigger::Admin, opts).await
-        })
-    };
-    let (status, result) = match tokio::time::timeout(FULFILL_WAIT, task).await {
-        Ok(Ok(Ok(outcome))) => (
-            StatusCode::OK,
-            json!({"state": outcome.state.as_str(), "fulfillment_id": outcome.fulfillment_id, "error": outcome.error}),
-        ),
-        Ok(Ok(Err(e))) => {
-            tracing::error!(session = %id, error = %e, "re-trigger failed");
-            return json_error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "could not record the attempt",
-            );
-        }
-        Ok(Err(_)) => {
-            return json_error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "the attempt stopped unexpectedly",
-            );
-        }
-        Err(_) => (
-            StatusCode::ACCEPTED,
-            json!({"state": "fulfilling", "pending": true}),
-        ),
-    };
-    match load(&state, id.as_str()).await {
-        Ok(Some((rec, detail, notifications))) => json_response(
-            status,
-            &json!({"result": result, "session": session_json(&rec, &detail, Some(&notifications))}),
-        ),
-        Ok(None) => json_error(StatusCode::NOT_FOUND, "no such session"),
-        Err(r) => r,
-    }
+    let (rec, detail, notifications) = load(&state, &id).await?;
+    let result = done
+        .as_ref()
+        .map_or_else(FulfillResult::pending, FulfillResult::done);
+    Ok(json_response(
+        status,
+        &FulfillResponse {
+            result,
+            session: SessionJson::full(&rec, &detail, &notifications),
+        },
+    ))
 }
 
 /// The API token, or the per-boot local token that only a user who can
-/// read the database's directory has.
-fn backup_allowed(req: &Request, state: &AppState) -> bool {
-    let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
-    let bearer = header("authorization").and_then(|v| v.strip_prefix("Bearer "));
-    let local = header("x-fulfilld-local-token");
-    matches!((bearer, &state.api_token), (Some(g), Some(t)) if token_matches(g, t))
-        || matches!((local, &state.local_token), (Some(g), Some(t)) if token_matches(g, t))
+/// read the database's directory has. Never the cookie: a backup writes a
+/// file on the server.
+fn backup_allowed(req: &Request, state: &AppState) -> Result<(), HttpError> {
+    let local = req
+        .headers()
+        .get("x-fulfilld-local-token")
+        .and_then(|v| v.to_str().ok());
+    let matches = |given: Option<&str>, secret: &Option<crate::config::Secret>| matches!((given, secret), (Some(g), Some(t)) if secret_eq(g.as_bytes(), t.expose().as_bytes()));
+    if matches(bearer(req), &state.api_token) || matches(local, &state.local_token) {
+        Ok(())
+    } else {
+        Err(HttpError::Unauthenticated)
+    }
 }
 
 #[derive(Deserialize)]
@@ -369,24 +191,22 @@ struct BackupBody {
 }
 
 /// `POST /admin/api/backup {"path": "/data/backup.redb"}`: what
-/// `fulfilld backup PATH` asks a running server to do. Token only (never
-/// the cookie: it writes a file on the server), and only into the
+/// `fulfilld backup PATH` asks a running server to do. Only into the
 /// database's own directory, as a new file.
 #[handler]
-pub async fn backup(req: &Request, body: Body, state: Data<&Arc<AppState>>) -> Response {
-    if !backup_allowed(req, &state) {
-        return unauthorised();
-    }
-    let raw = match body.into_bytes_limit(16 * 1024).await {
-        Ok(b) => b,
-        Err(_) => return json_error(StatusCode::BAD_REQUEST, "cannot read body"),
-    };
-    let Ok(wish) = serde_json::from_slice::<BackupBody>(&raw) else {
-        return json_error(
-            StatusCode::BAD_REQUEST,
-            "body must be JSON like {\"path\": \"/data/backup.redb\"}",
-        );
-    };
+pub async fn backup(
+    req: &Request,
+    body: Body,
+    state: Data<&Arc<AppState>>,
+) -> Result<Response, HttpError> {
+    backup_allowed(req, &state)?;
+    let raw = body
+        .into_bytes_limit(16 * 1024)
+        .await
+        .map_err(|_| HttpError::BadRequest("cannot read body"))?;
+    let wish = serde_json::from_slice::<BackupBody>(&raw).map_err(|_| {
+        HttpError::BadRequest("body must be JSON like {\"path\": \"/data/backup.redb\"}")
+    })?;
     let path = std::path::PathBuf::from(&wish.path);
     let dir = state.db_path.parent().and_then(|d| d.canonicalize().ok());
     let target_dir = path.parent().and_then(|d| d.canonicalize().ok());
@@ -395,26 +215,32 @@ pub async fn backup(req: &Request, body: Body, state: Data<&Arc<AppState>>) -> R
         .and_then(|n| n.to_str())
         .is_some_and(|n| !n.starts_with('.') && n.ends_with(".redb"));
     if !path.is_absolute() || dir.is_none() || dir != target_dir || !name_ok {
-        return json_error(
-            StatusCode::BAD_REQUEST,
+        return Err(HttpError::BadRequest(
             "a running server writes backups only into its database's directory, as a new NAME.redb file; stop the server to copy anywhere else",
-        );
+        ));
     }
-    match state.fulfiller.store().backup(&path).await {
-        Ok(stats) => {
-            let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-            tracing::info!(path = %path.display(), sessions = stats.sessions, events = stats.events, "backup written");
-            json_response(
-                StatusCode::OK,
-                &json!({"path": wish.path, "sessions": stats.sessions, "events": stats.events, "bytes": bytes}),
-            )
-        }
-        Err(e) => {
-            tracing::error!(path = %path.display(), error = %e, "backup failed");
-            json_error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                &format!("backup failed: {e}"),
-            )
-        }
+    // Checked here so the operator is told (a 5xx says nothing); the store
+    // refuses to overwrite a file that appears in between.
+    if path.exists() {
+        return Err(HttpError::BadRequest(
+            "the backup file already exists; choose a new file name",
+        ));
     }
+    let stats = state
+        .fulfiller
+        .store()
+        .backup(&path)
+        .await
+        .map_err(|e| HttpError::internal("backup failed", "backup failed", e))?;
+    let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+    tracing::info!(path = %path.display(), sessions = stats.sessions, events = stats.events, "backup written");
+    Ok(json_response(
+        StatusCode::OK,
+        &BackupJson {
+            path: &wish.path,
+            sessions: stats.sessions,
+            events: stats.events,
+            bytes,
+        },
+    ))
 }

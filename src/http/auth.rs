@@ -26,8 +26,9 @@ use std::{
 use argon2::{Argon2, PasswordHash, PasswordVerifier};
 use poem::Request;
 use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 
-use crate::{config::Secret, signature::ct_eq};
+use crate::config::Secret;
 
 pub const COOKIE: &str = "fulfilld_admin";
 /// How long a login lasts.
@@ -94,6 +95,18 @@ pub struct AdminAuth {
 
 fn digest(s: &[u8]) -> [u8; 32] {
     Sha256::digest(s).into()
+}
+
+/// Whether two digests are equal, in constant time.
+fn digests_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    a.ct_eq(b).into()
+}
+
+/// Whether a presented secret (token, CSRF token) equals the expected one,
+/// in constant time over SHA-256 digests, so neither the content nor the
+/// length of the expected secret leaks through timing.
+pub fn secret_eq(given: &[u8], expected: &[u8]) -> bool {
+    digests_eq(&digest(given), &digest(expected))
 }
 
 /// 256 bits from the OS RNG, as hex; fails closed.
@@ -168,9 +181,9 @@ impl AdminAuth {
         {
             return LoginResult::Throttled(wait);
         }
-        let user_ok = ct_eq(&digest(username.as_bytes()), &self.username);
+        let user_ok = digests_eq(&digest(username.as_bytes()), &self.username);
         let pass_ok = match &self.credential {
-            Credential::Plain(d) => ct_eq(&digest(password.as_bytes()), d),
+            Credential::Plain(d) => digests_eq(&digest(password.as_bytes()), d),
             Credential::Hash(phc) => {
                 let Ok(_slot) = self.argon2_slots.acquire().await else {
                     return LoginResult::Wrong;
@@ -307,7 +320,7 @@ impl AdminAuth {
 
 /// Whether `given` is this session's CSRF token (constant time).
 pub fn csrf_ok(session: &AdminSession, given: Option<&str>) -> bool {
-    given.is_some_and(|g| ct_eq(g.as_bytes(), session.csrf.as_bytes()))
+    given.is_some_and(|g| secret_eq(g.as_bytes(), session.csrf.as_bytes()))
 }
 
 /// A cookie's value from the request's `Cookie` headers.
@@ -329,6 +342,14 @@ mod tests {
 
     fn auth() -> AdminAuth {
         AdminAuth::new(Some("admin"), Some(&Secret::new("pw")), None, false).unwrap()
+    }
+
+    #[test]
+    fn secrets_compare_by_content_and_length() {
+        assert!(secret_eq(b"tok_123", b"tok_123"));
+        assert!(!secret_eq(b"tok_123", b"tok_124"));
+        assert!(!secret_eq(b"tok_12", b"tok_123"));
+        assert!(!secret_eq(b"", b"tok_123"));
     }
 
     #[test]

@@ -5,10 +5,10 @@ use std::{sync::Arc, time::Duration};
 
 use poem::{Request, Response, handler, http::StatusCode, web::Data};
 
-use super::{AppState, html};
+use super::{AppState, error::HttpError, html, spawn_in_request_span};
 use crate::{
     fulfill::FulfillOptions,
-    model::{SessionId, State, Trigger},
+    model::{SessionDetail, SessionId, SessionRecord, State, Trigger},
     views::landing::{Landing, render},
 };
 
@@ -25,25 +25,29 @@ pub async fn after_checkout(req: &Request, state: Data<&Arc<AppState>>) -> Respo
         .unwrap_or_default()
         .split('&')
         .find_map(|pair| pair.strip_prefix("session_id="))
-        .unwrap_or_default()
-        .to_string();
-    let Some(id) = SessionId::parse(&id) else {
-        return html(StatusCode::BAD_REQUEST, render(&Landing::BadRequest));
+        .unwrap_or_default();
+    match page(&state, id).await {
+        Ok(r) => r,
+        // The customer's pages: a fixed text per status, never the input.
+        Err(e) => e.render(|status, _| {
+            let view = match status {
+                StatusCode::BAD_REQUEST => Landing::BadRequest,
+                StatusCode::NOT_FOUND => Landing::NotFound,
+                _ => Landing::Unavailable,
+            };
+            html(status, render(&view))
+        }),
+    }
+}
+
+async fn page(state: &AppState, id: &str) -> Result<Response, HttpError> {
+    let Some(id) = SessionId::parse(id) else {
+        return Err(HttpError::BadRequest("malformed session id"));
     };
+    let id = &id;
     let fulfiller = state.fulfiller.clone();
-    let known = fulfiller.store().session(&id).await;
-    let known = match known {
-        Ok(k) => k,
-        Err(e) => {
-            tracing::error!(error = %e, "landing page cannot read the store");
-            return html(
-                StatusCode::SERVICE_UNAVAILABLE,
-                render(&Landing::Unavailable),
-            );
-        }
-    };
     let mut opts = FulfillOptions::default();
-    if known.is_none() {
+    if !known(state, id).await? {
         // Unknown here: ask Stripe before storing anything, so made-up ids
         // leave no trace.
         let lookup = async {
@@ -53,32 +57,32 @@ pub async fn after_checkout(req: &Request, state: Data<&Arc<AppState>>) -> Respo
         match tokio::time::timeout(WAIT, lookup).await {
             Ok(Ok(retrieved)) if retrieved.session.status.as_deref() == Some("open") => {
                 // Not completed: nothing to fulfil, nothing to store.
-                return html(StatusCode::OK, render(&Landing::NotCompleted));
+                return Ok(html(StatusCode::OK, render(&Landing::NotCompleted)));
             }
             Ok(Ok(retrieved)) => opts.prefetched = Some(retrieved),
-            Ok(Err(e)) if e.is_not_found() => {
-                return html(StatusCode::NOT_FOUND, render(&Landing::NotFound));
-            }
+            Ok(Err(e)) if e.is_not_found() => return Err(HttpError::NotFound("no such session")),
             Ok(Err(e)) => {
-                tracing::warn!(session = %id, error = %e, "landing page cannot retrieve session");
-                return html(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    render(&Landing::Unavailable),
-                );
+                return Err(HttpError::unavailable(
+                    "try again",
+                    "landing page cannot retrieve session",
+                    Some(e.into()),
+                ));
             }
             Err(_) => {
-                return html(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    render(&Landing::Unavailable),
-                );
+                return Err(HttpError::unavailable(
+                    "try again",
+                    "landing page: Stripe did not answer in time",
+                    None,
+                ));
             }
         }
     }
     // Fulfillment runs in its own task so a customer closing the page never
-    // cuts an attempt short; the page waits for it only so long.
+    // cuts an attempt short; the page waits for it only so long. The task
+    // keeps the request's span, so its logs carry the request id.
     let task = {
         let (fulfiller, id) = (fulfiller.clone(), id.clone());
-        tokio::spawn(async move {
+        spawn_in_request_span(async move {
             fulfiller
                 .fulfill_checkout(&id, Trigger::LandingPage, opts)
                 .await
@@ -86,31 +90,22 @@ pub async fn after_checkout(req: &Request, state: Data<&Arc<AppState>>) -> Respo
     };
     match tokio::time::timeout(WAIT, task).await {
         Ok(Ok(Err(e))) => {
-            // The store could not record the claim (a full disk, say): the
-            // customer is told to try again, never that the order is unknown.
-            tracing::error!(session = %id, error = %e, "landing page fulfillment failed");
-            return html(
-                StatusCode::SERVICE_UNAVAILABLE,
-                render(&Landing::Unavailable),
-            );
+            // The claim could not be stored (a full disk, say): the customer
+            // is told to try again, never that the order is unknown.
+            return Err(HttpError::unavailable(
+                "try again",
+                "landing page fulfillment failed",
+                Some(e.into()),
+            ));
         }
         Ok(Err(e)) => {
             tracing::error!(session = %id, error = %e, "landing page fulfillment task failed")
         }
         _ => {}
     }
-    let snapshot = fulfiller.store().session_full(&id).await;
-    let (rec, detail) = match snapshot {
-        Ok(Some(s)) => (s.rec, s.detail),
-        Ok(None) => return html(StatusCode::NOT_FOUND, render(&Landing::NotFound)),
-        Err(e) => {
-            tracing::error!(error = %e, "landing page cannot read the store");
-            return html(
-                StatusCode::SERVICE_UNAVAILABLE,
-                render(&Landing::Unavailable),
-            );
-        }
-    };
+    let (rec, detail) = snapshot(state, id)
+        .await?
+        .ok_or(HttpError::NotFound("no such session"))?;
     let has_fulfillment = !detail.fulfillments.is_empty();
     let view = match rec.state {
         State::Fulfilled => Landing::Receipt(&rec, &detail),
@@ -121,5 +116,30 @@ pub async fn after_checkout(req: &Request, state: Data<&Arc<AppState>>) -> Respo
         State::Fulfilling | State::Retrying => Landing::InProgress,
         State::Failed => Landing::NeedsAttention,
     };
-    html(StatusCode::OK, render(&view))
+    Ok(html(StatusCode::OK, render(&view)))
+}
+
+/// Whether the session is already recorded here.
+async fn known(state: &AppState, id: &SessionId) -> Result<bool, HttpError> {
+    state
+        .fulfiller
+        .store()
+        .session(id)
+        .await
+        .map(|s| s.is_some())
+        .map_err(|e| HttpError::store("landing page cannot read the store", e))
+}
+
+/// The session and what the customer got, from one snapshot.
+async fn snapshot(
+    state: &AppState,
+    id: &SessionId,
+) -> Result<Option<(SessionRecord, SessionDetail)>, HttpError> {
+    state
+        .fulfiller
+        .store()
+        .session_full(id)
+        .await
+        .map(|s| s.map(|s| (s.rec, s.detail)))
+        .map_err(|e| HttpError::store("landing page cannot read the store", e))
 }

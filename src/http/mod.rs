@@ -5,8 +5,13 @@ mod admin;
 mod api;
 mod assets;
 pub mod auth;
+pub mod dto;
+pub mod error;
+pub mod extract;
 mod landing;
+mod login;
 mod ops;
+mod retrigger;
 mod webhook;
 
 use std::sync::Arc;
@@ -16,7 +21,7 @@ use poem::{
     http::{HeaderValue, StatusCode, header},
     post,
 };
-use serde_json::json;
+use serde::Serialize;
 
 use crate::{config::Secret, fulfill::Fulfiller, webhook_log::WebhookLog};
 use auth::AdminAuth;
@@ -98,8 +103,8 @@ pub fn routes(state: Arc<AppState>) -> impl Endpoint {
         .at("/admin", get(admin::sessions))
         .at("/admin/", get(admin::sessions))
         .at("/admin/sessions", get(admin::sessions))
-        .at("/admin/login", get(admin::login_page).post(admin::login))
-        .at("/admin/logout", post(admin::logout))
+        .at("/admin/login", get(login::login_page).post(login::login))
+        .at("/admin/logout", post(login::logout))
         .at("/admin/sessions/:id", get(admin::session))
         .at("/admin/sessions/:id/fulfill", post(admin::fulfill))
         .at(
@@ -159,6 +164,18 @@ async fn with_request_id<E: Endpoint>(next: Arc<E>, req: poem::Request) -> poem:
     Ok(response)
 }
 
+/// Spawns work that a request started, in the request's span: the task may
+/// outlive the response (so a client that goes away never cuts it short),
+/// and its log lines still carry the request id.
+pub(crate) fn spawn_in_request_span<F>(work: F) -> tokio::task::JoinHandle<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    use tracing::Instrument;
+    tokio::spawn(work.instrument(tracing::Span::current()))
+}
+
 /// Headers every HTML page carries: no inline script, no framing, no sniffing.
 const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; base-uri 'none'; \
                    form-action 'self'; frame-ancestors 'none'";
@@ -197,11 +214,23 @@ fn html_with(status: StatusCode, markup: maud::Markup, csp: &'static str) -> Res
     r
 }
 
-pub(crate) fn json_response(status: StatusCode, body: &serde_json::Value) -> Response {
+/// A JSON answer (`no-store`, `nosniff`). A body that cannot be encoded (not
+/// expected from the types in `dto`) is a logged, opaque 500.
+pub(crate) fn json_response<T: Serialize>(status: StatusCode, body: &T) -> Response {
+    let (status, body) = match serde_json::to_string(body) {
+        Ok(body) => (status, body),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot encode a JSON response");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                r#"{"error":{"message":"internal error"}}"#.to_string(),
+            )
+        }
+    };
     let mut r = Response::builder()
         .status(status)
         .content_type("application/json")
-        .body(body.to_string());
+        .body(body);
     let h = r.headers_mut();
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert(
@@ -211,8 +240,12 @@ pub(crate) fn json_response(status: StatusCode, body: &serde_json::Value) -> Res
     r
 }
 
-pub(crate) fn json_error(status: StatusCode, message: &str) -> Response {
-    json_response(status, &json!({"error": {"message": message}}))
+pub(crate) fn see_other(location: &str) -> Response {
+    Response::builder()
+        .status(StatusCode::SEE_OTHER)
+        .header(header::LOCATION, location)
+        .header(header::CACHE_CONTROL, "no-store")
+        .finish()
 }
 
 pub(crate) fn text(status: StatusCode, body: &str) -> Response {
@@ -220,4 +253,56 @@ pub(crate) fn text(status: StatusCode, body: &str) -> Response {
         .status(status)
         .content_type("text/plain; charset=utf-8")
         .body(body.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use tracing::Instrument;
+
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn spawned_work_logs_under_the_request_span() {
+        let out = Captured::default();
+        let writer = out.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let span = tracing::info_span!("request", id = "req_abc");
+        async {
+            super::spawn_in_request_span(async { tracing::info!("inside the task") })
+                .await
+                .unwrap();
+            tokio::spawn(async { tracing::info!("a bare spawn") })
+                .await
+                .unwrap();
+        }
+        .instrument(span)
+        .await;
+        let log = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        let line = |needle: &str| {
+            log.lines()
+                .find(|l| l.contains(needle))
+                .unwrap()
+                .to_string()
+        };
+        assert!(line("inside the task").contains("req_abc"), "{log}");
+        // What the helper is for: a bare spawn loses the request id.
+        assert!(!line("a bare spawn").contains("req_abc"), "{log}");
+    }
 }

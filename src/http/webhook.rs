@@ -5,9 +5,8 @@
 use std::sync::Arc;
 
 use poem::{Body, Request, Response, error::ReadBodyError, handler, http::StatusCode, web::Data};
-use serde_json::json;
 
-use super::{AppState, MAX_WEBHOOK_BODY, json_response, text};
+use super::{AppState, MAX_WEBHOOK_BODY, dto::WebhookAck, json_response, text};
 use crate::{
     fulfill::Ingested,
     signature,
@@ -173,7 +172,10 @@ async fn handle(
             (
                 json_response(
                     StatusCode::OK,
-                    &json!({"received": true, "outcome": disposition}),
+                    &WebhookAck {
+                        received: true,
+                        outcome: disposition,
+                    },
                 ),
                 Outcome::Accepted {
                     disposition,

@@ -67,6 +67,13 @@ impl Secret {
     }
 }
 
+/// A Stripe signing secret keys an HMAC without being handed out as a string.
+impl crate::signature::StripeKey for Secret {
+    fn stripe_mac(&self) -> crate::signature::HmacSha256 {
+        self.0.stripe_mac()
+    }
+}
+
 impl AsRef<str> for Secret {
     fn as_ref(&self) -> &str {
         &self.0

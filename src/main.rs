@@ -128,7 +128,7 @@ fn serve(source: &ConfigSource) -> anyhow::Result<ExitCode> {
         tracing::warn!("{w}");
     }
     runtime()?.block_on(async {
-        let addr = config.listen_addr()?;
+        let addr = config.server.listen;
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot listen on {addr} (server.listen)"))?;
@@ -224,7 +224,7 @@ fn backup(source: &ConfigSource, path: &std::path::Path) -> anyhow::Result<ExitC
             config.storage.path.display()
         );
     }
-    let host = local_address(config.listen_addr()?);
+    let host = local_address(config.server.listen);
     runtime()?.block_on(async move {
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(600))

@@ -5,6 +5,7 @@
 //! `fulfill` → `worker`, `webhook_log` → `views` → `notify` → `http` → `app` → `demo`.
 
 pub mod app;
+pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod fulfill;

@@ -21,7 +21,7 @@ pub(super) fn print_mailbox<S: Serializer>(m: &Option<Mailbox>, s: S) -> Result<
     }
 }
 
-/// Prints an URL without what may be a credential: its user info and query.
+/// Prints a URL without what may be a credential: its user info and query.
 pub(super) fn masked_url<S: Serializer>(url: &Option<HttpUrl>, s: S) -> Result<S::Ok, S::Error> {
     let Some(url) = url else {
         return s.serialize_none();

@@ -27,7 +27,7 @@ impl Secret {
 }
 
 impl<T> Secret<T> {
-    /// Wraps an already parsed value (an URL, an SMTP URL).
+    /// Wraps an already parsed value (a URL, an SMTP URL).
     pub fn from_value(value: T) -> Self {
         Secret(value)
     }

@@ -358,3 +358,24 @@ fn values_print_as_parsed() {
         "{printed}"
     );
 }
+
+#[test]
+fn typed_values_from_the_environment_name_their_key_too() {
+    #[allow(clippy::result_large_err)]
+    figment::Jail::expect_with(|jail| {
+        jail.create_file("c.toml", GOOD)?;
+        jail.set_env("FULFILLD_SERVER__LISTEN", "[::]:8080");
+        jail.set_env("FULFILLD_NOTIFICATIONS__MERCHANT_EMAIL", "m@shop.test");
+        let source = ConfigSource {
+            path: "c.toml".into(),
+            explicit: true,
+        };
+        let c = Config::load(&source).map_err(|e| e.to_string())?;
+        assert_eq!(c.server.listen, "[::]:8080".parse::<SocketAddr>().unwrap());
+        assert_eq!(Config::listen_from(&source).ok(), Some(c.server.listen));
+        jail.set_env("FULFILLD_SERVER__PUBLIC_URL", "orders.shop.test");
+        let err = Config::load(&source).unwrap_err().to_string();
+        assert_eq!(err, "server.public_url: is not a valid URL");
+        Ok(())
+    });
+}

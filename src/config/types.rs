@@ -69,7 +69,7 @@ impl ConfigValue for HttpUrl {
 }
 
 /// As a secret (`notifications.webhook_url` carries its token in the path),
-/// an URL is masked entirely.
+/// a URL is masked entirely.
 impl Mask for HttpUrl {}
 
 impl fmt::Display for HttpUrl {

@@ -131,7 +131,7 @@ async fn main() {
     config.storage.path = dir.path().join("bench.redb");
     config.stripe.secret_key = Some(Secret::new("sk_test_bench"));
     config.stripe.webhook_secrets = vec![Secret::new("whsec_bench")];
-    config.stripe.api_base = "http://127.0.0.1:9".into();
+    config.stripe.api_base = "http://127.0.0.1:9".parse().unwrap();
     config.admin.username = Some("admin".into());
     config.admin.password = Some(Secret::new(PASSWORD));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

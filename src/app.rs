@@ -104,7 +104,7 @@ impl Application {
             .clone()
             .ok_or_else(|| AppError::Setup("stripe.secret_key is required".into()))?;
         let stripe = StripeClient::new(
-            &config.stripe.api_base,
+            config.stripe.api_base.as_str(),
             key,
             &config.stripe.api_version,
             Duration::from_millis(config.jobs.retry_base_ms),
@@ -115,7 +115,7 @@ impl Application {
             &config.fulfillment.callback_secret,
         ) {
             (Some(url), Some(secret)) => Some(
-                CallbackSender::new(url, secret.expose())
+                CallbackSender::new(url.as_str(), secret.expose())
                     .map_err(|e| AppError::Setup(e.to_string()))?,
             ),
             _ => None,
@@ -141,10 +141,10 @@ impl Application {
                 config.admin.username.as_deref(),
                 config.admin.password.as_ref(),
                 config.admin.password_hash.as_ref(),
-                config.server.public_url.starts_with("https://"),
+                config.server.public_url.is_https(),
             )
             .map_err(|e| AppError::Setup(e.to_string()))?,
-            &config.server.public_url,
+            config.server.public_url.as_str(),
         );
         state.live_key = config.is_live();
         state.db_path = path.clone();

@@ -190,15 +190,15 @@ async fn run_in(
         database: dir.join("fulfilld.redb"),
     };
     let mut config = Config::default();
-    config.server.public_url = format!("http://{addr}");
+    config.server.public_url = format!("http://{addr}").parse().map_err(DemoError::Setup)?;
     config.storage.path = info.database.clone();
     config.stripe.secret_key = Some(Secret::new(SECRET_KEY));
     config.stripe.webhook_secrets = vec![Secret::new(webhook_secret.clone())];
-    config.stripe.api_base = stripe.url().to_string();
+    config.stripe.api_base = stripe.url().parse().map_err(DemoError::Setup)?;
     config.admin.username = Some(info.username.clone());
     config.admin.password = Some(Secret::new(info.password.clone()));
     config.admin.api_token = Some(Secret::new(info.api_token.clone()));
-    config.fulfillment.callback_url = Some(shop_url);
+    config.fulfillment.callback_url = Some(shop_url.parse().map_err(DemoError::Setup)?);
     config.fulfillment.callback_secret = Some(Secret::new(callback_secret));
     config
         .validate()

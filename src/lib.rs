@@ -6,6 +6,7 @@
 //! `fulfill` → `worker`, `webhook_log` → `views` → `notify` → `http` → `app` → `demo`.
 
 pub mod app;
+pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod domain;

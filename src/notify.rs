@@ -16,7 +16,7 @@ use lettre::{
 use serde_json::{Value, json};
 
 use crate::{
-    config::Config,
+    config::{Config, SmtpUrl, TlsMode},
     fulfill::{Channels, Outbox, OutboxError},
     model::{Notification, SessionDetail, SessionRecord},
     views::email::{self, Links},
@@ -32,81 +32,25 @@ pub enum NotifyError {
     Http(String),
 }
 
-/// Undoes percent-encoding (credentials in a URL).
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && let Some(b) = s
-                .get(i + 1..i + 3)
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-        {
-            out.push(b);
-            i += 3;
-            continue;
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// The SMTP transport for `smtp.url`:
-/// - `smtps://user:pass@host[:465]`: TLS from the first byte;
-/// - `smtp://user:pass@host[:587]`: STARTTLS, required;
-/// - `smtp://host[:25]?tls=opportunistic`: STARTTLS when offered;
-/// - `smtp://host[:25]?tls=none`: plain, for a local relay.
-pub fn smtp_transport(url: &str) -> Result<AsyncSmtpTransport<Tokio1Executor>, NotifyError> {
-    let bad = |m: &str| NotifyError::SmtpUrl(m.to_string());
-    let u = reqwest::Url::parse(url).map_err(|_| bad("is not a URL"))?;
-    let host = u
-        .host_str()
-        .filter(|h| !h.is_empty())
-        .ok_or_else(|| bad("has no host"))?;
-    let host = host
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_string();
-    let tls = u
-        .query_pairs()
-        .find(|(k, _)| k == "tls")
-        .map(|(_, v)| v.to_string());
-    let tls_params =
-        || TlsParameters::new(host.clone()).map_err(|e| NotifyError::SmtpUrl(format!("TLS: {e}")));
-    type B = lettre::transport::smtp::AsyncSmtpTransportBuilder;
-    let builder: B = match (u.scheme(), tls.as_deref()) {
-        ("smtps", None) => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&host)
-            .port(u.port().unwrap_or(465))
-            .tls(Tls::Wrapper(tls_params()?)),
-        ("smtp", None | Some("starttls") | Some("required")) => {
-            AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&host)
-                .port(u.port().unwrap_or(587))
-                .tls(Tls::Required(tls_params()?))
-        }
-        ("smtp", Some("opportunistic")) => {
-            AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&host)
-                .port(u.port().unwrap_or(25))
-                .tls(Tls::Opportunistic(tls_params()?))
-        }
-        ("smtp", Some("none")) => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&host)
-            .port(u.port().unwrap_or(25))
-            .tls(Tls::None),
-        ("smtp" | "smtps", Some(other)) => {
-            return Err(NotifyError::SmtpUrl(format!(
-                "tls={other} is not one of none, starttls, opportunistic (smtps takes no tls=)"
-            )));
-        }
-        _ => return Err(bad("scheme must be smtp or smtps")),
+/// The SMTP transport for `smtp.url`, as parsed by the configuration (see
+/// `SmtpUrl` for the forms it takes).
+pub fn smtp_transport(url: &SmtpUrl) -> Result<AsyncSmtpTransport<Tokio1Executor>, NotifyError> {
+    let host = url.host();
+    let tls_params = || {
+        TlsParameters::new(host.to_string()).map_err(|e| NotifyError::SmtpUrl(format!("TLS: {e}")))
     };
-    let builder = if u.username().is_empty() {
-        builder
-    } else {
-        builder.credentials(Credentials::new(
-            percent_decode(u.username()),
-            percent_decode(u.password().unwrap_or("")),
-        ))
+    let tls = match url.tls() {
+        TlsMode::Implicit => Tls::Wrapper(tls_params()?),
+        TlsMode::Required => Tls::Required(tls_params()?),
+        TlsMode::Opportunistic => Tls::Opportunistic(tls_params()?),
+        TlsMode::None => Tls::None,
+    };
+    let builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host)
+        .port(url.port())
+        .tls(tls);
+    let builder = match url.credentials() {
+        Some(c) => builder.credentials(Credentials::new(c.user.clone(), c.password.clone())),
+        None => builder,
     };
     Ok(builder.timeout(Some(Duration::from_secs(30))).build())
 }
@@ -114,7 +58,7 @@ pub fn smtp_transport(url: &str) -> Result<AsyncSmtpTransport<Tokio1Executor>, N
 pub struct Notifier {
     smtp: Option<AsyncSmtpTransport<Tokio1Executor>>,
     from: Option<Mailbox>,
-    alert_url: Option<String>,
+    alert_url: Option<reqwest::Url>,
     http: reqwest::Client,
     public_url: String,
     retry_url: Option<String>,
@@ -134,18 +78,12 @@ impl Notifier {
             .notifications
             .webhook_url
             .as_ref()
-            .map(|u| u.expose().to_string());
+            .map(|u| u.expose().url().clone());
         if smtp.is_none() && alert_url.is_none() {
             return Ok(None);
         }
-        let address = |key: &'static str, v: &str| {
-            v.parse::<Mailbox>().map_err(|e| NotifyError::Address {
-                key,
-                message: e.to_string(),
-            })
-        };
         let from = match (&smtp, &config.smtp.from) {
-            (Some(_), Some(f)) => Some(address("smtp.from", f)?),
+            (Some(_), Some(f)) => Some(f.clone()),
             (Some(_), None) => {
                 return Err(NotifyError::Address {
                     key: "smtp.from",
@@ -155,17 +93,21 @@ impl Notifier {
             _ => None,
         };
         let merchant_email = match (&smtp, &config.notifications.merchant_email) {
-            (Some(_), Some(m)) => {
-                address("notifications.merchant_email", m)?;
-                Some(m.clone())
-            }
+            (Some(_), Some(m)) => Some(m.to_string()),
             _ => None,
         };
-        let public_url = config.server.public_url.trim_end_matches('/').to_string();
-        let domain = reqwest::Url::parse(&public_url)
-            .ok()
-            .and_then(|u| u.host_str().map(str::to_string))
-            .unwrap_or_else(|| "fulfilld.invalid".into());
+        let public_url = config
+            .server
+            .public_url
+            .as_str()
+            .trim_end_matches('/')
+            .to_string();
+        let domain = config
+            .server
+            .public_url
+            .url()
+            .host_str()
+            .map_or_else(|| "fulfilld.invalid".into(), str::to_string);
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(15))
@@ -185,7 +127,11 @@ impl Notifier {
                 alert_url,
                 http,
                 public_url,
-                retry_url: config.notifications.retry_url.clone(),
+                retry_url: config
+                    .notifications
+                    .retry_url
+                    .as_ref()
+                    .map(|u| u.as_str().to_string()),
                 domain,
             },
             channels,
@@ -207,7 +153,7 @@ impl Notifier {
         };
         let answer = self
             .http
-            .post(url)
+            .post(url.clone())
             .json(&json!({ "text": text }))
             .send()
             .await
@@ -310,23 +256,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn smtp_urls_choose_tls_and_credentials() {
+    fn every_form_of_smtp_url_builds_a_transport() {
         for good in [
             "smtps://user:p%40ss@smtp.example.com:465",
             "smtp://user:pass@smtp.example.com:587",
             "smtp://smtp.example.com?tls=opportunistic",
             "smtp://127.0.0.1:2525?tls=none",
+            "smtp://[::1]:2525?tls=none",
         ] {
-            assert!(smtp_transport(good).is_ok(), "{good}");
+            let url: SmtpUrl = good.parse().unwrap();
+            assert!(smtp_transport(&url).is_ok(), "{good}");
         }
-        for bad in [
-            "http://smtp.example.com",
-            "smtp://smtp.example.com?tls=maybe",
-            "smtps://smtp.example.com?tls=none",
-            "not a url",
-        ] {
-            assert!(smtp_transport(bad).is_err(), "{bad}");
-        }
-        assert_eq!(percent_decode("p%40ss%2F%zz"), "p@ss/%zz");
     }
 }

@@ -13,7 +13,40 @@ use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-type HmacSha256 = Hmac<Sha256>;
+pub type HmacSha256 = Hmac<Sha256>;
+
+/// A Stripe webhook signing secret (`whsec_…`), which keys HMAC-SHA256 as
+/// the whole string. Lets the configuration's `Secret` start a MAC without
+/// handing out its value.
+pub trait StripeKey {
+    fn stripe_mac(&self) -> HmacSha256;
+}
+
+impl StripeKey for str {
+    fn stripe_mac(&self) -> HmacSha256 {
+        mac(self.as_bytes())
+    }
+}
+
+impl StripeKey for String {
+    fn stripe_mac(&self) -> HmacSha256 {
+        self.as_str().stripe_mac()
+    }
+}
+
+impl<K: StripeKey + ?Sized> StripeKey for &K {
+    fn stripe_mac(&self) -> HmacSha256 {
+        (**self).stripe_mac()
+    }
+}
+
+/// HMAC-SHA256 keyed with `key`: HMAC takes a key of any length.
+fn mac(key: &[u8]) -> HmacSha256 {
+    match HmacSha256::new_from_slice(key) {
+        Ok(mac) => mac,
+        Err(hmac::digest::InvalidLength) => unreachable!("HMAC takes any key length"),
+    }
+}
 
 /// Why a Stripe webhook request was rejected. The `as_str` names match the
 /// `reason` column of `fixtures/stripe/signature-vectors.json`.
@@ -61,7 +94,7 @@ pub struct Verified {
 pub fn verify_stripe(
     header: Option<&str>,
     body: &[u8],
-    secrets: &[impl AsRef<str>],
+    secrets: &[impl StripeKey],
     tolerance_secs: u64,
     now: i64,
 ) -> Result<Verified, Rejection> {
@@ -93,13 +126,20 @@ pub fn verify_stripe(
     if candidates.is_empty() {
         return Err(Rejection::NoSignaturesWithExpectedScheme);
     }
+    // Hex that is not lowercase, or not 32 bytes, matches nothing (Stripe
+    // sends lowercase; the length is checked by `verify_slice`).
+    let candidates: Vec<Vec<u8>> = candidates
+        .into_iter()
+        .filter_map(hex_decode_lower)
+        .collect();
     let mut matched = None;
     for (index, secret) in secrets.iter().enumerate() {
-        let expected = stripe_v1(secret.as_ref(), timestamp, body);
-        // Check every candidate so the time taken does not depend on which matched.
-        let hit = candidates.iter().fold(false, |acc, c| {
-            acc | ct_eq(expected.as_bytes(), c.as_bytes())
-        });
+        let mac = stripe_mac_of(secret.stripe_mac(), timestamp, body);
+        // Check every candidate, in constant time (`verify_slice`), so the
+        // time taken does not depend on which one matched.
+        let hit = candidates
+            .iter()
+            .fold(false, |acc, c| acc | mac.clone().verify_slice(c).is_ok());
         if hit && matched.is_none() {
             matched = Some(index);
         }
@@ -117,11 +157,16 @@ pub fn verify_stripe(
 
 /// Lowercase hex of HMAC-SHA256(secret, "{timestamp}.{body}"): Stripe's `v1`.
 pub fn stripe_v1(secret: &str, timestamp: i64, body: &[u8]) -> String {
-    let mut mac = HmacSha256::new_from_slice(secret.as_bytes()).expect("HMAC takes any key length");
+    let mac = stripe_mac_of(secret.stripe_mac(), timestamp, body);
+    hex_lower(&mac.finalize().into_bytes())
+}
+
+/// `mac` fed with Stripe's signed payload, `"{timestamp}.{body}"`.
+fn stripe_mac_of(mut mac: HmacSha256, timestamp: i64, body: &[u8]) -> HmacSha256 {
     mac.update(timestamp.to_string().as_bytes());
     mac.update(b".");
     mac.update(body);
-    hex_lower(&mac.finalize().into_bytes())
+    mac
 }
 
 /// A `Stripe-Signature` header value for `body`, as Stripe would send it.
@@ -160,7 +205,7 @@ pub fn standard_webhooks_signature(
     timestamp: i64,
     body: &[u8],
 ) -> String {
-    let mut mac = HmacSha256::new_from_slice(key).expect("HMAC takes any key length");
+    let mut mac = mac(key);
     mac.update(msg_id.as_bytes());
     mac.update(b".");
     mac.update(timestamp.to_string().as_bytes());
@@ -172,12 +217,29 @@ pub fn standard_webhooks_signature(
     )
 }
 
-/// Constant-time equality of two byte strings (the length is not secret).
+/// Constant-time equality of two byte strings (the length is not secret),
+/// by `subtle`, the crate the HMAC's own `verify_slice` uses.
 pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
+    use subtle::ConstantTimeEq;
+    a.ct_eq(b).into()
+}
+
+/// Bytes of lowercase hex; `None` for anything else.
+fn hex_decode_lower(hex: &str) -> Option<Vec<u8>> {
+    fn nibble(c: u8) -> Option<u8> {
+        match c {
+            b'0'..=b'9' => Some(c - b'0'),
+            b'a'..=b'f' => Some(c - b'a' + 10),
+            _ => None,
+        }
     }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    if !hex.len().is_multiple_of(2) {
+        return None;
+    }
+    hex.as_bytes()
+        .chunks(2)
+        .map(|pair| Some(nibble(pair[0])? << 4 | nibble(pair[1])?))
+        .collect()
 }
 
 fn hex_lower(bytes: &[u8]) -> String {
@@ -283,6 +345,34 @@ mod tests {
         assert_eq!(standard_webhooks_key("whsec_"), Err(SecretError::Empty));
         assert_eq!(standard_webhooks_key("sk_abc"), Err(SecretError::Prefix));
         assert_eq!(standard_webhooks_key("whsec_!!"), Err(SecretError::Base64));
+    }
+
+    #[test]
+    fn only_lowercase_hex_of_the_right_length_can_match() {
+        let body = br#"{"id":"evt_1"}"#;
+        let sig = stripe_v1("whsec_k", 100, body);
+        let check = |v1: &str| {
+            verify_stripe(
+                Some(&format!("t=100,v1={v1}")),
+                body,
+                &["whsec_k"],
+                300,
+                100,
+            )
+        };
+        assert!(check(&sig).is_ok());
+        assert_eq!(
+            check(&sig.to_uppercase()),
+            Err(Rejection::NoMatchingSignature)
+        );
+        assert_eq!(check(&sig[..62]), Err(Rejection::NoMatchingSignature));
+        assert_eq!(
+            check(&format!("{sig}00")),
+            Err(Rejection::NoMatchingSignature)
+        );
+        assert_eq!(check("zz"), Err(Rejection::NoMatchingSignature));
+        assert_eq!(hex_decode_lower("0aff"), Some(vec![0x0a, 0xff]));
+        assert_eq!(hex_decode_lower("0"), None);
     }
 
     #[test]

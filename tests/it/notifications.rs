@@ -79,13 +79,13 @@ async fn setup(receipts: bool) -> Setup {
         alerts.url.clone(),
     );
     let app = spawn_app_with(move |c| {
-        c.smtp.url = Some(Secret::new(smtp_url));
-        c.smtp.from = Some("Coffee Shop <orders@shop.example>".into());
-        c.notifications.merchant_email = Some(MERCHANT.into());
-        c.notifications.webhook_url = Some(Secret::new(alert_url));
-        c.notifications.retry_url = Some(RETRY_URL.into());
+        c.smtp.url = Some(Secret::from_value(smtp_url.parse().unwrap()));
+        c.smtp.from = Some("Coffee Shop <orders@shop.example>".parse().unwrap());
+        c.notifications.merchant_email = Some(MERCHANT.parse().unwrap());
+        c.notifications.webhook_url = Some(Secret::from_value(alert_url.parse().unwrap()));
+        c.notifications.retry_url = Some(RETRY_URL.parse().unwrap());
         c.fulfillment.receipt_email = receipts;
-        c.server.public_url = "https://orders.shop.example".into();
+        c.server.public_url = "https://orders.shop.example".parse().unwrap();
     })
     .await;
     Setup { app, smtp, alerts }
@@ -580,7 +580,7 @@ async fn a_payment_failed_callback_that_gives_up_alerts_the_merchant() {
     let alerts = Alerts::start().await;
     let url = alerts.url.clone();
     let app = spawn_app_with(move |c| {
-        c.notifications.webhook_url = Some(Secret::new(url));
+        c.notifications.webhook_url = Some(Secret::from_value(url.parse().unwrap()));
         c.jobs.give_up_after_secs = 0;
     })
     .await;

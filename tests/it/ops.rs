@@ -62,33 +62,33 @@ fn parse_prometheus(text: &str) -> BTreeMap<String, f64> {
         };
         let name = series.split('{').next().unwrap();
         assert!(valid_name(name), "bad metric name in {line:?}");
-        if let Some(labels) = series.strip_prefix(name) {
-            if !labels.is_empty() {
-                let inner = labels.strip_prefix('{').and_then(|l| l.strip_suffix('}'));
-                let inner = inner.unwrap_or_else(|| panic!("bad labels in {line:?}"));
-                // k="v" pairs; values may hold escaped quotes.
-                let mut rest = inner;
-                while !rest.is_empty() {
-                    let (key, after) = rest.split_once("=\"").unwrap_or_else(|| panic!("{line:?}"));
-                    assert!(valid_name(key), "bad label name in {line:?}");
-                    let mut end = None;
-                    let mut escaped = false;
-                    for (i, c) in after.char_indices() {
-                        match (escaped, c) {
-                            (true, _) => escaped = false,
-                            (false, '\\') => escaped = true,
-                            (false, '"') => {
-                                end = Some(i);
-                                break;
-                            }
-                            _ => {}
+        if let Some(labels) = series.strip_prefix(name)
+            && !labels.is_empty()
+        {
+            let inner = labels.strip_prefix('{').and_then(|l| l.strip_suffix('}'));
+            let inner = inner.unwrap_or_else(|| panic!("bad labels in {line:?}"));
+            // k="v" pairs; values may hold escaped quotes.
+            let mut rest = inner;
+            while !rest.is_empty() {
+                let (key, after) = rest.split_once("=\"").unwrap_or_else(|| panic!("{line:?}"));
+                assert!(valid_name(key), "bad label name in {line:?}");
+                let mut end = None;
+                let mut escaped = false;
+                for (i, c) in after.char_indices() {
+                    match (escaped, c) {
+                        (true, _) => escaped = false,
+                        (false, '\\') => escaped = true,
+                        (false, '"') => {
+                            end = Some(i);
+                            break;
                         }
+                        _ => {}
                     }
-                    let end = end.unwrap_or_else(|| panic!("unterminated label in {line:?}"));
-                    rest = after[end + 1..]
-                        .strip_prefix(',')
-                        .unwrap_or(&after[end + 1..]);
                 }
+                let end = end.unwrap_or_else(|| panic!("unterminated label in {line:?}"));
+                rest = after[end + 1..]
+                    .strip_prefix(',')
+                    .unwrap_or(&after[end + 1..]);
             }
         }
         let family = ["_bucket", "_sum", "_count"]

@@ -53,12 +53,12 @@ pub fn test_config(db: &Path, stripe_url: &str, callback_url: Option<&str>) -> C
     c.storage.path = db.to_path_buf();
     c.stripe.secret_key = Some(Secret::new(SECRET_KEY));
     c.stripe.webhook_secrets = vec![Secret::new(OLD_WEBHOOK_SECRET), Secret::new(WEBHOOK_SECRET)];
-    c.stripe.api_base = stripe_url.to_string();
+    c.stripe.api_base = stripe_url.parse().unwrap();
     c.admin.username = Some("admin".into());
     c.admin.password = Some(Secret::new("a long test password"));
     c.admin.api_token = Some(Secret::new(API_TOKEN));
     if let Some(url) = callback_url {
-        c.fulfillment.callback_url = Some(url.to_string());
+        c.fulfillment.callback_url = Some(url.parse().unwrap());
         c.fulfillment.callback_secret = Some(Secret::new(CALLBACK_SECRET));
     }
     c.jobs.retry_base_ms = 20;

@@ -1,0 +1,111 @@
+//! `fulfilld check-config`: loads and validates the configuration, prints it
+//! with secrets masked, and exits 2 with a message naming the bad key.
+
+use std::{io::Write, process::ExitCode};
+
+use crate::config::{Config, ConfigError, ConfigSource};
+
+/// Exit code of a configuration that does not load or validate.
+pub const INVALID: u8 = 2;
+
+pub fn run(source: &ConfigSource) -> ExitCode {
+    let loaded = Config::load(source);
+    ExitCode::from(report(
+        &loaded,
+        &mut std::io::stdout().lock(),
+        &mut std::io::stderr().lock(),
+    ))
+}
+
+/// Writes the verdict on `loaded`: the masked TOML on `out`, warnings and
+/// the verdict on `err`. Returns the exit code.
+pub fn report(
+    loaded: &Result<Config, ConfigError>,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> u8 {
+    // Nothing sensible is left to do if the terminal is gone: the exit code
+    // still tells.
+    match loaded {
+        Ok(config) => {
+            let _ = write!(out, "{}", config.masked_toml());
+            let _ = out.flush();
+            for w in config.warnings() {
+                let _ = writeln!(err, "warning: {w}");
+            }
+            let _ = writeln!(err, "configuration OK");
+            0
+        }
+        Err(e) => {
+            let _ = writeln!(err, "fulfilld: invalid configuration: {e}");
+            INVALID
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use figment::{
+        Figment,
+        providers::{Format, Serialized, Toml},
+    };
+
+    use super::*;
+
+    fn check(raw: &str) -> (u8, String, String) {
+        let loaded = Config::from_figment(
+            Figment::from(Serialized::defaults(Config::default())).merge(Toml::string(raw)),
+        );
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let code = report(&loaded, &mut out, &mut err);
+        (
+            code,
+            String::from_utf8(out).unwrap(),
+            String::from_utf8(err).unwrap(),
+        )
+    }
+
+    const GOOD: &str = r#"
+        [stripe]
+        secret_key = "sk_test_1234567890abcdefghij"
+        webhook_secrets = ["whsec_one"]
+        [admin]
+        username = "admin"
+        password = "correct horse battery"
+        [smtp]
+        url = "smtp://mailer:s3cr%40t@mail.example.com?tls=none"
+        from = "Shop <orders@shop.example>"
+    "#;
+
+    #[test]
+    fn prints_masked_and_warns_through_the_parsed_smtp_url() {
+        let (code, out, err) = check(GOOD);
+        assert_eq!(code, 0, "{err}");
+        assert!(out.contains("url = \"********\""), "{out}");
+        assert!(!out.contains("s3cr") && !out.contains("mailer"), "{out}");
+        assert!(out.contains("listen = \"127.0.0.1:4242\""), "{out}");
+        assert!(err.contains("warning: smtp.url uses tls=none"), "{err}");
+        assert!(err.ends_with("configuration OK\n"), "{err}");
+        let local = GOOD.replace("mail.example.com", "localhost");
+        let (_, _, err) = check(&local);
+        assert!(!err.contains("tls=none"), "{err}");
+    }
+
+    #[test]
+    fn a_bad_value_exits_2_naming_its_key() {
+        for (bad, key) in [
+            ("tls=none", "tls=maybe", "smtp.url"),
+            ("Shop <orders@shop.example>", "not an address", "smtp.from"),
+        ]
+        .map(|(from, to, key)| (GOOD.replace(from, to), key))
+        {
+            let (code, out, err) = check(&bad);
+            assert_eq!(code, INVALID);
+            assert!(out.is_empty(), "{out}");
+            assert!(
+                err.starts_with(&format!("fulfilld: invalid configuration: {key}: ")),
+                "{err}"
+            );
+        }
+    }
+}

@@ -1,0 +1,29 @@
+//! `fulfilld healthcheck`: exit 0 when the server on `server.listen` answers
+//! `/healthz` (Docker's `HEALTHCHECK`, in an image with no curl).
+
+use std::{process::ExitCode, time::Duration};
+
+use super::{CliError, local_address, runtime};
+use crate::config::{Config, ConfigSource};
+
+pub fn run(source: &ConfigSource) -> Result<ExitCode, CliError> {
+    // Only server.listen matters here, so secrets need not be present.
+    let host = local_address(Config::listen_from(source)?);
+    runtime()?.block_on(async move {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(3))
+            .build()
+            .map_err(CliError::HttpClient)?;
+        match client.get(format!("http://{host}/healthz")).send().await {
+            Ok(r) if r.status().is_success() => Ok(ExitCode::SUCCESS),
+            Ok(r) => {
+                eprintln!("unhealthy: /healthz answered {}", r.status());
+                Ok(ExitCode::from(1))
+            }
+            Err(e) => {
+                eprintln!("unhealthy: {}", e.without_url());
+                Ok(ExitCode::from(1))
+            }
+        }
+    })
+}

@@ -1,0 +1,158 @@
+//! Reading the layers: defaults, the file, the environment, then `_file` secrets.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+};
+
+use figment::{
+    Figment,
+    providers::{Env, Format, Serialized, Toml},
+};
+
+use super::{
+    Config, ConfigError, ConfigSource,
+    secret::Secret,
+    types::{ConfigValue, split_secrets},
+};
+
+/// The keys whose values are parsed into a type while extracting: their
+/// parse messages become `ConfigError::Invalid` naming the key, as every
+/// other invalid value does. (Other figment errors keep figment's wording.)
+const TYPED_KEYS: [&str; 9] = [
+    "server.listen",
+    "server.public_url",
+    "stripe.api_base",
+    "fulfillment.callback_url",
+    "smtp.url",
+    "smtp.from",
+    "notifications.merchant_email",
+    "notifications.webhook_url",
+    "notifications.retry_url",
+];
+
+fn extract_error(e: figment::Error) -> ConfigError {
+    let key = e.path.join(".");
+    match &e.kind {
+        figment::error::Kind::Message(message) if TYPED_KEYS.contains(&key.as_str()) => {
+            ConfigError::invalid(&key, message.clone())
+        }
+        _ => ConfigError::Load(Box::new(e)),
+    }
+}
+
+impl Config {
+    /// Loads every layer, reads `_file` secrets and validates the result for `serve`.
+    pub fn load(source: &ConfigSource) -> Result<Config, ConfigError> {
+        Self::load_with_env(source, Env::prefixed("FULFILLD_"))
+    }
+
+    fn load_with_env(source: &ConfigSource, env: Env) -> Result<Config, ConfigError> {
+        Self::from_figment(Self::layers(source, env)?)
+    }
+
+    fn layers(source: &ConfigSource, env: Env) -> Result<Figment, ConfigError> {
+        if source.explicit && !source.path.exists() {
+            return Err(ConfigError::invalid(
+                "--config",
+                format!("file {} does not exist", source.path.display()),
+            ));
+        }
+        Ok(Figment::from(Serialized::defaults(Config::default()))
+            .merge(Toml::file(&source.path))
+            .merge(env.ignore(&["config"]).split("__")))
+    }
+
+    /// Only `server.listen`, without requiring secrets (for `healthcheck`).
+    pub fn listen_from(source: &ConfigSource) -> Result<SocketAddr, ConfigError> {
+        let figment = Self::layers(source, Env::prefixed("FULFILLD_"))?;
+        let config: Config = figment.extract().map_err(extract_error)?;
+        Ok(config.server.listen)
+    }
+
+    /// Extracts and checks a configuration from any figment (tests use TOML strings).
+    pub fn from_figment(figment: Figment) -> Result<Config, ConfigError> {
+        let mut config: Config = figment.extract().map_err(extract_error)?;
+        config.read_secret_files()?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Replaces every `<key>_file` with the contents of the file it names,
+    /// parsed as the key's value would be.
+    fn read_secret_files(&mut self) -> Result<(), ConfigError> {
+        fn take<T: ConfigValue>(
+            key: &str,
+            value: &mut Option<Secret<T>>,
+            file: &mut Option<PathBuf>,
+        ) -> Result<(), ConfigError> {
+            if let Some(path) = file.take() {
+                if value.is_some() {
+                    return Err(ConfigError::invalid(
+                        &format!("{key}_file"),
+                        format!("give either {key} or {key}_file, not both"),
+                    ));
+                }
+                let raw = read_secret_file(&format!("{key}_file"), &path)?;
+                let parsed = T::parse_value(&raw).map_err(|m| ConfigError::invalid(key, m))?;
+                *value = Some(Secret::from_value(parsed));
+            }
+            Ok(())
+        }
+        take(
+            "stripe.secret_key",
+            &mut self.stripe.secret_key,
+            &mut self.stripe.secret_key_file,
+        )?;
+        if let Some(path) = self.stripe.webhook_secrets_file.take() {
+            if !self.stripe.webhook_secrets.is_empty() {
+                return Err(ConfigError::invalid(
+                    "stripe.webhook_secrets_file",
+                    "give either stripe.webhook_secrets or stripe.webhook_secrets_file, not both",
+                ));
+            }
+            let raw = read_secret_file("stripe.webhook_secrets_file", &path)?;
+            self.stripe.webhook_secrets = split_secrets(&raw);
+        }
+        take(
+            "admin.password",
+            &mut self.admin.password,
+            &mut self.admin.password_file,
+        )?;
+        take(
+            "admin.password_hash",
+            &mut self.admin.password_hash,
+            &mut self.admin.password_hash_file,
+        )?;
+        take(
+            "admin.api_token",
+            &mut self.admin.api_token,
+            &mut self.admin.api_token_file,
+        )?;
+        take(
+            "fulfillment.callback_secret",
+            &mut self.fulfillment.callback_secret,
+            &mut self.fulfillment.callback_secret_file,
+        )?;
+        take("smtp.url", &mut self.smtp.url, &mut self.smtp.url_file)?;
+        take(
+            "notifications.webhook_url",
+            &mut self.notifications.webhook_url,
+            &mut self.notifications.webhook_url_file,
+        )?;
+        Ok(())
+    }
+}
+
+fn read_secret_file(key: &str, path: &Path) -> Result<String, ConfigError> {
+    let raw = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::invalid(key, format!("cannot read {}: {e}", path.display())))?;
+    let value = raw.trim().to_string();
+    if value.is_empty() {
+        return Err(ConfigError::invalid(
+            key,
+            format!("{} is empty", path.display()),
+        ));
+    }
+    Ok(value)
+}

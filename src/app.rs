@@ -98,6 +98,16 @@ impl Application {
         .await
         .map_err(|e| AppError::Setup(e.to_string()))?
         .map_err(|error| AppError::store(&path, error))?;
+        Self::build_with_store(config, listener, store).await
+    }
+
+    /// `build` on a store opened elsewhere (another backend, or a test's).
+    pub async fn build_with_store(
+        config: &Config,
+        listener: TcpListener,
+        store: Store,
+    ) -> Result<Application, AppError> {
+        let path = config.storage.path.clone();
         let key = config
             .stripe
             .secret_key

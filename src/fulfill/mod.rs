@@ -24,6 +24,7 @@
 //! itself, leaving the state and the queue as the event left them.
 
 pub mod callback;
+mod claim;
 mod ingest;
 pub mod locks;
 pub mod outbox;
@@ -43,6 +44,7 @@ use crate::{
     time::{Clock, SystemClock},
 };
 use callback::{CallbackSender, DeliveryError};
+use claim::Claimed;
 use locks::SessionLocks;
 
 pub use crate::domain::Channels;
@@ -233,25 +235,13 @@ impl Fulfiller {
         let _turn = self.locks.lock(id.as_str()).await;
 
         // 1. Claim the session durably, unless it needs nothing.
-        if let Some(rec) = self.store.session(id).await?
-            && crate::domain::claim_is_noop(&rec, trigger, opts.force)
-        {
-            // Reloading a settled order's page commits nothing.
-            return Ok(Outcome::of(rec.state, false));
-        }
-        let claim = Input::Claim {
-            trigger,
-            force: opts.force,
-            actor: opts.actor.clone(),
-            created: opts.prefetched.as_ref().map(|p| p.session.created),
-        };
-        let (token, pending, fresh) = match self.step(id, claim).await? {
-            Reply::Claimed {
-                token,
-                pending,
-                fresh,
-            } => (token, pending, fresh),
-            other => return Ok(Outcome::of(reply_state(&other), false)),
+        let Claimed {
+            token,
+            pending,
+            fresh,
+        } = match self.claim(id, trigger, &opts).await? {
+            Ok(claimed) => claimed,
+            Err(state) => return Ok(Outcome::of(state, false)),
         };
 
         // 2. A fulfillment recorded earlier is delivered again, never made anew.

@@ -12,6 +12,7 @@ mod exactly_once;
 mod landing;
 mod notifications;
 mod ops;
+mod processes;
 mod races;
 mod storage;
 mod stripe_faults;

@@ -2,18 +2,19 @@
 //! the results of a claimed attempt, and random sequences of events, claims,
 //! results, crashes and restarts checked against the invariants.
 
-use proptest::prelude::*;
+mod sequences;
 
 use super::*;
 use crate::model::{Lease, OutboxStatus, RetryInfo, SessionDetail, SessionRecord, State, Trigger};
 
-const ID: &str = "cs_test_machine";
+pub(super) const ID: &str = "cs_test_machine";
+
 const ME: &str = "boot_me";
 const OTHER: &str = "boot_other";
-const KEY: ids::InstallationKey = [7u8; 32];
-const NOW: u64 = 1_000_000_000;
+pub(super) const KEY: ids::InstallationKey = [7u8; 32];
+pub(super) const NOW: u64 = 1_000_000_000;
 
-fn policy(callbacks: bool) -> Policy {
+pub(super) fn policy(callbacks: bool) -> Policy {
     Policy::new(
         RetryPolicy {
             base_ms: 1000,
@@ -42,7 +43,7 @@ fn env<'a>(policy: &'a Policy, owner: &'a str, now: u64) -> Env<'a> {
     }
 }
 
-fn snap(payment_status: &str, status: &str) -> Snapshot {
+pub(super) fn snap(payment_status: &str, status: &str) -> Snapshot {
     Snapshot {
         livemode: false,
         created: 1_700_000_000,
@@ -55,7 +56,7 @@ fn snap(payment_status: &str, status: &str) -> Snapshot {
     }
 }
 
-fn fetched(payment_status: &str, status: &str) -> Fetched {
+pub(super) fn fetched(payment_status: &str, status: &str) -> Fetched {
     Fetched {
         snapshot: snap(payment_status, status),
         raw: serde_json::json!({"id": ID}),
@@ -558,162 +559,4 @@ fn an_expired_event_is_checked_with_a_fresh_read_and_take_over_is_explicit() {
         step(ID, Some(mine), Input::TakeOver, &env(&p, ME, NOW)).reply,
         Reply::Skipped(_)
     ));
-}
-
-// --- Random sequences -------------------------------------------------------
-
-#[derive(Debug, Clone)]
-enum Op {
-    /// Stripe sends an event of this kind about the session (truth permitting).
-    Event(u8),
-    /// The customer's delayed payment settles: 0 paid, 1 failed.
-    Settle(u8),
-    /// Process `p` asks to fulfil (trigger index; force).
-    Claim(u8, u8, bool),
-    /// Process `p`'s attempt gets its read: 0 true, 1 stale unpaid, 2 transient error, 3 not found.
-    Read(u8, u8),
-    /// Process `p`'s callback: acknowledged or not.
-    Callback(u8, bool),
-    /// Every process crashes; a new one starts and takes over.
-    Restart,
-    /// Time passes.
-    Wait(u32),
-    Reconcile,
-}
-
-fn op() -> impl Strategy<Value = Op> {
-    prop_oneof![
-        (0u8..4).prop_map(Op::Event),
-        (0u8..2).prop_map(Op::Settle),
-        (0u8..2, 0u8..5, proptest::bool::weighted(0.1)).prop_map(|(p, t, f)| Op::Claim(p, t, f)),
-        (0u8..2, 0u8..4).prop_map(|(p, r)| Op::Read(p, r)),
-        (0u8..2, any::<bool>()).prop_map(|(p, ok)| Op::Callback(p, ok)),
-        Just(Op::Restart),
-        (0u32..120_000).prop_map(Op::Wait),
-        Just(Op::Reconcile),
-    ]
-}
-
-#[derive(Default)]
-struct Proc {
-    owner: String,
-    token: Option<ClaimToken>,
-    pending: Option<String>,
-}
-
-proptest! {
-    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
-
-    #[test]
-    fn invariants_hold_for_any_sequence(ops in proptest::collection::vec(op(), 1..60), callbacks in any::<bool>()) {
-        let p = policy(callbacks);
-        let mut now = NOW;
-        let mut session: Option<Session> = None;
-        // What Stripe knows: 0 unpaid (processing), 1 paid, 2 failed.
-        let mut truth = 0u8;
-        let mut boots = 0;
-        let mut procs = [Proc { owner: "boot_0a".into(), ..Proc::default() }, Proc { owner: "boot_0b".into(), ..Proc::default() }];
-        let mut forced_claims = 0;
-        let mut events = 0;
-        for op in ops {
-            let before = session.as_ref().map(|s| s.rec.state);
-            let fulfillments_before = session.as_ref().map_or(0, |s| s.detail.fulfillments.len());
-            let (owner, input) = match op.clone() {
-                Op::Event(k) => {
-                    events += 1;
-                    let (kind, status) = match (k, truth) {
-                        (0, 0) => (EventKind::Completed, "unpaid"),
-                        (0, 1) => (EventKind::Completed, "paid"),
-                        (_, 1) => (EventKind::AsyncPaymentSucceeded, "paid"),
-                        (_, 2) => (EventKind::AsyncPaymentFailed, "unpaid"),
-                        _ => (EventKind::Completed, "unpaid"),
-                    };
-                    let input = Input::Event { id: format!("evt_{events}"), kind, snapshot: snap(status, "complete"), object: serde_json::Value::Null };
-                    (procs[0].owner.clone(), input)
-                }
-                Op::Settle(outcome) => {
-                    if truth == 0 { truth = 1 + outcome; }
-                    continue;
-                }
-                Op::Claim(i, t, force) => {
-                    let trigger = [Trigger::Webhook, Trigger::LandingPage, Trigger::Admin, Trigger::Retry, Trigger::Reconcile][t as usize];
-                    let force = force && trigger == Trigger::Admin;
-                    if procs[i as usize].token.is_some() { continue; }
-                    if force && before == Some(State::Fulfilled) { forced_claims += 1; }
-                    (procs[i as usize].owner.clone(), Input::Claim { trigger, force, actor: None, created: None })
-                }
-                Op::Read(i, r) => {
-                    let proc = &procs[i as usize];
-                    let Some(claim) = proc.token.clone().filter(|_| proc.pending.is_none()) else { continue };
-                    let status = if truth == 1 && r != 1 { "paid" } else { "unpaid" };
-                    let input = match r {
-                        2 => Input::FetchFailed { claim, error: "503".into(), permanent: false },
-                        3 => Input::FetchFailed { claim, error: "404".into(), permanent: true },
-                        _ => Input::Fetched { claim, fetched: fetched(status, "complete") },
-                    };
-                    (proc.owner.clone(), input)
-                }
-                Op::Callback(i, ok) => {
-                    let proc = &procs[i as usize];
-                    let (Some(claim), Some(fid)) = (proc.token.clone(), proc.pending.clone()) else { continue };
-                    let input = if ok {
-                        Input::CallbackDelivered { claim, fulfillment_id: fid, attempt: None }
-                    } else {
-                        Input::CallbackFailed { claim, fulfillment_id: fid, attempt: None, error: "502".into(), permanent: false }
-                    };
-                    (proc.owner.clone(), input)
-                }
-                Op::Restart => {
-                    boots += 1;
-                    procs = [Proc { owner: format!("boot_{boots}a"), ..Proc::default() }, Proc { owner: format!("boot_{boots}b"), ..Proc::default() }];
-                    (procs[0].owner.clone(), Input::TakeOver)
-                }
-                Op::Wait(ms) => { now += u64::from(ms); continue; }
-                Op::Reconcile => (procs[0].owner.clone(), Input::Reconcile { quiet_ms: 60_000 }),
-            };
-            let e = Env { now, entropy: 0, policy: &p, owner: &owner, key: &KEY, job_queued: false };
-            let result = step(ID, session.clone(), input.clone(), &e);
-            if let Some(s) = result.session { session = Some(s); }
-            let i = procs.iter().position(|pr| pr.owner == owner).unwrap_or(0);
-            match &result.reply {
-                Reply::Claimed { token, pending, .. } => { procs[i].token = Some(token.clone()); procs[i].pending = pending.clone(); }
-                Reply::Recorded { fulfillment_id, delivered } => {
-                    if *delivered { procs[i].token = None; } else { procs[i].pending = Some(fulfillment_id.clone()); }
-                }
-                Reply::Done(_) | Reply::Overtaken(_) if !matches!(input, Input::Event { .. } | Input::TakeOver | Input::Reconcile { .. }) => {
-                    procs[i].token = None;
-                    procs[i].pending = None;
-                }
-                _ => {}
-            }
-            let Some(s) = &session else { continue };
-            let recorded = &s.detail.fulfillments;
-            // At most one fulfillment unless forced; forced ones only after a forced claim.
-            let forced = recorded.iter().filter(|f| f.forced).count();
-            prop_assert!(recorded.len() - forced <= 1, "{recorded:?}");
-            prop_assert!(forced <= forced_claims, "{recorded:?}");
-            // Ids follow the sequence: never repeated, never random.
-            for (n, f) in recorded.iter().enumerate() {
-                prop_assert_eq!(&f.id, &ids::fulfillment_id(&KEY, ID, n as u32));
-            }
-            // Only a read that says paid records a fulfillment.
-            if recorded.len() > fulfillments_before {
-                let paid_read = matches!(&input, Input::Fetched { fetched, .. } if fetched.snapshot.is_payable());
-                prop_assert!(paid_read, "{input:?}");
-            }
-            // A fulfilled session leaves `fulfilled` only by force.
-            if before == Some(State::Fulfilled) && s.rec.state != State::Fulfilled {
-                prop_assert!(matches!(input, Input::Claim { force: true, .. }), "{input:?}");
-            }
-            // The newest event wins: an attempt's result never undoes a failed payment.
-            if before == Some(State::PaymentFailed) && matches!(input, Input::Fetched { .. } | Input::FetchFailed { .. } | Input::CallbackDelivered { .. } | Input::CallbackFailed { .. }) {
-                prop_assert_eq!(s.rec.state, State::PaymentFailed);
-            }
-            // One lease at a time, held by a live process or none.
-            if let Some(lease) = &s.rec.lease {
-                prop_assert_eq!(s.rec.state, State::Fulfilling);
-                prop_assert!(lease.seq == s.rec.claims);
-            }
-        }
-    }
 }

@@ -1,0 +1,117 @@
+//! The database file itself: refusing what is not one, creating it
+//! privately, and consistent copies (backups).
+
+use std::{io::Read, path::Path};
+
+use redb::{Database, ReadableDatabase};
+
+use super::tables;
+use crate::store::{BackupStats, Result, StoreError};
+
+/// Refuses a file that cannot be a redb database, before redb sees it.
+pub(super) fn check_header(path: &Path) -> Result<()> {
+    let not_a_db = |reason: &str| StoreError::NotADatabase {
+        path: path.display().to_string(),
+        reason: reason.to_string(),
+    };
+    let mut file = std::fs::File::open(path).map_err(StoreError::Io)?;
+    let mut magic = [0u8; 4];
+    match file.read_exact(&mut magic) {
+        Ok(()) if &magic == b"redb" => Ok(()),
+        Ok(()) => Err(not_a_db("it does not start like one")),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Err(not_a_db(
+            if file.metadata().map(|m| m.len()).unwrap_or(0) == 0 {
+                "the file is empty"
+            } else {
+                "the file is too short"
+            },
+        )),
+        Err(e) => Err(StoreError::Io(e)),
+    }
+}
+
+/// Creates `path` for writing, failing if anything (a file, a symlink) is
+/// already there; readable by the owner only (it holds customer data). A
+/// missing folder is created readable by the owner only, too.
+pub(super) fn create_private(path: &Path) -> std::io::Result<std::fs::File> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty())
+        && !parent.exists()
+    {
+        let mut dir = std::fs::DirBuilder::new();
+        dir.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut dir, 0o700);
+        dir.create(parent)?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true).write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)
+}
+
+/// Backs up a database file that no process has open (the server is stopped).
+pub fn backup_file(src: &Path, dest: &Path) -> Result<BackupStats> {
+    if !src.exists() {
+        return Err(StoreError::Refused(format!(
+            "{} does not exist",
+            src.display()
+        )));
+    }
+    check_header(src)?;
+    let db = Database::builder()
+        .set_check_integrity_on_open(true)
+        .open(src)?;
+    copy_snapshot(&db, dest)
+}
+
+pub(super) fn copy_snapshot(db: &Database, dest: &Path) -> Result<BackupStats> {
+    let exists = || {
+        StoreError::Refused(format!(
+            "{} already exists; choose a new file name",
+            dest.display()
+        ))
+    };
+    if dest.symlink_metadata().is_ok() {
+        return Err(exists());
+    }
+    if dest.file_name().is_none() {
+        return Err(StoreError::Refused(format!(
+            "{} is not a file path",
+            dest.display()
+        )));
+    }
+    // An unpredictable name next to the destination, created exclusively.
+    let name = crate::model::random_hex().map_err(|e| StoreError::Refused(e.to_string()))?;
+    let tmp = dest.with_file_name(format!(".backup_{name}.partial"));
+    let result = (|| {
+        let file = create_private(&tmp).map_err(StoreError::Io)?;
+        let snapshot = db.begin_read()?;
+        let copy =
+            Database::builder().create_with_backend(redb::backends::FileBackend::new(file)?)?;
+        let mut w = copy.begin_write()?;
+        w.set_two_phase_commit(true);
+        let stats = tables::copy_all(&snapshot, &w)?;
+        w.commit()?;
+        drop(copy);
+        std::fs::File::open(&tmp)
+            .and_then(|f| f.sync_all())
+            .map_err(StoreError::Io)?;
+        // A hard link never replaces an existing file, unlike rename.
+        match std::fs::hard_link(&tmp, dest) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Err(exists()),
+            // A filesystem without hard links: rename, having checked above.
+            Err(_) => std::fs::rename(&tmp, dest).map_err(StoreError::Io)?,
+        }
+        if let Some(dir) = dest.parent().filter(|d| !d.as_os_str().is_empty()) {
+            // The new name itself must survive a crash.
+            std::fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(StoreError::Io)?;
+        }
+        Ok(stats)
+    })();
+    let _ = std::fs::remove_file(&tmp);
+    result
+}

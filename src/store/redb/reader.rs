@@ -1,0 +1,280 @@
+//! Typed reads on one snapshot: lookups, the newest-first list and search.
+
+use redb::{ReadTransaction, ReadableTable, ReadableTableMetadata};
+
+use super::tables::{
+    BY_STATE, BY_TERM, DETAILS, EVENTS, ID_MAX, JOB_DUE, JOBS, NOTIFICATIONS, SESSIONS,
+    STATE_COUNTS, decode, email_term, get_event, get_json, pi_term,
+};
+use crate::{
+    domain::Session,
+    model::{EventRecord, Job, Notification, SessionDetail, SessionRecord, State},
+    store::{ListQuery, Page, StoreError},
+};
+
+/// A read snapshot with typed lookups.
+pub struct Reader {
+    r: ReadTransaction,
+}
+
+/// The most prefix matches a search looks at.
+const SEARCH_CAP: usize = 1000;
+
+impl Reader {
+    pub(super) fn new(r: ReadTransaction) -> Self {
+        Reader { r }
+    }
+
+    pub fn session(&self, id: &str) -> Result<Option<SessionRecord>, StoreError> {
+        get_json(&self.r.open_table(SESSIONS)?, id)
+    }
+
+    pub fn detail(&self, id: &str) -> Result<SessionDetail, StoreError> {
+        Ok(get_json(&self.r.open_table(DETAILS)?, id)?.unwrap_or_default())
+    }
+
+    pub fn event(&self, id: &str) -> Result<Option<EventRecord>, StoreError> {
+        Ok(get_event(&self.r.open_table(EVENTS)?, id)?.map(|(rec, _)| rec))
+    }
+
+    /// The exact body of an event as received.
+    pub fn event_payload(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(get_event(&self.r.open_table(EVENTS)?, id)?.map(|(_, raw)| raw))
+    }
+
+    pub fn notification(&self, id: &str) -> Result<Option<Notification>, StoreError> {
+        get_json(&self.r.open_table(NOTIFICATIONS)?, id)
+    }
+
+    pub fn load(&self, id: &str) -> Result<Option<Session>, StoreError> {
+        match self.session(id)? {
+            Some(rec) => Ok(Some(Session {
+                rec,
+                detail: self.detail(id)?,
+            })),
+            None => Ok(None),
+        }
+    }
+
+    /// Every outbox entry about a session: its fulfillments' callbacks, then
+    /// its other notifications (emails, alerts, failed-payment callbacks).
+    pub fn session_notifications(
+        &self,
+        detail: &SessionDetail,
+    ) -> Result<Vec<Notification>, StoreError> {
+        let table = self.r.open_table(NOTIFICATIONS)?;
+        let ids = detail
+            .fulfillments
+            .iter()
+            .map(|f| f.id.as_str())
+            .chain(detail.notifications.iter().map(String::as_str));
+        let mut out = Vec::new();
+        for id in ids {
+            if let Some(n) = get_json(&table, id)? {
+                out.push(n);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Jobs due at or before `now_ms`, earliest first.
+    pub fn due_jobs(&self, now_ms: u64, limit: usize) -> Result<Vec<(u64, Job)>, StoreError> {
+        let table = self.r.open_table(JOBS)?;
+        let mut out = Vec::new();
+        for entry in table.range((0u64, "")..=(now_ms, ID_MAX))? {
+            let (k, v) = entry?;
+            let (due, key) = k.value();
+            match decode(key, v.value()) {
+                Ok(job) => out.push((due, job)),
+                // One unreadable row must not stop every other job.
+                Err(e) => tracing::error!(job = key, error = %e, "skipping an unreadable job"),
+            }
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// When the job with this key is due, if it is queued.
+    pub fn job_due(&self, key: &str) -> Result<Option<u64>, StoreError> {
+        Ok(self.r.open_table(JOB_DUE)?.get(key)?.map(|v| v.value()))
+    }
+
+    /// When the earliest queued job is due.
+    pub fn next_due(&self) -> Result<Option<u64>, StoreError> {
+        let table = self.r.open_table(JOBS)?;
+        Ok(table.first()?.map(|(k, _)| k.value().0))
+    }
+
+    /// Number of distinct events recorded.
+    pub fn event_count(&self) -> Result<u64, StoreError> {
+        Ok(self.r.open_table(EVENTS)?.len()?)
+    }
+
+    /// Number of sessions known.
+    pub fn session_count(&self) -> Result<u64, StoreError> {
+        Ok(self.r.open_table(SESSIONS)?.len()?)
+    }
+
+    /// Number of queued jobs.
+    pub fn queued_jobs(&self) -> Result<u64, StoreError> {
+        Ok(self.r.open_table(JOB_DUE)?.len()?)
+    }
+
+    /// How many sessions are in each state.
+    pub fn state_counts(&self) -> Result<Vec<(State, u64)>, StoreError> {
+        let table = self.r.open_table(STATE_COUNTS)?;
+        State::ALL
+            .into_iter()
+            .map(|st| Ok((st, table.get(st.as_str())?.map(|v| v.value()).unwrap_or(0))))
+            .collect()
+    }
+
+    /// Ids of every session in `state`.
+    pub fn ids_in_state(&self, state: State) -> Result<Vec<String>, StoreError> {
+        let table = self.r.open_table(BY_STATE)?;
+        let s = state.as_str();
+        let mut out = Vec::new();
+        for entry in table.range((s, i64::MIN, "")..=(s, i64::MAX, ID_MAX))? {
+            out.push(entry?.0.value().2.to_string());
+        }
+        Ok(out)
+    }
+
+    /// Sessions newest first, filtered by state and/or a search, after a cursor.
+    /// Without a search this walks an index from the cursor: no full scan.
+    pub fn list(&self, query: &ListQuery) -> Result<Page<SessionRecord>, StoreError> {
+        let limit = query.limit.max(1);
+        let before = query.cursor.clone();
+        let mut ids: Vec<(i64, String)> = Vec::new();
+        match (&query.q, query.state) {
+            (Some(q), _) => {
+                let mut found = self.search(q)?;
+                found.sort_by(|a, b| b.cmp(a));
+                ids.extend(
+                    found
+                        .into_iter()
+                        .filter(|k| before.as_ref().is_none_or(|c| k < c)),
+                );
+            }
+            (None, Some(state)) => ids = self.newest(&[state], before.as_ref(), limit + 1)?,
+            (None, None) => ids = self.newest(&State::ALL, before.as_ref(), limit + 1)?,
+        }
+        let sessions_table = self.r.open_table(SESSIONS)?;
+        let mut sessions = Vec::with_capacity(limit);
+        let mut more = false;
+        for (_, id) in ids {
+            let Some(rec) = get_json::<SessionRecord>(&sessions_table, &id)? else {
+                continue;
+            };
+            if query.state.is_some_and(|s| s != rec.state) {
+                continue;
+            }
+            if sessions.len() == limit {
+                more = true;
+                break;
+            }
+            sessions.push(rec);
+        }
+        let next_cursor = if more {
+            sessions.last().map(|s| format!("{}:{}", s.created, s.id))
+        } else {
+            None
+        };
+        Ok(Page {
+            sessions,
+            next_cursor,
+        })
+    }
+
+    /// Up to `want` (created, id) of sessions in `states`, newest first, strictly
+    /// before `before`: a merge of the per-state index ranges, so each page
+    /// reads about `want` index entries whatever the table's size.
+    fn newest(
+        &self,
+        states: &[State],
+        before: Option<&(i64, String)>,
+        want: usize,
+    ) -> Result<Vec<(i64, String)>, StoreError> {
+        use std::ops::Bound;
+        let table = self.r.open_table(BY_STATE)?;
+        let mut ranges = Vec::with_capacity(states.len());
+        for state in states {
+            let s = state.as_str();
+            let upper = match before {
+                Some((c, id)) => Bound::Excluded((s, *c, id.as_str())),
+                None => Bound::Included((s, i64::MAX, ID_MAX)),
+            };
+            let lower = Bound::Included((s, i64::MIN, ""));
+            ranges.push(table.range::<(&str, i64, &str)>((lower, upper))?.rev());
+        }
+        let mut next = |i: usize| -> Result<Option<(i64, String)>, StoreError> {
+            match ranges[i].next() {
+                Some(entry) => {
+                    let (k, _) = entry?;
+                    let (_, created, id) = k.value();
+                    Ok(Some((created, id.to_string())))
+                }
+                None => Ok(None),
+            }
+        };
+        let mut heads = (0..states.len())
+            .map(&mut next)
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut out = Vec::with_capacity(want);
+        while out.len() < want {
+            let newest = heads
+                .iter()
+                .enumerate()
+                .filter_map(|(i, h)| h.as_ref().map(|h| (i, h)))
+                .max_by(|a, b| a.1.cmp(b.1))
+                .map(|(i, _)| i);
+            let Some(i) = newest else { break };
+            if let Some(head) = heads[i].take() {
+                out.push(head);
+            }
+            heads[i] = next(i)?;
+        }
+        Ok(out)
+    }
+
+    /// (created, id) of sessions whose id, payment intent or email starts with `q`.
+    fn search(&self, q: &str) -> Result<Vec<(i64, String)>, StoreError> {
+        let q = q.trim();
+        let mut ids: Vec<String> = Vec::new();
+        if q.starts_with("cs_") {
+            let table = self.r.open_table(SESSIONS)?;
+            for entry in table.range(q..)? {
+                let (k, _) = entry?;
+                if !k.value().starts_with(q) || ids.len() >= SEARCH_CAP {
+                    break;
+                }
+                ids.push(k.value().to_string());
+            }
+        } else {
+            let prefix = if q.starts_with("pi_") {
+                pi_term(q)
+            } else {
+                email_term(q)
+            };
+            let table = self.r.open_table(BY_TERM)?;
+            for entry in table.range((prefix.as_str(), "")..)? {
+                let k = entry?.0;
+                let (term, id) = k.value();
+                if !term.starts_with(prefix.as_str()) || ids.len() >= SEARCH_CAP {
+                    break;
+                }
+                ids.push(id.to_string());
+            }
+        }
+        let table = self.r.open_table(SESSIONS)?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(rec) = get_json::<SessionRecord>(&table, &id)? {
+                out.push((rec.created, id));
+            }
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,198 @@
+//! The redb backend against the faults that found defects: an empty or
+//! foreign file, a damaged newest commit, a commit that fails.
+
+use std::sync::{
+    Arc,
+    atomic::{AtomicBool, Ordering},
+};
+
+use super::RedbStore;
+use crate::{
+    domain::{Channels, Policy, RetryPolicy},
+    model::EventRecord,
+    store::{Ctx, Ingested, NewEvent, Storage, StoreError},
+};
+
+fn ctx() -> Ctx {
+    let retry = RetryPolicy {
+        base_ms: 1000,
+        max_ms: 60_000,
+        give_up_ms: 600_000,
+    };
+    Ctx {
+        policy: Arc::new(Policy::new(retry, 60_000, false, Channels::default())),
+        owner: "boot_test".into(),
+        now: 1_000,
+        entropy: 0,
+    }
+}
+
+fn event(n: u32) -> NewEvent {
+    NewEvent {
+        record: EventRecord {
+            id: format!("evt_{n}"),
+            kind: "payment_intent.created".into(),
+            livemode: false,
+            created: 0,
+            session_id: None,
+            received_at_ms: 0,
+            deliveries: 1,
+            disposition: "ignored".into(),
+        },
+        raw: format!("{{\"id\":\"evt_{n}\",\"padding\":\"{}\"}}", "x".repeat(300)).into_bytes(),
+        session: None,
+    }
+}
+
+/// Opens `path`, waiting while an earlier handle's writer thread still holds
+/// the file (it closes once its last handle is gone).
+async fn reopen(path: &std::path::Path) -> Result<RedbStore, StoreError> {
+    for _ in 0..500 {
+        match RedbStore::open(path) {
+            Err(StoreError::Locked) => {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await
+            }
+            other => return other,
+        }
+    }
+    RedbStore::open(path)
+}
+
+#[tokio::test]
+async fn an_empty_or_foreign_file_is_refused_never_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty.redb");
+    std::fs::write(&empty, b"").unwrap();
+    match RedbStore::open(&empty) {
+        Err(e @ StoreError::NotADatabase { .. }) => {
+            assert!(e.to_string().contains("empty"), "{e}");
+            assert!(e.is_corruption());
+        }
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("an empty file opened as a new database"),
+    }
+    assert_eq!(
+        std::fs::metadata(&empty).unwrap().len(),
+        0,
+        "left as it was"
+    );
+    let foreign = dir.path().join("notes.redb");
+    std::fs::write(&foreign, b"shopping list: milk, eggs").unwrap();
+    assert!(matches!(
+        RedbStore::open(&foreign),
+        Err(StoreError::NotADatabase { .. })
+    ));
+    assert_eq!(
+        std::fs::read(&foreign).unwrap(),
+        b"shopping list: milk, eggs"
+    );
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn a_new_database_and_its_folder_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("data").join("fulfilld.redb");
+    let store = RedbStore::open(&path).unwrap();
+    store.ingest(event(1), ctx()).await.unwrap();
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&path), 0o600);
+    assert_eq!(mode(path.parent().unwrap()), 0o700);
+}
+
+/// A bit flip in the pages of the newest commit: redb's one-phase commit
+/// would fall back to the commit before it at open and silently lose the
+/// acknowledged event. With two-phase commit the damage is found instead,
+/// so the store either refuses to open or still has the event.
+#[tokio::test]
+async fn a_damaged_newest_commit_never_opens_without_its_acknowledged_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("f.redb");
+    let store = RedbStore::open(&path).unwrap();
+    for n in 0..20 {
+        store.ingest(event(n), ctx()).await.unwrap();
+    }
+    let before = std::fs::read(&path).unwrap();
+    assert_eq!(
+        store.ingest(event(20), ctx()).await.unwrap(),
+        Ingested::Ignored
+    );
+    let after = std::fs::read(&path).unwrap();
+    drop(store);
+    // The bytes the newest commit wrote, past the file's first header bytes.
+    let changed: Vec<usize> = (512..after.len())
+        .filter(|&i| before.get(i) != Some(&after[i]))
+        .collect();
+    assert!(!changed.is_empty());
+    let step = (changed.len() / 40).max(1);
+    let mut refused = 0;
+    for (n, &offset) in changed.iter().step_by(step).enumerate() {
+        let mut damaged = after.clone();
+        damaged[offset] ^= 0x10;
+        let copy = dir.path().join(format!("damaged-{n}.redb"));
+        std::fs::write(&copy, &damaged).unwrap();
+        match reopen(&copy).await {
+            Ok(s) => assert!(
+                s.event("evt_20").await.unwrap().is_some(),
+                "byte {offset} flipped: opened without the acknowledged event"
+            ),
+            Err(e) => {
+                assert!(e.is_corruption(), "byte {offset}: {e}");
+                refused += 1;
+            }
+        }
+    }
+    assert!(refused > 0, "no flipped byte was noticed at all");
+}
+
+/// Storage whose syncs fail on demand.
+#[derive(Debug)]
+struct Flaky {
+    inner: redb::backends::InMemoryBackend,
+    fail: Arc<AtomicBool>,
+}
+
+impl redb::StorageBackend for Flaky {
+    fn len(&self) -> Result<u64, std::io::Error> {
+        self.inner.len()
+    }
+    fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), std::io::Error> {
+        self.inner.read(offset, out)
+    }
+    fn set_len(&self, len: u64) -> Result<(), std::io::Error> {
+        self.inner.set_len(len)
+    }
+    fn sync_data(&self) -> Result<(), std::io::Error> {
+        if self.fail.load(Ordering::SeqCst) {
+            return Err(std::io::Error::other("injected: the disk is gone"));
+        }
+        self.inner.sync_data()
+    }
+    fn write(&self, offset: u64, data: &[u8]) -> Result<(), std::io::Error> {
+        self.inner.write(offset, data)
+    }
+}
+
+#[tokio::test]
+async fn a_failed_commit_stops_every_later_write() {
+    let fail = Arc::new(AtomicBool::new(false));
+    let store = RedbStore::open_on(Flaky {
+        inner: redb::backends::InMemoryBackend::new(),
+        fail: fail.clone(),
+    })
+    .unwrap();
+    store.ingest(event(1), ctx()).await.unwrap();
+    assert!(!store.failed().is_cancelled());
+    fail.store(true, Ordering::SeqCst);
+    let err = store.ingest(event(2), ctx()).await.unwrap_err();
+    assert!(matches!(err, StoreError::CommitUnknown(_)), "{err}");
+    assert!(store.failed().is_cancelled(), "the process is told to stop");
+    // Even once the disk answers again, nothing more is written.
+    fail.store(false, Ordering::SeqCst);
+    let again = store.ingest(event(3), ctx()).await.unwrap_err();
+    assert!(matches!(again, StoreError::Stopped), "{again}");
+    assert!(store.probe().await.is_err());
+    // Reads still answer (the dashboard can show what is there).
+    assert!(store.event("evt_1").await.unwrap().is_some());
+}

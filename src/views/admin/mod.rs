@@ -1,0 +1,357 @@
+//! The admin dashboard's pages. Every string from Stripe, a customer or a
+//! request is interpolated through maud, which escapes it; URLs built here
+//! percent-encode their parameters.
+
+use maud::{DOCTYPE, Markup, html};
+
+mod session;
+mod webhooks;
+
+pub use session::{DetailView, Flash, detail};
+pub use webhooks::{explain, webhooks};
+
+use crate::{
+    model::{SessionRecord, State},
+    money,
+    time::display_secs,
+};
+
+/// Which section of the dashboard a page belongs to.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Nav {
+    Sessions,
+    Webhooks,
+}
+
+/// What every signed-in page needs: who is signed in, and the CSRF token
+/// for the logout form.
+pub struct Chrome<'a> {
+    pub username: &'a str,
+    pub csrf: &'a str,
+    pub nav: Nav,
+}
+
+/// Percent-encodes a query parameter value.
+pub fn enc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// An icon from `assets/icons/` (plain images, so the CSP needs no inline SVG).
+pub(crate) fn icon(name: &str) -> Markup {
+    html! { img class="icon" src=(format!("/assets/icons/{name}.svg")) alt="" width="16" height="16"; }
+}
+
+pub(crate) fn frame(title: &str, body: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                meta name="robots" content="noindex";
+                title { (title) " · fulfilld" }
+                link rel="stylesheet" href="/assets/app.css";
+                link rel="stylesheet" href="/assets/admin.css";
+                link rel="icon" href="/assets/favicon.svg" type="image/svg+xml";
+                script src="/assets/admin.js" defer {}
+            }
+            body class="admin" { (body) }
+        }
+    }
+}
+
+pub(crate) fn admin_page(title: &str, chrome: &Chrome<'_>, body: Markup) -> Markup {
+    let tab = |nav: Nav, href: &str, label: &str| {
+        html! {
+            a href=(href) class={ "tab" @if chrome.nav == nav { " active" } }
+              aria-current=[(chrome.nav == nav).then_some("page")] { (label) }
+        }
+    };
+    frame(
+        title,
+        html! {
+            header class="topbar" {
+                a class="brand" href="/admin" { img src="/assets/favicon.svg" alt="fulfilld" width="22" height="22"; span class="name" { "fulfilld" } }
+                nav { (tab(Nav::Sessions, "/admin", "Sessions")) (tab(Nav::Webhooks, "/admin/webhooks", "Webhook log")) }
+                div class="who" {
+                    span class="muted hide-sm" { (chrome.username) }
+                    form method="post" action="/admin/logout" class="inline" {
+                        input type="hidden" name="csrf" value=(chrome.csrf);
+                        button type="submit" class="link" { "Sign out" }
+                    }
+                }
+            }
+            main class="wide" { (body) }
+        },
+    )
+}
+
+/// The login form. `message` is one of a fixed set of texts.
+pub fn login(message: Option<&str>, next: Option<&str>, username: &str) -> Markup {
+    frame(
+        "Sign in",
+        html! {
+            main class="card login" {
+                div class="brand big" { img src="/assets/favicon.svg" alt="" width="28" height="28"; "fulfilld" }
+                h1 { "Sign in to the dashboard" }
+                @if let Some(m) = message { p class="flash flash-bad" role="alert" id="flash" { (m) } }
+                form method="post" action="/admin/login" id="login-form" {
+                    @if let Some(n) = next { input type="hidden" name="next" value=(n); }
+                    label for="username" { "Username" }
+                    input id="username" name="username" type="text" autocomplete="username" required value=(username);
+                    label for="password" { "Password" }
+                    input id="password" name="password" type="password" autocomplete="current-password" required;
+                    button id="login-submit" type="submit" class="primary" { "Sign in" }
+                }
+            }
+        },
+    )
+}
+
+/// A short error page inside the dashboard frame.
+pub fn problem(chrome: &Chrome<'_>, title: &str, text: &str) -> Markup {
+    admin_page(
+        title,
+        chrome,
+        html! { section class="panel" { h1 { (title) } p { (text) } p { a href="/admin" { "Back to sessions" } } } },
+    )
+}
+
+pub fn state_badge(state: State) -> Markup {
+    let tone = match state {
+        State::Fulfilled => "ok",
+        State::AwaitingPayment | State::Fulfilling | State::Retrying => "wait",
+        State::Failed | State::PaymentFailed => "bad",
+        State::Expired => "off",
+    };
+    html! { span class={ "badge badge-" (tone) } data-state=(state.as_str()) { (state.as_str()) } }
+}
+
+pub(crate) fn payment_badge(status: Option<&str>) -> Markup {
+    let status = status.unwrap_or("unknown");
+    let tone = match status {
+        "paid" | "no_payment_required" => "ok",
+        "unpaid" => "wait",
+        _ => "off",
+    };
+    html! { span class={ "pill pill-" (tone) } { (status) } }
+}
+
+pub(crate) fn mode_badge(livemode: bool) -> Markup {
+    if livemode {
+        html! { span class="mode mode-live" { "live" } }
+    } else {
+        html! { span class="mode mode-test" { "test" } }
+    }
+}
+
+pub(crate) fn amount(rec: &SessionRecord) -> String {
+    match (rec.amount_total, rec.currency.as_deref()) {
+        (Some(a), Some(c)) => money::format(a, c),
+        _ => "—".into(),
+    }
+}
+
+/// What the sessions list shows.
+pub struct ListView<'a> {
+    pub counts: &'a [(State, u64)],
+    pub state: Option<State>,
+    pub q: Option<&'a str>,
+    pub rows: &'a [SessionRecord],
+    pub next_cursor: Option<&'a str>,
+    pub first_page: bool,
+}
+
+pub(crate) fn list_href(state: Option<State>, q: Option<&str>, cursor: Option<&str>) -> String {
+    let mut parts = Vec::new();
+    if let Some(s) = state {
+        parts.push(format!("state={}", s.as_str()));
+    }
+    if let Some(q) = q {
+        parts.push(format!("q={}", enc(q)));
+    }
+    if let Some(c) = cursor {
+        parts.push(format!("cursor={}", enc(c)));
+    }
+    if parts.is_empty() {
+        "/admin".into()
+    } else {
+        format!("/admin?{}", parts.join("&"))
+    }
+}
+
+pub fn sessions(chrome: &Chrome<'_>, v: &ListView<'_>) -> Markup {
+    let total: u64 = v.counts.iter().map(|(_, n)| n).sum();
+    let attention: u64 = v
+        .counts
+        .iter()
+        .filter(|(s, _)| matches!(s, State::Failed))
+        .map(|(_, n)| n)
+        .sum();
+    admin_page(
+        "Sessions",
+        chrome,
+        html! {
+            div class="page-head" {
+                h1 { "Checkout Sessions" }
+                @if attention > 0 {
+                    a class="alert-chip" href=(list_href(Some(State::Failed), None, None)) {
+                        (icon("alert")) (attention) " need" @if attention == 1 { "s" } " attention"
+                    }
+                }
+            }
+            nav class="states" aria-label="Filter by state" {
+                a href=(list_href(None, v.q, None)) class={ "state-tab" @if v.state.is_none() { " active" } } {
+                    span { "All" } strong { (total) }
+                }
+                @for (state, n) in v.counts {
+                    a href=(list_href(Some(*state), v.q, None))
+                      class={ "state-tab tone-" (tone(*state)) @if v.state == Some(*state) { " active" } }
+                      data-count=(n) {
+                        span { (state.as_str()) } strong { (n) }
+                    }
+                }
+            }
+            form method="get" action="/admin" class="search" role="search" {
+                @if let Some(s) = v.state { input type="hidden" name="state" value=(s.as_str()); }
+                input type="search" name="q" value=(v.q.unwrap_or("")) placeholder="Session id (cs_…), email or payment intent (pi_…)" aria-label="Search";
+                button type="submit" { (icon("search")) "Search" }
+                @if v.q.is_some() { a class="muted" href=(list_href(v.state, None, None)) { "Clear" } }
+            }
+            @if v.rows.is_empty() {
+                section class="panel empty" {
+                    p { @if v.q.is_some() || v.state.is_some() { "No session matches." } @else {
+                        "No sessions yet. Point a Stripe webhook endpoint at " code { "/webhook" } " and they will appear here." } }
+                }
+            } @else {
+                div class="table-wrap" {
+                    table class="grid" id="sessions" {
+                        thead { tr {
+                            th class="hide-sm" { "Created" } th { "Session" } th class="hide-sm" { "Customer" }
+                            th class="num" { "Amount" } th class="hide-sm" { "Payment" } th { "Fulfillment" }
+                        } }
+                        tbody {
+                            @for rec in v.rows {
+                                tr {
+                                    td class="nowrap muted hide-sm" { (display_secs(rec.created)) }
+                                    td { a class="session-link mono" href=(format!("/admin/sessions/{}", rec.id)) { (short_id(&rec.id)) } " " (mode_badge(rec.livemode)) }
+                                    td class="hide-sm ellipsis" { (rec.customer_email.as_deref().unwrap_or("—")) }
+                                    td class="num nowrap" { (amount(rec)) }
+                                    td class="hide-sm" { (payment_badge(rec.payment_status.as_deref())) }
+                                    td { (state_badge(rec.state)) }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            nav class="pager" {
+                @if !v.first_page { a href=(list_href(v.state, v.q, None)) { "← Newest" } }
+                @if let Some(c) = v.next_cursor { a id="older" href=(list_href(v.state, v.q, Some(c))) { "Older →" } }
+            }
+        },
+    )
+}
+
+pub(crate) fn tone(state: State) -> &'static str {
+    match state {
+        State::Fulfilled => "ok",
+        State::AwaitingPayment | State::Fulfilling | State::Retrying => "wait",
+        State::Failed | State::PaymentFailed => "bad",
+        State::Expired => "off",
+    }
+}
+
+/// `cs_test_a1b2…z9`: long ids shortened for tables (the full id is in the link).
+pub(crate) fn short_id(id: &str) -> String {
+    if id.len() <= 26 {
+        return id.to_string();
+    }
+    format!("{}…{}", &id[..20], &id[id.len() - 4..])
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+    use crate::model::SessionDetail;
+
+    fn chrome() -> Chrome<'static> {
+        Chrome {
+            username: "admin",
+            csrf: "tok",
+            nav: Nav::Sessions,
+        }
+    }
+
+    #[test]
+    fn customer_text_is_escaped_everywhere() {
+        let mut rec = SessionRecord::new("cs_test_x", 1_700_000_000, 0);
+        rec.customer_email = Some("<img src=x onerror=alert(1)>@x.test".into());
+        let mut d = SessionDetail::default();
+        d.line_items.push(crate::model::LineItemRecord {
+            id: "li_1".into(),
+            description: Some("<script>alert(1)</script>".into()),
+            quantity: Some(1),
+            amount_total: 100,
+            amount_subtotal: 100,
+            currency: Some("usd".into()),
+            price_id: Some("\"><b>".into()),
+            unit_amount: Some(100),
+        });
+        let list = sessions(
+            &chrome(),
+            &ListView {
+                counts: &[],
+                state: None,
+                q: Some("\"><script>"),
+                rows: std::slice::from_ref(&rec),
+                next_cursor: None,
+                first_page: true,
+            },
+        )
+        .into_string();
+        let page = detail(
+            &chrome(),
+            &DetailView {
+                rec: &rec,
+                detail: &d,
+                events: &HashMap::new(),
+                notifications: &[],
+                flash: None,
+            },
+        )
+        .into_string();
+        for html in [list, page] {
+            assert!(!html.contains("<script>alert"), "{html}");
+            assert!(!html.contains("<img src=x"), "{html}");
+            assert!(!html.contains("\"><b>"), "{html}");
+        }
+    }
+
+    #[test]
+    fn flash_codes_round_trip() {
+        for f in Flash::ALL {
+            assert_eq!(Flash::parse(f.code()), Some(f));
+        }
+        assert_eq!(Flash::parse("<x>"), None);
+    }
+
+    #[test]
+    fn query_values_are_percent_encoded() {
+        assert_eq!(enc("a b&c=d/é"), "a%20b%26c%3Dd%2F%C3%A9");
+        assert_eq!(
+            list_href(Some(State::Failed), Some("x@y"), Some("1:cs_a")),
+            "/admin?state=failed&q=x%40y&cursor=1%3Acs_a"
+        );
+    }
+}

@@ -10,6 +10,7 @@ mod crash;
 mod demo;
 mod exactly_once;
 mod landing;
+mod layers;
 mod notifications;
 mod ops;
 mod processes;

@@ -28,7 +28,7 @@ impl Fulfiller {
         // A settled session is decided from a read: reloading a fulfilled
         // order's page commits nothing.
         if let Some(rec) = self.store.session(id).await?
-            && claim_is_noop(&rec, trigger, opts.force)
+            && claim_is_noop(&rec, trigger, opts.force, self.now(), &self.policy)
         {
             return Ok(Err(rec.state));
         }

@@ -26,7 +26,7 @@ pub async fn after_checkout(req: &Request, state: Data<&Arc<AppState>>) -> Respo
         .split('&')
         .find_map(|pair| pair.strip_prefix("session_id="))
         .unwrap_or_default();
-    match page(&state, id).await {
+    match page(req, &state, id).await {
         Ok(r) => r,
         // The customer's pages: a fixed text per status, never the input.
         Err(e) => e.render(|status, _| {
@@ -40,7 +40,7 @@ pub async fn after_checkout(req: &Request, state: Data<&Arc<AppState>>) -> Respo
     }
 }
 
-async fn page(state: &AppState, id: &str) -> Result<Response, HttpError> {
+async fn page(req: &Request, state: &AppState, id: &str) -> Result<Response, HttpError> {
     let Some(id) = SessionId::parse(id) else {
         return Err(HttpError::BadRequest("malformed session id"));
     };
@@ -49,11 +49,25 @@ async fn page(state: &AppState, id: &str) -> Result<Response, HttpError> {
     let mut opts = FulfillOptions::default();
     if !known(state, id).await? {
         // Unknown here: ask Stripe before storing anything, so made-up ids
-        // leave no trace.
-        let lookup = async {
-            let _permit = state.lookups.acquire().await;
-            fulfiller.stripe().retrieve_session(id.as_str()).await
+        // leave no trace. Each such lookup spends the account's Stripe
+        // budget, so it is rationed (per client and overall), tried once,
+        // and a few at most run at a time; sessions already recorded never
+        // wait for any of this.
+        let client = req
+            .remote_addr()
+            .as_socket_addr()
+            .map(|a| a.ip())
+            .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+        if let Err(wait) = state
+            .unknown_lookups
+            .admit(client, std::time::Instant::now())
+        {
+            return Ok(busy(wait));
+        }
+        let Ok(_permit) = state.lookups.try_acquire() else {
+            return Ok(busy(Duration::from_secs(1)));
         };
+        let lookup = fulfiller.stripe().lookup_session(id.as_str());
         match tokio::time::timeout(WAIT, lookup).await {
             Ok(Ok(retrieved)) if retrieved.session.status.as_deref() == Some("open") => {
                 // Not completed: nothing to fulfil, nothing to store.
@@ -117,6 +131,17 @@ async fn page(state: &AppState, id: &str) -> Result<Response, HttpError> {
         State::Failed => Landing::NeedsAttention,
     };
     Ok(html(StatusCode::OK, render(&view)))
+}
+
+/// The calm "try again shortly" page, with `Retry-After`, for a lookup the
+/// budget cannot afford now.
+fn busy(wait: Duration) -> Response {
+    let mut r = html(StatusCode::TOO_MANY_REQUESTS, render(&Landing::Unavailable));
+    let secs = wait.as_secs().max(1);
+    if let Ok(v) = poem::http::HeaderValue::from_str(&secs.to_string()) {
+        r.headers_mut().insert(poem::http::header::RETRY_AFTER, v);
+    }
+    r
 }
 
 /// Whether the session is already recorded here.

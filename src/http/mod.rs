@@ -11,6 +11,7 @@ pub mod extract;
 mod landing;
 mod login;
 mod ops;
+pub mod rate;
 mod retrigger;
 mod webhook;
 
@@ -45,6 +46,8 @@ pub struct AppState {
     pub public_origin: String,
     pub webhook_log: WebhookLog,
     pub lookups: tokio::sync::Semaphore,
+    /// The budget of unknown-id lookups (`rate`).
+    pub unknown_lookups: rate::Limiter,
     pub started: std::time::Instant,
     /// Whether `stripe.secret_key` is a live key (events of the other mode are warned about).
     pub live_key: bool,
@@ -84,6 +87,10 @@ impl AppState {
             public_origin,
             webhook_log: WebhookLog::new(),
             lookups: tokio::sync::Semaphore::new(UNKNOWN_LOOKUPS),
+            unknown_lookups: rate::Limiter::new(
+                rate::UNKNOWN_LOOKUPS_GLOBAL,
+                rate::UNKNOWN_LOOKUPS_PER_CLIENT,
+            ),
             healthy_at: std::sync::Mutex::new(None),
             started: std::time::Instant::now(),
             live_key: false,

@@ -96,6 +96,17 @@ impl StripeClient {
     /// `GET /v1/checkout/sessions/{id}?expand[]=line_items`, then every further
     /// page of `GET /v1/checkout/sessions/{id}/line_items` while `has_more`.
     pub async fn retrieve_session(&self, id: &str) -> Result<Retrieved, StripeError> {
+        self.retrieve(id, ATTEMPTS).await
+    }
+
+    /// `retrieve_session` with one try per request and no retry: for lookups
+    /// anyone can cause (a landing page with a made-up id), whose cost must
+    /// stay within a known share of the account's rate limit.
+    pub async fn lookup_session(&self, id: &str) -> Result<Retrieved, StripeError> {
+        self.retrieve(id, 1).await
+    }
+
+    async fn retrieve(&self, id: &str, attempts: u32) -> Result<Retrieved, StripeError> {
         if !crate::model::is_session_id(id) {
             return Err(StripeError::Api {
                 status: 400,
@@ -108,7 +119,7 @@ impl StripeClient {
             "{}/v1/checkout/sessions/{id}?expand%5B%5D=line_items",
             self.base
         );
-        let mut raw = self.get(&url).await?;
+        let mut raw = self.get(&url, attempts).await?;
         let session = Session::from_value(&raw)
             .ok_or_else(|| StripeError::Decode("the answer is not a Checkout Session".into()))?;
         if session.id != id {
@@ -148,7 +159,7 @@ impl StripeClient {
                 page_url.push_str("&starting_after=");
                 page_url.push_str(&last.id);
             }
-            let page_raw = self.get(&page_url).await?;
+            let page_raw = self.get(&page_url, attempts).await?;
             let page: List<LineItem> = serde_json::from_value(page_raw.clone())
                 .map_err(|e| StripeError::Decode(format!("line items page: {e}")))?;
             if page.data.is_empty() && page.has_more {
@@ -214,7 +225,7 @@ impl StripeClient {
             url.push_str("&starting_after=");
             url.push_str(after);
         }
-        let page = self.get(&url).await?;
+        let page = self.get(&url, ATTEMPTS).await?;
         let data = page
             .get("data")
             .and_then(Value::as_array)
@@ -227,13 +238,13 @@ impl StripeClient {
         Ok((data, has_more))
     }
 
-    async fn get(&self, url: &str) -> Result<Value, StripeError> {
+    async fn get(&self, url: &str, attempts: u32) -> Result<Value, StripeError> {
         let mut attempt = 0;
         loop {
             attempt += 1;
             let result = self.get_once(url).await;
             match result {
-                Err(e) if e.is_retryable() && attempt < ATTEMPTS => {
+                Err(e) if e.is_retryable() && attempt < attempts => {
                     let delay = backoff(self.retry_base, attempt, MAX_CALL_BACKOFF);
                     tracing::warn!(error = %e, attempt, delay_ms = delay.as_millis() as u64, "Stripe API call failed, retrying");
                     tokio::time::sleep(delay).await;

@@ -101,9 +101,20 @@ async fn twenty_concurrent_deliveries_and_twenty_landings_fulfil_once() {
             }
         }));
     }
-    for t in tasks {
-        assert_eq!(t.await.unwrap(), 200);
+    // Webhooks are all acknowledged. Landings come from one client: while the
+    // session is not recorded yet, each costs a rationed Stripe lookup, so
+    // some may be told to try again shortly (429); none may fail otherwise.
+    let mut landed = 0;
+    for (i, t) in tasks.into_iter().enumerate() {
+        let status = t.await.unwrap();
+        if i % 2 == 0 {
+            assert_eq!(status, 200, "webhook {i}");
+        } else {
+            assert!(status == 200 || status == 429, "landing {i}: {status}");
+            landed += usize::from(status == 200);
+        }
     }
+    assert!(landed > 0, "no landing page was served");
     app.wait_for_state(&id, "fulfilled").await;
     // Let the queue drain fully, then count on a fresh read: the snapshot
     // taken when the state first said fulfilled cannot show a later duplicate.

@@ -218,3 +218,100 @@ async fn stylesheet_is_served_from_the_binary() {
         404
     );
 }
+
+/// Made-up ids cost a bounded number of Stripe calls (tried once, rationed
+/// per client and overall), answered with a calm 429 beyond it; a customer
+/// whose session is recorded is served all along.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn made_up_ids_cost_a_bounded_number_of_stripe_calls_and_never_starve_known_orders() {
+    use fulfilld::http::rate::UNKNOWN_LOOKUPS_PER_CLIENT;
+    let app = spawn_app().await;
+    let known = session_id("knownorder");
+    let session = app.seed(&SampleSession::paid(&known, 1));
+    app.send_event("evt_known_1", "checkout.session.completed", &session)
+        .await;
+    app.wait_for_state(&known, "fulfilled").await;
+    let started = std::time::Instant::now();
+    let calls_before = app.stripe.count("/v1/checkout/sessions/");
+    let mut flood = tokio::task::JoinSet::new();
+    let (ok, limited) = (
+        std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+        std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+    );
+    for worker in 0..20 {
+        let (http, base, ok, limited) = (
+            app.http.clone(),
+            app.address.clone(),
+            ok.clone(),
+            limited.clone(),
+        );
+        flood.spawn(async move {
+            for n in 0..100 {
+                let url = format!("{base}/after-checkout?session_id=cs_test_madeup_{worker}_{n}");
+                let status = http.get(url).send().await.unwrap().status().as_u16();
+                match status {
+                    404 => ok.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+                    429 => limited.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+                    other => panic!("made-up id answered {other}"),
+                };
+            }
+        });
+    }
+    // Meanwhile the real customer's page answers, every time.
+    for _ in 0..20 {
+        let (status, page) = app.landing(&known).await;
+        assert_eq!(status, 200);
+        assert!(page.contains("Thank you for your order"));
+    }
+    while let Some(done) = flood.join_next().await {
+        done.unwrap();
+    }
+    let elapsed = started.elapsed();
+    let calls = app.stripe.count("/v1/checkout/sessions/") - calls_before;
+    let (ok, limited) = (
+        ok.load(std::sync::atomic::Ordering::Relaxed),
+        limited.load(std::sync::atomic::Ordering::Relaxed),
+    );
+    assert_eq!(ok + limited, 2000);
+    // One client: its burst, then one per interval, each tried once.
+    let refills = elapsed.as_millis() / UNKNOWN_LOOKUPS_PER_CLIENT.every.as_millis();
+    let bound = UNKNOWN_LOOKUPS_PER_CLIENT.burst as usize + refills as usize;
+    assert!(
+        calls <= bound,
+        "{calls} Stripe calls for 2,000 made-up ids (bound {bound})"
+    );
+    assert_eq!(calls, ok, "every admitted lookup made exactly one call");
+}
+
+/// Reloading the page of a settled order, or of one whose payment was
+/// checked moments ago, writes nothing to the database.
+#[tokio::test]
+async fn reloading_a_settled_orders_page_commits_nothing() {
+    let app = spawn_app().await;
+    let id = session_id("reload");
+    let session = app.seed(&SampleSession::paid(&id, 2));
+    app.send_event("evt_reload_1", "checkout.session.completed", &session)
+        .await;
+    app.wait_for_state(&id, "fulfilled").await;
+    let waiting = session_id("reloadsepa");
+    let mut sepa = SampleSession::paid(&waiting, 1);
+    sepa.payment_status = "unpaid";
+    let sepa = app.seed(&sepa);
+    app.send_event("evt_reload_2", "checkout.session.completed", &sepa)
+        .await;
+    app.wait_for_state(&waiting, "awaiting_payment").await;
+    app.settle().await;
+    let before = std::fs::read(app.db_path()).unwrap();
+    for _ in 0..10 {
+        let (status, _) = app.landing(&id).await;
+        assert_eq!(status, 200);
+        let (status, page) = app.landing(&waiting).await;
+        assert_eq!(status, 200);
+        assert!(page.to_lowercase().contains("processing"), "{page}");
+    }
+    app.settle().await;
+    assert!(
+        std::fs::read(app.db_path()).unwrap() == before,
+        "the database file changed"
+    );
+}

@@ -317,13 +317,25 @@ pub(super) fn apply_fetched(s: &mut Session, f: &Fetched) {
     s.detail.raw = Some(f.raw.clone());
 }
 
-/// Whether a claim by `trigger` could change anything: false for a session
-/// that is settled for it (a fulfilled session without force, a failed
-/// payment for anyone but a person), so callers may skip the write entirely.
-pub fn claim_is_noop(rec: &SessionRecord, trigger: Trigger, force: bool) -> bool {
+/// Whether a claim by `trigger` at `now` would be skipped: a session settled
+/// for it (fulfilled without force, a failed payment for anyone but a
+/// person), or, for a landing page, one re-checked moments ago or claimed by
+/// a live attempt (whose recovery job is already queued). Callers then skip
+/// the write entirely: a customer reloading the page commits nothing.
+pub fn claim_is_noop(
+    rec: &SessionRecord,
+    trigger: Trigger,
+    force: bool,
+    now: u64,
+    policy: &super::Policy,
+) -> bool {
+    let landing = trigger == Trigger::LandingPage;
     match rec.state {
         State::Fulfilled => !force,
         State::PaymentFailed | State::Expired => trigger != Trigger::Admin,
-        _ => false,
+        State::Fulfilling => landing && rec.lease.as_ref().is_some_and(|l| l.until_ms > now),
+        State::AwaitingPayment | State::Retrying | State::Failed => {
+            landing && now.saturating_sub(rec.updated_at_ms) < policy.landing_recheck_ms
+        }
     }
 }

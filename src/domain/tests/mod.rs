@@ -205,6 +205,43 @@ fn claims_honour_a_live_lease_of_any_owner_and_only_a_person_reopens_a_settled_s
     );
 }
 
+#[test]
+fn a_claim_called_a_noop_is_one_the_rules_skip_without_a_write() {
+    let p = policy(true);
+    let triggers = [
+        Trigger::Webhook,
+        Trigger::LandingPage,
+        Trigger::Admin,
+        Trigger::Retry,
+        Trigger::Reconcile,
+    ];
+    let mut noops = 0;
+    for state in State::ALL {
+        for trigger in triggers {
+            for force in [false, true] {
+                let s = in_state(state);
+                if !claim_is_noop(&s.rec, trigger, force, NOW, &p) {
+                    continue;
+                }
+                noops += 1;
+                let step = step(ID, Some(s), claim(trigger, force), &env(&p, ME, NOW));
+                assert!(
+                    step.session.is_none() && matches!(step.reply, Reply::Skipped(_)),
+                    "{state:?} {trigger:?} force={force}: {step:?}"
+                );
+                assert!(
+                    step.effects
+                        .iter()
+                        .all(|e| matches!(e, Effect::ScheduleFulfill { earliest: true, .. })),
+                    "{state:?} {trigger:?}: {:?}",
+                    step.effects
+                );
+            }
+        }
+    }
+    assert!(noops >= 10, "{noops}");
+}
+
 /// Claims the session in `state` as ME (by a person, so every state allows it).
 fn claimed(state: State, callbacks: bool) -> (Policy, Session, ClaimToken) {
     let p = policy(callbacks);

@@ -117,6 +117,11 @@ pub fn signed(body: &str) -> (String, String) {
 }
 
 impl TestApp {
+    /// The app's database file.
+    pub fn db_path(&self) -> std::path::PathBuf {
+        self._dir.path().join("fulfilld.redb")
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.address)
     }

@@ -229,8 +229,11 @@ impl Machine<'_, '_> {
                     && let Some(lease) = &rec.lease
                 {
                     // Should the holder never finish, the session is picked
-                    // up when its lease ends.
-                    self.schedule(Trigger::Retry, lease.until_ms, true);
+                    // up when its lease ends. This replaces a job due sooner
+                    // (the one running this claim, say): that job is then
+                    // not taken for done and removed, and the holder makes
+                    // the session due again itself if an event overtakes it.
+                    self.schedule(Trigger::Retry, lease.until_ms, false);
                 }
                 return (None, Reply::Skipped(rec.state));
             }

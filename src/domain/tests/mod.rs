@@ -196,13 +196,17 @@ fn claims_honour_a_live_lease_of_any_owner_and_only_a_person_reopens_a_settled_s
         vec![Effect::ScheduleFulfill {
             trigger: Trigger::Retry,
             due: NOW + 30_000,
-            earliest: true
+            earliest: false
         }]
     );
     assert!(
         skipped.session.is_none(),
         "a skipped claim writes no session"
     );
+}
+
+fn s_lease_end(state: State) -> Option<u64> {
+    in_state(state).rec.lease.map(|l| l.until_ms)
 }
 
 #[test]
@@ -229,10 +233,13 @@ fn a_claim_called_a_noop_is_one_the_rules_skip_without_a_write() {
                     step.session.is_none() && matches!(step.reply, Reply::Skipped(_)),
                     "{state:?} {trigger:?} force={force}: {step:?}"
                 );
+                // At most the recovery point at the live lease's end, which
+                // the holder's own claim queued already.
+                let lease_end = s_lease_end(state);
                 assert!(
                     step.effects
                         .iter()
-                        .all(|e| matches!(e, Effect::ScheduleFulfill { earliest: true, .. })),
+                        .all(|e| matches!(e, Effect::ScheduleFulfill { due, .. } if Some(*due) == lease_end)),
                     "{state:?} {trigger:?}: {:?}",
                     step.effects
                 );

@@ -12,6 +12,7 @@ pub mod demo;
 pub mod domain;
 pub mod fulfill;
 pub mod http;
+pub mod log_limit;
 pub mod metrics;
 pub mod model;
 pub mod money;

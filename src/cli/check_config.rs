@@ -9,7 +9,12 @@ use crate::config::{Config, ConfigError, ConfigSource};
 pub const INVALID: u8 = 2;
 
 pub fn run(source: &ConfigSource) -> ExitCode {
-    let loaded = Config::load(source);
+    let loaded = Config::load_with_warnings(source).and_then(|(config, env_warnings)| {
+        // Only check-config refuses the example's placeholders: it is what
+        // people run after copying the example (serve then fails at Stripe).
+        config.refuse_placeholders()?;
+        Ok((config, env_warnings))
+    });
     ExitCode::from(report(
         &loaded,
         &mut std::io::stdout().lock(),
@@ -17,20 +22,21 @@ pub fn run(source: &ConfigSource) -> ExitCode {
     ))
 }
 
-/// Writes the verdict on `loaded`: the masked TOML on `out`, warnings and
-/// the verdict on `err`. Returns the exit code.
+/// Writes the verdict on `loaded` (a configuration with the warnings about
+/// the environment): the masked TOML on `out`, warnings and the verdict on
+/// `err`. Returns the exit code.
 pub fn report(
-    loaded: &Result<Config, ConfigError>,
+    loaded: &Result<(Config, Vec<String>), ConfigError>,
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> u8 {
     // Nothing sensible is left to do if the terminal is gone: the exit code
     // still tells.
     match loaded {
-        Ok(config) => {
+        Ok((config, env_warnings)) => {
             let _ = write!(out, "{}", config.masked_toml());
             let _ = out.flush();
-            for w in config.warnings() {
+            for w in env_warnings.iter().cloned().chain(config.warnings()) {
                 let _ = writeln!(err, "warning: {w}");
             }
             let _ = writeln!(err, "configuration OK");
@@ -55,7 +61,14 @@ mod tests {
     fn check(raw: &str) -> (u8, String, String) {
         let loaded = Config::from_figment(
             Figment::from(Serialized::defaults(Config::default())).merge(Toml::string(raw)),
-        );
+        )
+        .and_then(|c| {
+            c.refuse_placeholders()?;
+            Ok((
+                c,
+                vec!["environment variable FULFILLD_PORT names no key".into()],
+            ))
+        });
         let (mut out, mut err) = (Vec::new(), Vec::new());
         let code = report(&loaded, &mut out, &mut err);
         (
@@ -85,6 +98,10 @@ mod tests {
         assert!(!out.contains("s3cr") && !out.contains("mailer"), "{out}");
         assert!(out.contains("listen = \"127.0.0.1:4242\""), "{out}");
         assert!(err.contains("warning: smtp.url uses tls=none"), "{err}");
+        assert!(
+            err.contains("warning: environment variable FULFILLD_PORT"),
+            "{err}"
+        );
         assert!(err.ends_with("configuration OK\n"), "{err}");
         let local = GOOD.replace("mail.example.com", "localhost");
         let (_, _, err) = check(&local);
@@ -107,5 +124,23 @@ mod tests {
                 "{err}"
             );
         }
+    }
+
+    #[test]
+    fn the_example_placeholders_exit_2_naming_the_key() {
+        let example = include_str!("../../config.toml.example");
+        let (code, out, err) = check(example);
+        assert_eq!(code, INVALID, "{err}");
+        assert!(out.is_empty(), "{out}");
+        assert!(
+            err.starts_with(
+                "fulfilld: invalid configuration: stripe.secret_key: is the placeholder"
+            ),
+            "{err}"
+        );
+        let token = GOOD.replace("[smtp]", "api_token = \"a-long-random-token\"\n[smtp]");
+        let (code, _, err) = check(&token);
+        assert_eq!(code, INVALID, "{err}");
+        assert!(err.contains("admin.api_token: is the placeholder"), "{err}");
     }
 }

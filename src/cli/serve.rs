@@ -9,9 +9,9 @@ use crate::{
 };
 
 pub fn run(source: &ConfigSource) -> Result<ExitCode, CliError> {
-    let config = Config::load(source)?;
+    let (config, env_warnings) = Config::load_with_warnings(source)?;
     logging::init(config.log.format);
-    for w in config.warnings() {
+    for w in env_warnings.iter().cloned().chain(config.warnings()) {
         tracing::warn!("{w}");
     }
     runtime()?.block_on(async {

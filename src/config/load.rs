@@ -41,31 +41,89 @@ fn extract_error(e: figment::Error) -> ConfigError {
     }
 }
 
+/// The prefix of the environment layer.
+const ENV_PREFIX: &str = "FULFILLD_";
+
+/// The environment layer, without the variables that name no key.
+///
+/// Orchestrators inject their own `FULFILLD_*` variables (Kubernetes sets
+/// `FULFILLD_PORT=tcp://10.0.0.1:4242`, `FULFILLD_SERVICE_HOST`… for a
+/// Service named fulfilld), so an unknown variable is a warning naming it,
+/// never a reason not to start. Unknown keys in the file stay errors.
+///
+/// A variable is unknown when, extracted on its own over the defaults, it
+/// fails with serde's "unknown field": so the rule follows the typed
+/// configuration exactly, with no list to keep in step. A known key with a
+/// bad value is kept, so it still fails loading with its key named.
+fn known_env(env: Env) -> (Env, Vec<String>) {
+    let env = env.ignore(&["config"]).split("__");
+    let mut unknown = Vec::new();
+    for (key, value) in env.iter() {
+        let value = figment::value::Value::from(value);
+        let alone = Figment::from(Serialized::defaults(Config::default())).merge(
+            Serialized::globals(figment::util::nest(key.as_str(), value)),
+        );
+        let is_unknown = alone.extract::<Config>().err().is_some_and(|e| {
+            e.into_iter()
+                .any(|e| matches!(e.kind, figment::error::Kind::UnknownField(..)))
+        });
+        if is_unknown {
+            unknown.push(key.as_str().to_string());
+        }
+    }
+    let names = unknown
+        .iter()
+        .map(|k| {
+            format!(
+                "environment variable {ENV_PREFIX}{} names no configuration key and is ignored (orchestrators such as Kubernetes set such variables; if it is yours, check its spelling: FULFILLD_<SECTION>__<KEY>)",
+                k.to_ascii_uppercase().replace('.', "__")
+            )
+        })
+        .collect();
+    let env = env.filter(move |k| !unknown.iter().any(|u| k == u.as_str()));
+    (env, names)
+}
+
 impl Config {
     /// Loads every layer, reads `_file` secrets and validates the result for `serve`.
     pub fn load(source: &ConfigSource) -> Result<Config, ConfigError> {
-        Self::load_with_env(source, Env::prefixed("FULFILLD_"))
+        Self::load_with_warnings(source).map(|(c, _)| c)
     }
 
-    fn load_with_env(source: &ConfigSource, env: Env) -> Result<Config, ConfigError> {
-        Self::from_figment(Self::layers(source, env)?)
+    /// As [`Config::load`], with the warnings about the environment (each
+    /// ignored `FULFILLD_*` variable, by name). `serve` and `check-config`
+    /// print them with [`Config::warnings`].
+    pub fn load_with_warnings(source: &ConfigSource) -> Result<(Config, Vec<String>), ConfigError> {
+        Self::load_with_env(source, Env::prefixed(ENV_PREFIX))
     }
 
-    fn layers(source: &ConfigSource, env: Env) -> Result<Figment, ConfigError> {
+    fn load_with_env(
+        source: &ConfigSource,
+        env: Env,
+    ) -> Result<(Config, Vec<String>), ConfigError> {
+        let (figment, warnings) = Self::layers(source, env)?;
+        Ok((Self::from_figment(figment)?, warnings))
+    }
+
+    fn layers(source: &ConfigSource, env: Env) -> Result<(Figment, Vec<String>), ConfigError> {
         if source.explicit && !source.path.exists() {
             return Err(ConfigError::invalid(
                 "--config",
                 format!("file {} does not exist", source.path.display()),
             ));
         }
-        Ok(Figment::from(Serialized::defaults(Config::default()))
-            .merge(Toml::file(&source.path))
-            .merge(env.ignore(&["config"]).split("__")))
+        let (env, warnings) = known_env(env);
+        Ok((
+            Figment::from(Serialized::defaults(Config::default()))
+                .merge(Toml::file(&source.path))
+                .merge(env),
+            warnings,
+        ))
     }
 
     /// Only `server.listen`, without requiring secrets (for `healthcheck`).
     pub fn listen_from(source: &ConfigSource) -> Result<SocketAddr, ConfigError> {
-        let figment = Self::layers(source, Env::prefixed("FULFILLD_"))?;
+        let (figment, _) = Self::layers(source, Env::prefixed(ENV_PREFIX))?;
         let config: Config = figment.extract().map_err(extract_error)?;
         Ok(config.server.listen)
     }

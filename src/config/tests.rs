@@ -232,14 +232,18 @@ fn env_overrides_file_and_lists_split_on_commas() {
         .map_err(|e| e.to_string())?;
         assert_eq!(c.stripe.webhook_secrets.len(), 3);
         assert_eq!(c.admin.password.unwrap().expose(), "12345678");
+        // A variable that names no key is a warning naming it, not an error.
         jail.set_env("FULFILLD_SERVER__NOPE", "1");
-        let err = Config::load(&ConfigSource {
+        let (_, warnings) = Config::load_with_warnings(&ConfigSource {
             path: "c.toml".into(),
             explicit: true,
         })
-        .unwrap_err()
-        .to_string();
-        assert!(err.contains("nope"), "{err}");
+        .map_err(|e| e.to_string())?;
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].contains("FULFILLD_SERVER__NOPE"),
+            "{warnings:?}"
+        );
         Ok(())
     });
 }
@@ -378,4 +382,131 @@ fn typed_values_from_the_environment_name_their_key_too() {
         assert_eq!(err, "server.public_url: is not a valid URL");
         Ok(())
     });
+}
+
+#[test]
+fn orchestrators_variables_warn_and_known_keys_still_apply() {
+    #[allow(clippy::result_large_err)]
+    figment::Jail::expect_with(|jail| {
+        jail.create_file("c.toml", GOOD)?;
+        // What Kubernetes injects for a Service named fulfilld.
+        jail.set_env("FULFILLD_PORT", "tcp://10.0.0.1:4242");
+        jail.set_env("FULFILLD_PORT_4242_TCP_ADDR", "10.0.0.1");
+        jail.set_env("FULFILLD_SERVICE_HOST", "10.0.0.1");
+        jail.set_env("FULFILLD_SERVER__LISTEN", "0.0.0.0:9000");
+        let source = ConfigSource {
+            path: "c.toml".into(),
+            explicit: true,
+        };
+        let (c, warnings) = Config::load_with_warnings(&source).map_err(|e| e.to_string())?;
+        assert_eq!(c.server.listen, SocketAddr::from(([0, 0, 0, 0], 9000)));
+        let mut named: Vec<&str> = warnings
+            .iter()
+            .filter_map(|w| w.split_whitespace().nth(2))
+            .collect();
+        named.sort_unstable();
+        assert_eq!(
+            named,
+            [
+                "FULFILLD_PORT",
+                "FULFILLD_PORT_4242_TCP_ADDR",
+                "FULFILLD_SERVICE_HOST"
+            ],
+            "{warnings:?}"
+        );
+        assert_eq!(
+            Config::listen_from(&source).map_err(|e| e.to_string())?,
+            SocketAddr::from(([0, 0, 0, 0], 9000))
+        );
+        // A known key with a bad value is still an error naming the key.
+        jail.set_env("FULFILLD_JOBS__LEASE_SECS", "soon");
+        let err = Config::load(&source).unwrap_err().to_string();
+        assert!(err.to_ascii_lowercase().contains("lease_secs"), "{err}");
+        Ok(())
+    });
+}
+
+#[test]
+fn unknown_keys_in_the_file_stay_errors() {
+    let err = parse(&format!("{GOOD}\n[server]\nport = 1\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("port"), "{err}");
+}
+
+#[test]
+fn every_placeholder_of_the_example_is_refused_naming_its_key() {
+    let example = include_str!("../../config.toml.example");
+    let err = parse(example)
+        .unwrap()
+        .refuse_placeholders()
+        .unwrap_err()
+        .to_string();
+    assert!(err.starts_with("stripe.secret_key: "), "{err}");
+    assert!(parse(GOOD).unwrap().refuse_placeholders().is_ok());
+    let mut refused = Vec::new();
+    for (path, value) in example_keys() {
+        let (section, key) = path.split_once('.').unwrap();
+        let one = Figment::from(Serialized::defaults(Config::default()))
+            .merge(Toml::string(GOOD))
+            .merge(Toml::string(&format!("[{section}]\n{key} = {value}\n")));
+        let Ok(c) = one.extract::<Config>() else {
+            continue;
+        };
+        if let Err(e) = c.refuse_placeholders() {
+            let e = e.to_string();
+            assert!(e.starts_with(&format!("{path}: ")), "{path}: {e}");
+            assert!(e.contains("placeholder"), "{e}");
+            refused.push(path);
+        }
+    }
+    assert_eq!(
+        refused,
+        [
+            "stripe.secret_key",
+            "stripe.webhook_secrets",
+            "admin.password",
+            "admin.password_hash",
+            "admin.api_token",
+            "fulfillment.callback_url",
+            "fulfillment.callback_secret",
+            "smtp.url",
+            "notifications.webhook_url",
+        ]
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn an_existing_database_readable_by_others_is_warned_about() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("data");
+    std::fs::create_dir(&folder).unwrap();
+    std::fs::set_permissions(&folder, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let db = folder.join("fulfilld.redb");
+    let mut c = parse(GOOD).unwrap();
+    c.storage.path = db.clone();
+    // Not there yet: it will be created private, nothing to say.
+    assert!(c.storage_warnings().is_empty());
+    std::fs::write(&db, b"x").unwrap();
+    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o600)).unwrap();
+    assert!(
+        c.storage_warnings().is_empty(),
+        "{:?}",
+        c.storage_warnings()
+    );
+    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::set_permissions(&folder, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let w = c.storage_warnings();
+    assert_eq!(w.len(), 2, "{w:?}");
+    assert!(
+        w[0].contains(&format!("chmod 600 {}", db.display())) && w[0].contains("0644"),
+        "{w:?}"
+    );
+    assert!(
+        w[1].contains(&format!("chmod 700 {}", folder.display())),
+        "{w:?}"
+    );
+    assert!(c.warnings().iter().any(|x| x.contains("chmod 600")));
 }

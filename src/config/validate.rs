@@ -4,6 +4,12 @@
 use super::{Config, ConfigError, StripeConfig, TlsMode};
 use crate::signature;
 
+/// Values in `config.toml.example` that are not marked `replace_me`/`…`.
+const EXAMPLE_PASSWORD: &str = "change me, please";
+const EXAMPLE_API_TOKEN: &str = "a-long-random-token";
+const EXAMPLE_CALLBACK_URL: &str = "https://shop.example.com/hooks/fulfilld";
+const EXAMPLE_SMTP_HOST: &str = "smtp.example.com";
+
 impl Config {
     /// Checks what `serve` needs. Each error names the key.
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -151,9 +157,163 @@ impl Config {
         Ok(())
     }
 
+    /// Refuses the placeholder values of `config.toml.example` (used by
+    /// `check-config`). They are public, so a copied example left unedited
+    /// would run with a webhook secret and an admin password anyone can read.
+    /// Each error names the key and says what to put there.
+    pub fn refuse_placeholders(&self) -> Result<(), ConfigError> {
+        /// The example's placeholders contain one of these: `replace_me`,
+        /// or the ellipsis of a commented example (`whsec_…`), also
+        /// percent-encoded as a URL parser writes it.
+        fn placeholder(v: &str) -> bool {
+            v.contains("replace_me") || v.contains('…') || v.contains("%E2%80%A6")
+        }
+        let refuse = |key: &str, what: &str| {
+            Err(ConfigError::invalid(
+                key,
+                format!("is the placeholder of config.toml.example: set {what}"),
+            ))
+        };
+        if self
+            .stripe
+            .secret_key
+            .as_ref()
+            .is_some_and(|k| placeholder(k.expose()))
+        {
+            return refuse(
+                "stripe.secret_key",
+                "your secret key from the Stripe Dashboard (sk_test_…/sk_live_…/rk_…)",
+            );
+        }
+        if self
+            .stripe
+            .webhook_secrets
+            .iter()
+            .any(|s| placeholder(s.expose()))
+        {
+            return refuse(
+                "stripe.webhook_secrets",
+                "your endpoint's signing secret (whsec_…, from the Dashboard or `stripe listen`)",
+            );
+        }
+        if self
+            .admin
+            .password
+            .as_ref()
+            .is_some_and(|p| p.expose() == EXAMPLE_PASSWORD || placeholder(p.expose()))
+        {
+            return refuse("admin.password", "a long passphrase of your own");
+        }
+        if self
+            .admin
+            .password_hash
+            .as_ref()
+            .is_some_and(|h| placeholder(h.expose()))
+        {
+            return refuse(
+                "admin.password_hash",
+                "the Argon2 hash of your own passphrase",
+            );
+        }
+        if self
+            .admin
+            .api_token
+            .as_ref()
+            .is_some_and(|t| t.expose() == EXAMPLE_API_TOKEN || placeholder(t.expose()))
+        {
+            return refuse(
+                "admin.api_token",
+                "a random token, e.g. from `head -c 32 /dev/urandom | base64`",
+            );
+        }
+        if self
+            .fulfillment
+            .callback_secret
+            .as_ref()
+            .is_some_and(|s| placeholder(s.expose()))
+        {
+            return refuse(
+                "fulfillment.callback_secret",
+                "a secret of your own: echo \"whsec_$(head -c 32 /dev/urandom | base64)\"",
+            );
+        }
+        if self
+            .fulfillment
+            .callback_url
+            .as_ref()
+            .is_some_and(|u| u.as_str() == EXAMPLE_CALLBACK_URL)
+        {
+            return refuse("fulfillment.callback_url", "your shop's endpoint");
+        }
+        if self
+            .smtp
+            .url
+            .as_ref()
+            .is_some_and(|u| u.expose().host() == EXAMPLE_SMTP_HOST)
+        {
+            return refuse("smtp.url", "your mail provider's server and credentials");
+        }
+        if self
+            .notifications
+            .webhook_url
+            .as_ref()
+            .is_some_and(|u| placeholder(u.expose().as_str()))
+        {
+            return refuse(
+                "notifications.webhook_url",
+                "your Slack-compatible webhook URL",
+            );
+        }
+        Ok(())
+    }
+
+    /// Warnings about the database's file permissions: an existing
+    /// `storage.path` (or its folder) that its group or others can read
+    /// exposes customers' personal data. fulfilld creates both private
+    /// (0600 / 0700) but leaves an existing file's mode alone: changing an
+    /// operator's file behind their back would surprise more than help.
+    #[cfg(unix)]
+    pub fn storage_warnings(&self) -> Vec<String> {
+        use std::os::unix::fs::PermissionsExt;
+        let mut out = Vec::new();
+        let path = &self.storage.path;
+        // Only an existing database: a missing one will be created private.
+        let Ok(meta) = std::fs::metadata(path) else {
+            return out;
+        };
+        let mode = meta.permissions().mode() & 0o777;
+        if meta.is_file() && mode & 0o077 != 0 {
+            out.push(format!(
+                "storage.path {} is readable by other users (mode {mode:04o}); it holds customers' personal data: chmod 600 {}",
+                path.display(),
+                path.display()
+            ));
+        }
+        let folder = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => std::path::Path::new("."),
+        };
+        if let Ok(meta) = std::fs::metadata(folder) {
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                out.push(format!(
+                    "the folder of storage.path, {}, is open to other users (mode {mode:04o}); backups and the per-boot token live there too: chmod 700 {}",
+                    folder.display(),
+                    folder.display()
+                ));
+            }
+        }
+        out
+    }
+
+    #[cfg(not(unix))]
+    pub fn storage_warnings(&self) -> Vec<String> {
+        Vec::new()
+    }
+
     /// Warnings about settings that are valid but probably wrong.
     pub fn warnings(&self) -> Vec<String> {
-        let mut out = Vec::new();
+        let mut out = self.storage_warnings();
         let live = self.is_live();
         if live && !self.server.public_url.is_https() {
             out.push("server.public_url is not https, but stripe.secret_key is a live key: customers' landing pages and the dashboard login would travel in clear text".into());

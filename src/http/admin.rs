@@ -20,7 +20,7 @@ use super::{
     extract::{CsrfChecked, CsrfForm, SignedIn},
     html_admin,
     login::CsrfOnly,
-    retrigger::{Retriggered, retrigger},
+    retrigger::{ForceForm, Retriggered, Wish, form_force, retrigger},
     see_other,
 };
 use crate::{
@@ -197,6 +197,10 @@ pub async fn session(
 pub struct FulfillForm {
     csrf: Option<String>,
     force: Option<String>,
+    /// The confirmation checkbox of the force form (`yes`).
+    confirm: Option<String>,
+    /// The fulfillment count the force form's page showed.
+    seen: Option<String>,
 }
 
 impl CsrfForm for FulfillForm {
@@ -212,7 +216,18 @@ pub async fn fulfill(
     state: Data<&Arc<AppState>>,
 ) -> Response {
     let force = form.force.as_deref() == Some("true");
-    let flash = match retrigger(&state, &id, force, admin.username.clone(), FULFILL_WAIT).await {
+    let wish = if force {
+        match form_force(ForceForm {
+            confirm: form.confirm.as_deref(),
+            seen: form.seen.as_deref(),
+        }) {
+            Ok(w) => w,
+            Err(e) => return post_error(&admin, e),
+        }
+    } else {
+        Wish::Fulfil
+    };
+    let flash = match retrigger(&state, &id, wish, admin.username.clone(), FULFILL_WAIT).await {
         Ok(Retriggered::Done(outcome)) => match (outcome.state, outcome.fulfillment_id.is_some()) {
             (State::Fulfilled, true) if force => Flash::Forced,
             (State::Fulfilled, true) => Flash::Fulfilled,
@@ -226,6 +241,8 @@ pub async fn fulfill(
         },
         // The attempt goes on in the background; its outcome shows on reload.
         Ok(Retriggered::Pending) => Flash::Pending,
+        // A second submit of the same force form: nothing more was done.
+        Ok(Retriggered::AlreadyDone(_)) => Flash::AlreadyForced,
         // The attempt failed to record or crashed (logged): said on the session page.
         Ok(Retriggered::Failed(e)) => e.render(|_, _| Flash::Error),
         // Refused before anything started: no session page to return to.

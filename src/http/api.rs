@@ -19,9 +19,10 @@ use super::{
     error::HttpError,
     extract::{ApiCaller, bearer},
     json_response,
-    retrigger::{Retriggered, retrigger},
+    retrigger::{Retriggered, Wish, retrigger},
 };
 use crate::{
+    fulfill::Outcome,
     model::{Notification, SessionDetail, SessionId, SessionRecord, State},
     store::{ListQuery, parse_cursor},
 };
@@ -120,10 +121,17 @@ pub async fn get_session(
     ))
 }
 
+/// `{"force": true}` records a new, forced fulfillment. With
+/// `"expect_fulfillments": n` it forces only if the session still has
+/// exactly `n` fulfillments (idempotency: a retried request makes one);
+/// otherwise it answers `200` with `"fulfillment_id": null`, nothing done.
+/// `expect_fulfillments` without `force` changes nothing.
 #[derive(Deserialize, Default)]
 struct FulfillBody {
     #[serde(default)]
     force: bool,
+    #[serde(default)]
+    expect_fulfillments: Option<u32>,
 }
 
 /// A JSON body of at most `limit` bytes; `T::default()` when empty.
@@ -151,8 +159,25 @@ pub async fn fulfill_session(
 ) -> Result<Response, HttpError> {
     let wish: FulfillBody =
         json_body(body, MAX_BODY, "body must be JSON like {\"force\": true}").await?;
-    let (status, done) = match retrigger(&state, &id, wish.force, actor, FULFILL_WAIT).await? {
+    let wish = if wish.force {
+        Wish::Force {
+            expect: wish.expect_fulfillments,
+        }
+    } else {
+        Wish::Fulfil
+    };
+    let (status, done) = match retrigger(&state, &id, wish, actor, FULFILL_WAIT).await? {
         Retriggered::Done(outcome) => (StatusCode::OK, Some(outcome)),
+        // Already made by an earlier call with the same expectation.
+        Retriggered::AlreadyDone(now) => (
+            StatusCode::OK,
+            Some(Outcome {
+                state: now,
+                fulfillment_id: None,
+                error: None,
+                attempted: false,
+            }),
+        ),
         Retriggered::Pending => (StatusCode::ACCEPTED, None),
         Retriggered::Failed(e) => return Err(e),
     };

@@ -17,7 +17,12 @@ use super::{
     extract::{CsrfChecked, CsrfForm, safe_next, same_origin},
     html_admin, see_other,
 };
-use crate::views::admin as view;
+use crate::{log_limit::LogLimit, views::admin as view};
+
+/// Anyone can post wrong passwords, so these lines are rate limited (the
+/// throttle still counts every attempt).
+static FAILED_LOGIN_LOG: LogLimit = LogLimit::new("failed admin login", 20);
+static THROTTLED_LOGIN_LOG: LogLimit = LogLimit::new("admin login throttled", 20);
 
 pub(crate) fn remote_ip(req: &Request) -> Option<IpAddr> {
     req.remote_addr().as_socket_addr().map(|a| a.ip())
@@ -79,14 +84,18 @@ pub async fn login(
             }
             LoginResult::Wrong => {
                 // Not the typed username: people type passwords into it.
-                tracing::warn!(ip = ?ip, "failed admin login");
+                if FAILED_LOGIN_LOG.admit() {
+                    tracing::warn!(ip = ?ip, "failed admin login");
+                }
                 html_admin(
                     StatusCode::UNAUTHORIZED,
                     view::login(Some("Wrong username or password."), next, &username),
                 )
             }
             LoginResult::Throttled(wait) => {
-                tracing::warn!(ip = ?ip, "admin login refused: too many failures");
+                if THROTTLED_LOGIN_LOG.admit() {
+                    tracing::warn!(ip = ?ip, "admin login refused: too many failures");
+                }
                 let mut r = html_admin(
                     StatusCode::TOO_MANY_REQUESTS,
                     view::login(

@@ -8,6 +8,7 @@ pub mod auth;
 pub mod dto;
 pub mod error;
 pub mod extract;
+mod headers;
 mod landing;
 mod login;
 mod ops;
@@ -102,6 +103,9 @@ impl AppState {
 }
 
 pub fn routes(state: Arc<AppState>) -> impl Endpoint {
+    // Outermost, so every answer (poem's 404/405 and other middleware's
+    // refusals included) carries nosniff, and HSTS when public_url is https.
+    let security_headers = headers::SecurityHeaders::for_origin(&state.public_origin);
     Route::new()
         .at("/webhook", post(webhook::receive))
         .at("/after-checkout", get(landing::after_checkout))
@@ -129,6 +133,7 @@ pub fn routes(state: Arc<AppState>) -> impl Endpoint {
         .at("/assets/*path", get(assets::serve))
         .data(state)
         .around(with_request_id)
+        .with(security_headers)
 }
 
 /// Gives every request an id (the caller's `X-Request-Id` when it is sane),

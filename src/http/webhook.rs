@@ -9,11 +9,16 @@ use poem::{Body, Request, Response, error::ReadBodyError, handler, http::StatusC
 use super::{AppState, MAX_WEBHOOK_BODY, dto::WebhookAck, json_response, text};
 use crate::{
     fulfill::Ingested,
+    log_limit::LogLimit,
     signature,
     stripe::{Event, Session},
     time::{now_ms, now_secs},
     webhook_log::{Entry, Outcome, Refusal, header_timestamp},
 };
+
+/// Rejected webhooks can come from anyone, so their log lines are rate
+/// limited (the in-memory webhook log and the metrics still count each one).
+static REJECTED_LOG: LogLimit = LogLimit::new("webhook rejected", 20);
 
 /// The longest a webhook body may take to arrive.
 const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
@@ -116,7 +121,9 @@ async fn handle(
         state.tolerance_secs,
         now,
     ) {
-        tracing::warn!(reason = reason.as_str(), "webhook rejected");
+        if REJECTED_LOG.admit() {
+            tracing::warn!(reason = reason.as_str(), "webhook rejected");
+        }
         return refuse(
             StatusCode::BAD_REQUEST,
             Refusal::Signature(reason),
@@ -132,7 +139,9 @@ async fn handle(
     let event: Event = match serde_json::from_str(&raw) {
         Ok(e) => e,
         Err(e) => {
-            tracing::warn!(error = %e, "webhook body is not a Stripe event");
+            if REJECTED_LOG.admit() {
+                tracing::warn!(error = %e, "webhook body is not a Stripe event");
+            }
             return bad_json("bad_json: body is not a Stripe event");
         }
     };

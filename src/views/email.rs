@@ -35,12 +35,37 @@ impl Links<'_> {
     }
 }
 
-/// Customer-typed text for a plain-text body: control characters (line
-/// breaks included) become spaces, so it cannot fake extra lines.
+/// Any interpolated value for a plain-text body (customer-typed, from
+/// Stripe, or an error text): control characters (CR, LF, NEL, tabs…) and
+/// Unicode line/paragraph separators become spaces, so it cannot fake extra
+/// lines.
 fn clean(s: &str) -> String {
     s.chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
+        .map(|c| {
+            if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') {
+                ' '
+            } else {
+                c
+            }
+        })
         .collect()
+}
+
+/// Any value for a Slack-compatible alert: cleaned as above, then `&`, `<`
+/// and `>` escaped as Slack's mrkdwn asks, so a customer's `<!channel>` or
+/// `<https://evil|click>` shows as typed instead of pinging everyone or
+/// becoming a disguised link. (Slack decodes the three entities itself.)
+fn mrkdwn(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in clean(s).chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 fn amount(rec: &SessionRecord) -> String {
@@ -93,14 +118,15 @@ fn payment_failed_customer(rec: &SessionRecord, links: &Links<'_>) -> Email {
     let amount = amount(rec);
     let subject = format!("Your payment of {amount} did not go through");
     let mut text = format!(
-        "Hello,\n\nyour bank reported that your payment of {amount} did not go through, so your \
-         order has not been placed and you have not been charged.\n\n"
+        "Hello,\n\nyour bank reported that your payment of {} did not go through, so your \
+         order has not been placed and you have not been charged.\n\n",
+        clean(&amount)
     );
     match links.retry_url {
-        Some(url) => text.push_str(&format!("You can pay again here: {url}\n\n")),
+        Some(url) => text.push_str(&format!("You can pay again here: {}\n\n", clean(url))),
         None => text.push_str("Please place your order again with another payment method.\n\n"),
     }
-    text.push_str(&format!("Order reference: {}\n", rec.id));
+    text.push_str(&format!("Order reference: {}\n", clean(rec.id.as_str())));
     let html = frame(
         &subject,
         html! {
@@ -130,8 +156,10 @@ fn payment_failed_merchant(rec: &SessionRecord, links: &Links<'_>) -> Email {
     let subject = format!("Delayed payment failed: {amount} ({})", rec.id);
     let text = format!(
         "A delayed payment failed, so this order was not fulfilled.\n\n\
-         Session:  {}\nAmount:   {amount}\nCustomer: {customer}\n\n{dashboard}\n",
-        rec.id
+         Session:  {}\nAmount:   {}\nCustomer: {customer}\n\n{}\n",
+        clean(rec.id.as_str()),
+        clean(&amount),
+        clean(&dashboard),
     );
     let html = frame(
         &subject,
@@ -158,10 +186,15 @@ fn stuck_merchant(rec: &SessionRecord, error: Option<&str>, links: &Links<'_>) -
     let error = error.unwrap_or("unknown error");
     let dashboard = links.dashboard(rec);
     let subject = format!("Fulfillment failed, needs attention: {}", rec.id);
+    // An error text quotes whatever the callback endpoint or Stripe
+    // answered: cleaned, so it cannot add a line to the plain-text body.
     let text = format!(
         "fulfilld gave up fulfilling a paid order. It needs a person: fix the cause, then press \
-         \"Fulfill now\" in the dashboard.\n\nSession:    {}\nAmount:     {amount}\nLast error: {error}\n\n{dashboard}\n",
-        rec.id
+         \"Fulfill now\" in the dashboard.\n\nSession:    {}\nAmount:     {}\nLast error: {}\n\n{}\n",
+        clean(rec.id.as_str()),
+        clean(&amount),
+        clean(error),
+        clean(&dashboard),
     );
     let html = frame(
         &subject,
@@ -194,15 +227,18 @@ fn receipt(rec: &SessionRecord, detail: &SessionDetail, links: &Links<'_>) -> Em
             "{} x {}  {}\n",
             item.quantity.unwrap_or(1),
             clean(item.description.as_deref().unwrap_or("Item")),
-            line(item.amount_total, item.currency.as_deref())
+            clean(&line(item.amount_total, item.currency.as_deref()))
         ));
     }
     if let (Some(sub), Some(t)) = (detail.amount_subtotal, rec.amount_total)
         && sub != t
     {
-        text.push_str(&format!("\nSubtotal: {}\n", money::format(sub, &currency)));
+        text.push_str(&format!(
+            "\nSubtotal: {}\n",
+            clean(&money::format(sub, &currency))
+        ));
     }
-    text.push_str(&format!("Total: {total}\n"));
+    text.push_str(&format!("Total: {}\n", clean(&total)));
     let delivery = &detail.delivery_details;
     if delivery.name.is_some() || !delivery.address_lines.is_empty() {
         text.push_str("\nDelivery to:\n");
@@ -215,8 +251,8 @@ fn receipt(rec: &SessionRecord, detail: &SessionDetail, links: &Links<'_>) -> Em
     }
     text.push_str(&format!(
         "\nYour order: {}\nOrder reference: {}\n",
-        links.order_page(rec),
-        rec.id
+        clean(&links.order_page(rec)),
+        clean(rec.id.as_str())
     ));
     let html = frame(
         &subject,
@@ -261,19 +297,18 @@ pub fn alert_text(
     error: Option<&str>,
     links: &Links<'_>,
 ) -> String {
-    let amount = amount(rec);
-    let customer = clean(rec.customer_email.as_deref().unwrap_or("unknown"));
+    // Every interpolated value is escaped, the fixed text around them is ours.
+    let amount = mrkdwn(&amount(rec));
+    let customer = mrkdwn(rec.customer_email.as_deref().unwrap_or("unknown"));
+    let id = mrkdwn(rec.id.as_str());
+    let dashboard = mrkdwn(&links.dashboard(rec));
     match kind {
         NotificationKind::StuckAlert | NotificationKind::StuckMerchantEmail => format!(
-            ":rotating_light: Fulfillment failed for {} ({amount}, {customer}): {}. Needs a person: {}",
-            rec.id,
-            error.unwrap_or("unknown error"),
-            links.dashboard(rec)
+            ":rotating_light: Fulfillment failed for {id} ({amount}, {customer}): {}. Needs a person: {dashboard}",
+            mrkdwn(error.unwrap_or("unknown error")),
         ),
         _ => format!(
-            ":warning: Delayed payment failed for {} ({amount}, {customer}). Not fulfilled. {}",
-            rec.id,
-            links.dashboard(rec)
+            ":warning: Delayed payment failed for {id} ({amount}, {customer}). Not fulfilled. {dashboard}",
         ),
     }
 }
@@ -362,6 +397,79 @@ mod tests {
             a.contains("cs_test_mail")
                 && a.contains("€1,234.56")
                 && a.contains("/admin/sessions/cs_test_mail")
+        );
+    }
+
+    #[test]
+    fn alerts_escape_slack_control_sequences_in_every_value() {
+        let mut r = rec();
+        r.customer_email = Some("<!channel> <https://evil|click> & co@example.com".into());
+        for kind in [
+            NotificationKind::PaymentFailedAlert,
+            NotificationKind::StuckAlert,
+        ] {
+            let a = alert_text(kind, &r, Some("callback said <!here>\r\nand more"), &LINKS);
+            assert!(
+                !a.contains("<!channel>") && !a.contains("<https://evil|click>"),
+                "{a}"
+            );
+            assert!(
+                a.contains("&lt;!channel&gt; &lt;https://evil|click&gt; &amp; co@example.com"),
+                "{a}"
+            );
+            assert!(!a.contains('<') && !a.contains('>'), "{a}");
+            assert!(!a.contains('\n') && !a.contains('\r'), "{a}");
+        }
+        let a = alert_text(NotificationKind::StuckAlert, &r, Some("<!here>"), &LINKS);
+        assert!(a.contains("&lt;!here&gt;"), "{a}");
+    }
+
+    #[test]
+    fn plain_text_values_cannot_add_lines() {
+        let mut r = rec();
+        r.customer_email = Some("a@example.com\r\nBcc: evil@example.com".into());
+        let mut d = SessionDetail::default();
+        d.delivery_details.name = Some("Ann\nForged line".into());
+        d.delivery_details.address_lines = vec!["1 Road\r\n\u{2028}x\u{85}y".into()];
+        d.line_items.push(LineItemRecord {
+            id: "li_1".into(),
+            description: Some("Thing\r\nTotal: €0.00".into()),
+            quantity: Some(1),
+            amount_total: 500,
+            amount_subtotal: 500,
+            currency: Some("eur".into()),
+            price_id: None,
+            unit_amount: Some(500),
+        });
+        let baseline = |kind, rec: &SessionRecord, d: &SessionDetail, err| {
+            render(kind, rec, d, err, &LINKS).text.lines().count()
+        };
+        let plain = rec();
+        let mut plain_d = d.clone();
+        plain_d.delivery_details.name = Some("Ann".into());
+        plain_d.delivery_details.address_lines = vec!["1 Road".into()];
+        plain_d.line_items[0].description = Some("Thing".into());
+        for kind in [
+            NotificationKind::PaymentFailedEmail,
+            NotificationKind::PaymentFailedMerchantEmail,
+            NotificationKind::ReceiptEmail,
+            NotificationKind::StuckMerchantEmail,
+        ] {
+            let injected = baseline(kind, &r, &d, Some("HTTP 500\r\nForged: line"));
+            let clean = baseline(kind, &plain, &plain_d, Some("HTTP 500"));
+            assert_eq!(injected, clean, "{kind:?}");
+        }
+        let e = render(
+            NotificationKind::StuckMerchantEmail,
+            &r,
+            &d,
+            Some("HTTP 500\r\nForged: line"),
+            &LINKS,
+        );
+        assert!(
+            e.text.contains("Last error: HTTP 500  Forged: line\n"),
+            "{}",
+            e.text
         );
     }
 }

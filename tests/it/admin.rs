@@ -8,7 +8,7 @@ use fulfilld::{
 use reqwest::{StatusCode, header};
 use serde_json::Value;
 
-use crate::helpers::{TestApp, session_id, spawn_app};
+use crate::helpers::{API_TOKEN, TestApp, session_id, spawn_app};
 
 const USER: &str = "admin";
 const PASSWORD: &str = "a long test password";
@@ -88,11 +88,34 @@ impl Admin {
             .unwrap()
     }
 
+    /// The fields the session page's force form sends besides `csrf`:
+    /// the ticked confirmation and the fulfillment count the page showed.
+    async fn force_fields(&self, id: &str) -> String {
+        let (status, html) = self.get(&format!("/admin/sessions/{id}")).await;
+        assert_eq!(status, 200);
+        let form = html
+            .split("id=\"force-fulfill\"")
+            .nth(1)
+            .expect("the page has the force form");
+        let seen = form
+            .split("name=\"seen\" value=\"")
+            .nth(1)
+            .and_then(|v| v.split('"').next())
+            .expect("the force form carries seen");
+        assert!(form.contains("name=\"confirm\" value=\"yes\""));
+        seen.to_string()
+    }
+
     /// Presses a fulfill button and returns the page it redirects to.
     async fn fulfill(&self, id: &str, force: bool) -> (String, String) {
+        let seen = if force {
+            self.force_fields(id).await
+        } else {
+            String::new()
+        };
         let mut form = vec![("csrf", self.csrf.as_str())];
         if force {
-            form.push(("force", "true"));
+            form.extend([("force", "true"), ("confirm", "yes"), ("seen", &seen)]);
         }
         let r = self
             .post(&format!("/admin/sessions/{id}/fulfill"), &form)
@@ -658,4 +681,127 @@ async fn rejected_webhooks_appear_in_the_log_with_their_reason() {
     assert!(!accepted.contains("data-reason"));
     // Refused requests were not stored.
     assert_eq!(app.event_count().await, 1);
+}
+
+#[tokio::test]
+async fn a_forced_re_fulfil_needs_the_confirmation_and_a_double_submit_forces_once() {
+    let app = spawn_app().await;
+    let id = session_id("force_once");
+    let session = app.seed(&SampleSession::paid(&id, 1));
+    app.send_event("evt_force_once", "checkout.session.completed", &session)
+        .await;
+    app.wait_for_state(&id, "fulfilled").await;
+    let admin = login(&app).await;
+    let path = format!("/admin/sessions/{id}/fulfill");
+    let seen = admin.force_fields(&id).await;
+    assert_eq!(seen, "1");
+    let count = || async {
+        app.session(&id).await["fulfillments"]
+            .as_array()
+            .unwrap()
+            .len()
+    };
+
+    // Without the ticked confirmation (a page with its JS and `required`
+    // bypassed, or a hand-made POST): refused, nothing done.
+    let csrf = admin.csrf.as_str();
+    for form in [
+        vec![("csrf", csrf), ("force", "true"), ("seen", "1")],
+        vec![
+            ("csrf", csrf),
+            ("force", "true"),
+            ("confirm", "no"),
+            ("seen", "1"),
+        ],
+        // Without the count the page showed (an old page): refused too.
+        vec![("csrf", csrf), ("force", "true"), ("confirm", "yes")],
+    ] {
+        let r = admin.post(&path, &form).await;
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{form:?}");
+        let h = r.headers().clone();
+        assert_eq!(h["x-content-type-options"], "nosniff");
+        let body = r.text().await.unwrap();
+        assert!(body.contains("forced re-fulfill needs"), "{body}");
+    }
+    app.settle().await;
+    assert_eq!(count().await, 1);
+
+    // A double submit of one form (two requests in flight at once): one
+    // forced fulfillment; the other answer says it was already done.
+    let form = [
+        ("csrf", csrf),
+        ("force", "true"),
+        ("confirm", "yes"),
+        ("seen", seen.as_str()),
+    ];
+    let (a, b) = tokio::join!(admin.post(&path, &form), admin.post(&path, &form));
+    let mut results: Vec<String> = [a, b]
+        .iter()
+        .map(|r| {
+            assert_eq!(r.status(), StatusCode::SEE_OTHER);
+            let l = r.headers()[header::LOCATION].to_str().unwrap();
+            l.split("result=").nth(1).unwrap().to_string()
+        })
+        .collect();
+    results.sort();
+    assert_eq!(results, ["already_forced", "forced"]);
+    // And once more, later (a resubmitted POST after a reload).
+    let r = admin.post(&path, &form).await;
+    let l = r.headers()[header::LOCATION].to_str().unwrap().to_string();
+    assert!(l.ends_with("?result=already_forced"), "{l}");
+    let (_, html) = admin.get(&l).await;
+    assert!(html.contains("earlier submit of the same form"), "{html}");
+    app.settle().await;
+    let s = app.session(&id).await;
+    let f = s["fulfillments"].as_array().unwrap();
+    assert_eq!(f.len(), 2, "{f:?}");
+    assert_eq!(f[1]["forced"], true);
+    assert_eq!(app.receiver.of_kind("checkout.fulfilled").len(), 2);
+
+    // The page now shows the new count, so a deliberate second force works.
+    let (location, _) = admin.fulfill(&id, true).await;
+    assert!(location.ends_with("?result=forced"), "{location}");
+    assert_eq!(count().await, 3);
+}
+
+#[tokio::test]
+async fn the_api_force_is_idempotent_with_expect_fulfillments() {
+    let app = spawn_app().await;
+    let id = session_id("api_force_once");
+    let session = app.seed(&SampleSession::paid(&id, 1));
+    app.send_event("evt_api_force_once", "checkout.session.completed", &session)
+        .await;
+    app.wait_for_state(&id, "fulfilled").await;
+    let api = app.url(&format!("/admin/api/sessions/{id}/fulfill"));
+    let call = |body: serde_json::Value| {
+        let api = api.clone();
+        async move {
+            let r = reqwest::Client::new()
+                .post(api)
+                .bearer_auth(API_TOKEN)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            let status = r.status();
+            (status, r.json::<serde_json::Value>().await.unwrap())
+        }
+    };
+    let wish = serde_json::json!({"force": true, "expect_fulfillments": 1});
+    let ((s1, b1), (s2, b2)) = tokio::join!(call(wish.clone()), call(wish.clone()));
+    assert_eq!((s1, s2), (StatusCode::OK, StatusCode::OK));
+    let ids: Vec<bool> = [&b1, &b2]
+        .iter()
+        .map(|b| b["result"]["fulfillment_id"].is_string())
+        .collect();
+    assert_eq!(ids.iter().filter(|x| **x).count(), 1, "{b1} {b2}");
+    let (s3, b3) = call(wish).await;
+    assert_eq!(s3, StatusCode::OK);
+    assert!(b3["result"]["fulfillment_id"].is_null(), "{b3}");
+    assert_eq!(b3["session"]["fulfillments"].as_array().unwrap().len(), 2);
+    // Plain {"force": true} still forces every time, as the contract says.
+    let (s4, b4) = call(serde_json::json!({"force": true})).await;
+    assert_eq!(s4, StatusCode::OK);
+    assert!(b4["result"]["fulfillment_id"].is_string(), "{b4}");
+    assert_eq!(b4["session"]["fulfillments"].as_array().unwrap().len(), 3);
 }

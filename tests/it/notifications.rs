@@ -72,6 +72,13 @@ struct Setup {
 }
 
 async fn setup(receipts: bool) -> Setup {
+    setup_with(receipts, |_| {}).await
+}
+
+async fn setup_with(
+    receipts: bool,
+    tweak: impl FnOnce(&mut fulfilld::config::Config) + Send + 'static,
+) -> Setup {
     let smtp = SmtpSink::start().await;
     let alerts = Alerts::start().await;
     let (smtp_url, alert_url) = (
@@ -86,6 +93,7 @@ async fn setup(receipts: bool) -> Setup {
         c.notifications.retry_url = Some(RETRY_URL.parse().unwrap());
         c.fulfillment.receipt_email = receipts;
         c.server.public_url = "https://orders.shop.example".parse().unwrap();
+        tweak(c);
     })
     .await;
     Setup { app, smtp, alerts }
@@ -606,4 +614,89 @@ async fn a_payment_failed_callback_that_gives_up_alerts_the_merchant() {
     assert_eq!(callback["status"], "failed", "{callback}");
     // One payment-failed alert and one stuck alert, nothing more.
     assert_eq!(alerts.texts().len(), 2, "{:?}", alerts.texts());
+}
+
+#[tokio::test]
+async fn slack_alerts_escape_customer_controlled_mrkdwn() {
+    let Setup { app, alerts, .. } = setup(false).await;
+    let id = session_id("mrkdwn");
+    let mut sample = delayed(&id);
+    sample.email = "<!channel> <https://evil.example|click> & x@example.com".into();
+    fail_delayed_payment(&app, &sample, "evt_md").await;
+    eventually("the alert arrives", || async {
+        (!alerts.texts().is_empty()).then_some(())
+    })
+    .await;
+    let texts = alerts.texts();
+    assert_eq!(texts.len(), 1, "{texts:?}");
+    let alert = &texts[0];
+    // Inert: shown as typed, no ping, no disguised link.
+    assert!(!alert.contains("<!channel>"), "{alert}");
+    assert!(!alert.contains("<https://evil.example|click>"), "{alert}");
+    assert!(
+        alert.contains("&lt;!channel&gt; &lt;https://evil.example|click&gt; &amp; x@example.com"),
+        "{alert}"
+    );
+    assert!(!alert.contains('<') && !alert.contains('>'), "{alert}");
+    assert!(alert.contains(&id), "{alert}");
+}
+
+/// A Stripe API that says every session does not exist, with an error
+/// message that tries to add lines to whatever quotes it.
+async fn lying_stripe() -> String {
+    #[handler]
+    fn no_such_session() -> Response {
+        Response::builder()
+            .status(StatusCode::NOT_FOUND)
+            .content_type("application/json")
+            .body(
+                serde_json::json!({"error": {
+                    "type": "invalid_request_error",
+                    "message": "No such session\r\nForged: line\nAnother <!channel>"
+                }})
+                .to_string(),
+            )
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let acceptor = TcpAcceptor::from_tokio(listener).unwrap();
+    tokio::spawn(
+        Server::new_with_acceptor(acceptor).run(poem::Route::new().at("/*", no_such_session)),
+    );
+    url
+}
+
+#[tokio::test]
+async fn an_error_text_cannot_add_a_line_to_a_plain_text_email_or_an_alert() {
+    let stripe = lying_stripe().await;
+    let Setup { app, smtp, alerts } = setup_with(false, move |c| {
+        c.stripe.api_base = stripe.parse().unwrap();
+    })
+    .await;
+    let id = session_id("crlf");
+    let session = app.seed(&SampleSession::paid(&id, 1));
+    app.send_event("evt_crlf", "checkout.session.completed", &session)
+        .await;
+    app.wait_for_state(&id, "failed").await;
+    settled(&app, &id, 2).await;
+    app.settle().await;
+    let mails = smtp.messages();
+    assert_eq!(mails.len(), 1);
+    let text = mails[0].text_body().unwrap();
+    let error_line = text
+        .lines()
+        .find(|l| l.starts_with("Last error:"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(error_line.contains("No such session"), "{text}");
+    assert!(error_line.contains("Forged: line"), "{text}");
+    assert!(!text.lines().any(|l| l.starts_with("Forged")), "{text}");
+    assert!(!text.lines().any(|l| l.starts_with("Another")), "{text}");
+    let texts = alerts.texts();
+    assert_eq!(texts.len(), 1, "{texts:?}");
+    assert!(
+        !texts[0].contains('\n') && !texts[0].contains('\r'),
+        "{}",
+        texts[0]
+    );
+    assert!(texts[0].contains("&lt;!channel&gt;"), "{}", texts[0]);
 }

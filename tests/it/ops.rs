@@ -552,3 +552,233 @@ async fn json_logs_carry_the_request_id_and_no_secrets() {
         assert!(!stderr.contains(secret), "{secret} logged");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_kubernetes_service_variable_warns_and_serve_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let stripe = StripeDouble::start(SECRET_KEY).await.unwrap();
+    let receiver = Receiver::start().await;
+    let port = free_port();
+    // What Kubernetes injects into every pod for a Service named fulfilld.
+    let k8s = [
+        ("FULFILLD_PORT", "tcp://10.0.0.1:4242"),
+        ("FULFILLD_PORT_4242_TCP", "tcp://10.0.0.1:4242"),
+        ("FULFILLD_SERVICE_HOST", "10.0.0.1"),
+        ("FULFILLD_SERVICE_PORT", "4242"),
+    ];
+    let mut command = Binary::command(dir.path(), stripe.url(), &receiver.url, port);
+    command.envs(k8s).stderr(std::process::Stdio::piped());
+    let mut child = command.spawn().unwrap();
+    let http = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    eventually("the binary answers despite FULFILLD_PORT", || async {
+        let r = http.get(format!("{base}/healthz")).send().await.ok()?;
+        (r.status() == 200).then_some(())
+    })
+    .await;
+    child.kill().unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    for (name, _) in k8s {
+        assert!(
+            stderr
+                .lines()
+                .any(|l| l.contains("WARN")
+                    && l.contains(&format!("{name} names no configuration key"))),
+            "{name} warned about in:\n{stderr}"
+        );
+    }
+
+    // check-config and healthcheck accept it too.
+    let mut check = Binary::command_with_args(
+        dir.path(),
+        stripe.url(),
+        &receiver.url,
+        port,
+        &["check-config"],
+    );
+    let out = check.envs(k8s).output().unwrap();
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("warning: environment variable FULFILLD_PORT names no configuration key"),
+        "{err}"
+    );
+    // A misspelt key of a known section is named too, and still not fatal.
+    let out = check
+        .env("FULFILLD_SERVER__LISTNE", "0.0.0.0:1")
+        .output()
+        .unwrap();
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("FULFILLD_SERVER__LISTNE"), "{err}");
+}
+
+#[test]
+fn check_config_refuses_the_example_placeholders() {
+    let dir = tempfile::tempdir().unwrap();
+    let example = include_str!("../../config.toml.example");
+    let (code, out, err) = check_config(dir.path(), example);
+    assert_eq!(code, 2, "{err}");
+    assert!(out.is_empty(), "{out}");
+    assert!(
+        err.contains("stripe.secret_key: is the placeholder of config.toml.example"),
+        "{err}"
+    );
+    for (from, to, key) in [
+        (
+            "webhook_secrets = [\"whsec_abcdefghijklmnop\"]",
+            "webhook_secrets = [\"whsec_replace_me\"]",
+            "stripe.webhook_secrets",
+        ),
+        (
+            "password = \"correct horse battery\"",
+            "password = \"change me, please\"",
+            "admin.password",
+        ),
+        (
+            "api_token = \"0123456789abcdef0123\"",
+            "api_token = \"a-long-random-token\"",
+            "admin.api_token",
+        ),
+    ] {
+        let (code, _, err) = check_config(dir.path(), &GOOD.replace(from, to));
+        assert_eq!(code, 2, "{key}: {err}");
+        assert!(
+            err.contains(&format!("{key}: is the placeholder")),
+            "{key}: {err}"
+        );
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn check_config_warns_about_a_database_others_can_read() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("data");
+    std::fs::create_dir(&folder).unwrap();
+    std::fs::set_permissions(&folder, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let db = folder.join("fulfilld.redb");
+    let with_db = format!("{GOOD}\n[storage]\npath = {:?}\n", db.display().to_string());
+    // No database yet: nothing to say (it will be created 0600 in 0700).
+    let (code, _, err) = check_config(dir.path(), &with_db);
+    assert_eq!(code, 0, "{err}");
+    assert!(!err.contains("chmod"), "{err}");
+    std::fs::write(&db, b"").unwrap();
+    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (code, _, err) = check_config(dir.path(), &with_db);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains(&format!("warning: storage.path {}", db.display()))
+            && err.contains(&format!("chmod 600 {}", db.display())),
+        "{err}"
+    );
+    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let (_, _, err) = check_config(dir.path(), &with_db);
+    assert!(!err.contains("chmod"), "{err}");
+    // Its folder open to others is named too.
+    std::fs::set_permissions(&folder, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (code, _, err) = check_config(dir.path(), &with_db);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains(&format!("chmod 700 {}", folder.display())),
+        "{err}"
+    );
+}
+
+/// Every kind of answer: pages, JSON, plain-text 4xx, poem's 404/405, a
+/// 413, redirects and assets.
+async fn every_kind_of_response(app: &TestApp) -> Vec<(String, reqwest::Response)> {
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let mut out = Vec::new();
+    for path in [
+        "/healthz",
+        "/metrics",
+        "/no-such-page",
+        "/admin",
+        "/admin/login",
+        "/admin/api/sessions",
+        "/after-checkout?session_id=nonsense<b>",
+        "/assets/app.css",
+        "/assets/no-such-asset.js",
+    ] {
+        out.push((
+            format!("GET {path}"),
+            http.get(app.url(path)).send().await.unwrap(),
+        ));
+    }
+    out.push((
+        "DELETE /webhook".into(),
+        http.delete(app.url("/webhook")).send().await.unwrap(),
+    ));
+    out.push((
+        "POST /webhook unsigned".into(),
+        http.post(app.url("/webhook"))
+            .body("{}")
+            .send()
+            .await
+            .unwrap(),
+    ));
+    out.push((
+        "POST /webhook 2 MiB".into(),
+        http.post(app.url("/webhook"))
+            .header("stripe-signature", "t=1,v1=00")
+            .body(vec![b'x'; 2 * 1024 * 1024])
+            .send()
+            .await
+            .unwrap(),
+    ));
+    out.push((
+        "POST /admin/sessions/x/fulfill anonymous".into(),
+        http.post(app.url("/admin/sessions/cs_test_x/fulfill"))
+            .form(&[("force", "true")])
+            .send()
+            .await
+            .unwrap(),
+    ));
+    out
+}
+
+#[tokio::test]
+async fn every_response_has_nosniff_and_hsts_only_with_an_https_public_url() {
+    let app = spawn_app().await;
+    let mut statuses = Vec::new();
+    for (what, r) in every_kind_of_response(&app).await {
+        statuses.push(r.status().as_u16());
+        assert_eq!(
+            r.headers()
+                .get("x-content-type-options")
+                .map(|v| v.as_bytes()),
+            Some(&b"nosniff"[..]),
+            "{what} ({})",
+            r.status()
+        );
+        assert!(
+            r.headers().get("strict-transport-security").is_none(),
+            "{what}: no HSTS over an http public_url"
+        );
+    }
+    // The list does cover plain-text 4xx, 404s, 405, 413 and assets.
+    for status in [200, 303, 400, 401, 404, 405, 413] {
+        assert!(statuses.contains(&status), "{status} in {statuses:?}");
+    }
+
+    let app = spawn_app_with(|c| {
+        c.server.public_url = "https://orders.shop.example".parse().unwrap();
+    })
+    .await;
+    for (what, r) in every_kind_of_response(&app).await {
+        assert_eq!(r.headers()["x-content-type-options"], "nosniff", "{what}");
+        assert_eq!(
+            r.headers()
+                .get("strict-transport-security")
+                .map(|v| v.to_str().unwrap().to_string()),
+            Some("max-age=31536000".to_string()),
+            "{what}"
+        );
+    }
+}

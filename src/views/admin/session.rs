@@ -22,6 +22,8 @@ pub enum Flash {
     Fulfilled,
     Forced,
     AlreadyFulfilled,
+    /// A second submit of one force form: the first already forced.
+    AlreadyForced,
     Unpaid,
     Retrying,
     Failed,
@@ -34,10 +36,11 @@ pub enum Flash {
 }
 
 impl Flash {
-    pub const ALL: [Flash; 12] = [
+    pub const ALL: [Flash; 13] = [
         Flash::Fulfilled,
         Flash::Forced,
         Flash::AlreadyFulfilled,
+        Flash::AlreadyForced,
         Flash::Unpaid,
         Flash::Retrying,
         Flash::Failed,
@@ -54,6 +57,7 @@ impl Flash {
             Flash::Fulfilled => "fulfilled",
             Flash::Forced => "forced",
             Flash::AlreadyFulfilled => "already_fulfilled",
+            Flash::AlreadyForced => "already_forced",
             Flash::Unpaid => "unpaid",
             Flash::Retrying => "retrying",
             Flash::Failed => "failed",
@@ -79,6 +83,10 @@ impl Flash {
             Flash::Forced => (
                 "ok",
                 "Re-fulfilled. A new, forced fulfillment was recorded in your name.",
+            ),
+            Flash::AlreadyForced => (
+                "wait",
+                "Already done: this re-fulfillment was recorded by an earlier submit of the same form, so nothing more was sent.",
             ),
             Flash::AlreadyFulfilled => (
                 "wait",
@@ -301,6 +309,9 @@ pub fn detail(chrome: &Chrome<'_>, v: &DetailView<'_>) -> Markup {
                             form method="post" action=(action) id="force-fulfill" data-confirm="Send this order to fulfillment again?" {
                                 input type="hidden" name="csrf" value=(chrome.csrf);
                                 input type="hidden" name="force" value="true";
+                                // The count this page shows: the server forces only if it
+                                // is still the count, so a double submit forces once.
+                                input type="hidden" name="seen" value=(rec.fulfillments);
                                 p class="small" { "This records a second fulfillment in your name and calls your callback again with a new webhook-id. Use it only if the first one was lost on your side." }
                                 label class="check" {
                                     input type="checkbox" name="confirm" value="yes" required;

@@ -18,7 +18,7 @@ COPY assets ./assets
 COPY benches ./benches
 COPY config.toml.example ./
 RUN touch src/main.rs src/lib.rs && cargo build --release --locked --bin fulfilld \
-    && mkdir -p /data
+    && mkdir -p -m 700 /data
 
 FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=build /src/target/release/fulfilld /usr/local/bin/fulfilld

@@ -29,7 +29,7 @@ const MISSING: &str = "the browser test needs Debian's chromium and chromium-dri
                        sudo apt-get install -y chromium chromium-driver (.ci/run installs them)";
 /// Environment variables that make a missing browser a failure instead of a
 /// skip: `CI` as CI services set it (`true`, or `1`), or this test's own switch.
-const REQUIRE_VARS: [&str; 2] = ["CI", "FULFILLD_REQUIRE_BROWSER"];
+const REQUIRE_VARS: [&str; 2] = ["CI", "REQUIRE_BROWSER_TEST"];
 /// Without the background-networking flags, Chromium's connections are
 /// refused on a closed network.
 const ARGS: &str = "--headless=new --no-sandbox --disable-gpu --disable-quic --no-first-run \
@@ -94,7 +94,7 @@ fn browser_required() -> bool {
 /// The first line of a browser test: `true` when Chromium and chromedriver
 /// are installed. Without them it prints on stderr what is missing and how
 /// to install it, and returns `false` so the test skips; under CI (`CI=true`
-/// or `FULFILLD_REQUIRE_BROWSER=1`) it fails the test instead, so a CI
+/// or `REQUIRE_BROWSER_TEST=1`) it fails the test instead, so a CI
 /// machine without a browser is never silently green.
 pub fn browser_or_skip(test: &str) -> bool {
     let Some(missing) = missing_browser() else {
@@ -103,7 +103,7 @@ pub fn browser_or_skip(test: &str) -> bool {
     assert!(
         !browser_required(),
         "{test}: {missing} not found, and a browser is required here \
-         (CI or FULFILLD_REQUIRE_BROWSER is set). {MISSING}"
+         (CI or REQUIRE_BROWSER_TEST is set). {MISSING}"
     );
     // Straight to the process's stderr: the test harness captures `eprintln!`
     // of a passing test, and a skip must be seen without `--nocapture`.
@@ -111,7 +111,7 @@ pub fn browser_or_skip(test: &str) -> bool {
         std::io::stderr(),
         "SKIPPED {test}: {missing} not found. Install them with \
          `apt-get install chromium chromium-driver` (as root; .ci/run does this) \
-         to run it. Set CI=true or FULFILLD_REQUIRE_BROWSER=1 to fail instead of skipping."
+         to run it. Set CI=true or REQUIRE_BROWSER_TEST=1 to fail instead of skipping."
     );
     false
 }

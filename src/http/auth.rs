@@ -24,8 +24,8 @@
 //! - a success removes only its own attempt from an address's count: the
 //!   admin signing in does not hand an attacker on the same address fresh tries;
 //! - wrong API tokens are counted per client address: after
-//!   `API_FREE_FAILURES` the address's wrong tokens get 429 (not checked, not
-//!   logged) until its delay passes. The right token is always accepted, so
+//!   `API_FREE_FAILURES` the address's wrong tokens get 429 (neither counted
+//!   nor logged) until its delay passes. The right token is always accepted, so
 //!   nobody sharing an address can lock the merchant's scripts out; guessing
 //!   is prevented by the token's strength, enforced at startup.
 //!

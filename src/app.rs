@@ -157,6 +157,7 @@ impl Application {
             config.server.public_url.as_str(),
         );
         state.live_key = config.is_live();
+        state.trusted_proxies = config.server.trusted_proxies.clone();
         state.db_path = path.clone();
         state.local_token = match write_local_token(&path) {
             Ok(token) => Some(token),

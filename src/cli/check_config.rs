@@ -129,7 +129,17 @@ mod tests {
     #[test]
     fn the_example_placeholders_exit_2_naming_the_key() {
         let example = include_str!("../../config.toml.example");
+        // The example's password is refused by the password rules first...
         let (code, out, err) = check(example);
+        assert_eq!(code, INVALID, "{err}");
+        assert!(out.is_empty(), "{out}");
+        assert!(
+            err.starts_with("fulfilld: invalid configuration: admin.password: is the placeholder"),
+            "{err}"
+        );
+        // ...and with a password of one's own, the next placeholder is named.
+        let example = example.replace("change me, please", "a passphrase of my own");
+        let (code, out, err) = check(&example);
         assert_eq!(code, INVALID, "{err}");
         assert!(out.is_empty(), "{out}");
         assert!(
@@ -141,6 +151,7 @@ mod tests {
         let token = GOOD.replace("[smtp]", "api_token = \"a-long-random-token\"\n[smtp]");
         let (code, _, err) = check(&token);
         assert_eq!(code, INVALID, "{err}");
-        assert!(err.contains("admin.api_token: is the placeholder"), "{err}");
+        // Refused naming the key (the example's token is also too short).
+        assert!(err.contains("invalid configuration: admin.api_token: "), "{err}");
     }
 }

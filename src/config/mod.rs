@@ -7,6 +7,7 @@
 //! string. `load` reads the layers, `validate` checks what `serve` needs
 //! across keys, `masked` prints it.
 
+mod cidr;
 mod load;
 mod masked;
 mod secret;
@@ -19,6 +20,7 @@ use std::{net::SocketAddr, path::PathBuf};
 use lettre::message::Mailbox;
 use serde::{Deserialize, Serialize};
 
+pub use cidr::{IpNet, TrustedProxies};
 pub use secret::{Mask, Secret};
 pub use smtp_url::{SmtpCredentials, SmtpScheme, SmtpUrl, TlsMode};
 pub use types::{ConfigValue, HttpUrl};
@@ -66,6 +68,8 @@ pub struct ServerConfig {
     #[serde(deserialize_with = "types::socket_addr")]
     pub listen: SocketAddr,
     pub public_url: HttpUrl,
+    /// Reverse proxies whose `X-Forwarded-For` is believed (none by default).
+    pub trusted_proxies: TrustedProxies,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -186,6 +190,7 @@ impl Default for ServerConfig {
         ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 4242)),
             public_url: default_url("http://localhost:4242"),
+            trusted_proxies: TrustedProxies::default(),
         }
     }
 }

@@ -164,7 +164,11 @@ fn example_keys() -> Vec<(String, String)> {
 #[test]
 fn the_example_config_is_valid_and_names_every_key() {
     let example = include_str!("../../config.toml.example");
-    parse(example).expect("config.toml.example validates as it is");
+    // Its placeholder password is refused: a copy must not go live with it.
+    let err = parse(example).unwrap_err().to_string();
+    assert!(err.starts_with("admin.password: "), "{err}");
+    parse(&example.replace(super::validate::EXAMPLE_PASSWORD, "a passphrase of my own"))
+        .expect("config.toml.example validates with its own password");
 
     // Every key it names (commented or not) is a real key.
     let mut all = String::new();
@@ -223,7 +227,8 @@ fn env_overrides_file_and_lists_split_on_commas() {
             "FULFILLD_STRIPE__WEBHOOK_SECRETS",
             "whsec_a,whsec_b,whsec_c",
         );
-        jail.set_env("FULFILLD_ADMIN__PASSWORD", "12345678");
+        // Digits only: figment reads it as a number, it is still a string.
+        jail.set_env("FULFILLD_ADMIN__PASSWORD", "918273645501");
         jail.set_env("FULFILLD_CONFIG", "c.toml");
         let c = Config::load(&ConfigSource {
             path: "c.toml".into(),
@@ -231,7 +236,7 @@ fn env_overrides_file_and_lists_split_on_commas() {
         })
         .map_err(|e| e.to_string())?;
         assert_eq!(c.stripe.webhook_secrets.len(), 3);
-        assert_eq!(c.admin.password.unwrap().expose(), "12345678");
+        assert_eq!(c.admin.password.unwrap().expose(), "918273645501");
         // A variable that names no key is a warning naming it, not an error.
         jail.set_env("FULFILLD_SERVER__NOPE", "1");
         let (_, warnings) = Config::load_with_warnings(&ConfigSource {
@@ -437,7 +442,12 @@ fn unknown_keys_in_the_file_stay_errors() {
 #[test]
 fn every_placeholder_of_the_example_is_refused_naming_its_key() {
     let example = include_str!("../../config.toml.example");
-    let err = parse(example)
+    // The password rules refuse the example's password at any load...
+    let err = parse(example).unwrap_err().to_string();
+    assert!(err.starts_with("admin.password: "), "{err}");
+    // ...and check-config then names every other placeholder.
+    let own = example.replace("change me, please", "a passphrase of my own");
+    let err = parse(&own)
         .unwrap()
         .refuse_placeholders()
         .unwrap_err()
@@ -509,4 +519,107 @@ fn an_existing_database_readable_by_others_is_warned_about() {
         "{w:?}"
     );
     assert!(c.warnings().iter().any(|x| x.contains("chmod 600")));
+}
+
+#[test]
+fn weak_admin_passwords_are_refused() {
+    for weak in [
+        "password",
+        "12345678",
+        "admin",
+        "letmein",
+        "qwerty",
+        "Password123!",
+        "passwordpassword",
+        "qwertyqwerty",
+        "123456789012",
+        "000000000000",
+        "Admin2024Admin2024",
+        "adminadminadmin",
+        "change me, please",
+        "Correct Horse Battery Staple",
+        "short pass1",
+        "aaaaaaaaaaaaaaaa",
+        "abababababab",
+    ] {
+        let raw = GOOD.replace("correct horse battery", weak);
+        let err = parse(&raw).unwrap_err().to_string();
+        assert!(err.starts_with("admin.password: "), "{weak}: {err}");
+    }
+    for fine in [
+        "correct horse battery",
+        "a long test password",
+        "918273645501",
+        "demo-0123456789abcdef",
+    ] {
+        let raw = GOOD.replace("correct horse battery", fine);
+        assert!(parse(&raw).is_ok(), "{fine}");
+    }
+}
+
+#[test]
+fn low_entropy_api_tokens_are_refused() {
+    for weak in [
+        "aaaaaaaaaaaaaaaa",
+        "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+        "abababababababababababab",
+        "0123456789abcdef",
+        "short-but-varied",
+    ] {
+        let raw = format!("{GOOD}\napi_token = \"{weak}\"\n");
+        let err = parse(&raw).unwrap_err().to_string();
+        assert!(err.starts_with("admin.api_token: "), "{weak}: {err}");
+        assert!(!err.contains(weak), "the token is not echoed: {err}");
+    }
+    for fine in [
+        "test-api-token-0123456789abcdef",
+        "0123456789abcdef0123",
+        "demo_token_0123456789abcdef01234567",
+    ] {
+        let raw = format!("{GOOD}\napi_token = \"{fine}\"\n");
+        assert!(parse(&raw).is_ok(), "{fine}");
+    }
+}
+
+#[test]
+fn trusted_proxies_parse_from_the_file_and_the_environment() {
+    let c = parse(&format!(
+        "{GOOD}\n[server]\ntrusted_proxies = [\"10.0.0.0/8\", \"::1\"]\n"
+    ))
+    .unwrap();
+    assert!(
+        c.server
+            .trusted_proxies
+            .contains("10.1.2.3".parse().unwrap())
+    );
+    assert!(c.server.trusted_proxies.contains("::1".parse().unwrap()));
+    assert!(parse(GOOD).unwrap().server.trusted_proxies.is_empty());
+    let err = parse(&format!(
+        "{GOOD}\n[server]\ntrusted_proxies = [\"10.0.0.1/8\"]\n"
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("server.trusted_proxies"), "{err}");
+    assert!(err.contains("10.0.0.1/8"), "{err}");
+    #[allow(clippy::result_large_err)]
+    figment::Jail::expect_with(|jail| {
+        jail.create_file("c.toml", GOOD)?;
+        jail.set_env("FULFILLD_SERVER__TRUSTED_PROXIES", "127.0.0.1, fd00::/8");
+        let c = Config::load(&ConfigSource {
+            path: "c.toml".into(),
+            explicit: true,
+        })
+        .map_err(|e| e.to_string())?;
+        assert!(
+            c.server
+                .trusted_proxies
+                .contains("fd12::1".parse().unwrap())
+        );
+        assert!(
+            c.server
+                .trusted_proxies
+                .contains("127.0.0.1".parse().unwrap())
+        );
+        Ok(())
+    });
 }

@@ -5,10 +5,169 @@ use super::{Config, ConfigError, StripeConfig, TlsMode};
 use crate::signature;
 
 /// Values in `config.toml.example` that are not marked `replace_me`/`…`.
-const EXAMPLE_PASSWORD: &str = "change me, please";
 const EXAMPLE_API_TOKEN: &str = "a-long-random-token";
 const EXAMPLE_CALLBACK_URL: &str = "https://shop.example.com/hooks/fulfilld";
 const EXAMPLE_SMTP_HOST: &str = "smtp.example.com";
+/// The shortest accepted `admin.password`, in characters. The login is
+/// throttled, but a password also guards every customer's personal data:
+/// 12 characters is where the common lists run out (NIST SP 800-63B asks
+/// for at least 8; passphrases of three or more words pass easily).
+pub const MIN_PASSWORD_CHARS: usize = 12;
+/// A password made of fewer different characters than this is refused
+/// (`aaaaaaaaaaaa`, `abababababab`, `112211221122`).
+pub const MIN_PASSWORD_DISTINCT: usize = 5;
+/// The shortest accepted `admin.api_token`, in characters: 20 random hex
+/// digits are 80 bits, beyond online guessing at any rate.
+pub const MIN_TOKEN_CHARS: usize = 20;
+/// A token made of fewer different characters than this is refused: a
+/// random 20-character hex token has about 14, a repeated one 1 or 2.
+pub const MIN_TOKEN_DISTINCT: usize = 10;
+
+/// The placeholder password of `config.toml.example`.
+pub const EXAMPLE_PASSWORD: &str = "change me, please";
+
+/// The most common passwords of the public breach lists (lower case, with
+/// spaces and punctuation removed), and words people build them from. A
+/// password is refused when, so normalised, it is one of these, optionally
+/// repeated, with digits or punctuation around it.
+const COMMON_PASSWORDS: &[&str] = &[
+    "password",
+    "passw0rd",
+    "p4ssw0rd",
+    "p4ssword",
+    "admin",
+    "administrator",
+    "root",
+    "login",
+    "letmein",
+    "welcome",
+    "qwerty",
+    "qwertz",
+    "azerty",
+    "qwertyuiop",
+    "asdfgh",
+    "asdfghjkl",
+    "zxcvbnm",
+    "1q2w3e4r",
+    "1qaz2wsx",
+    "zaq12wsx",
+    "qazwsx",
+    "abc",
+    "abcd",
+    "abcdef",
+    "iloveyou",
+    "monkey",
+    "dragon",
+    "football",
+    "baseball",
+    "soccer",
+    "master",
+    "shadow",
+    "sunshine",
+    "princess",
+    "superman",
+    "batman",
+    "starwars",
+    "trustno",
+    "whatever",
+    "secret",
+    "changeme",
+    "default",
+    "test",
+    "guest",
+    "user",
+    "fulfilld",
+    "stripe",
+    "shop",
+    "store",
+    "hello",
+    "freedom",
+    "mustang",
+    "michael",
+    "jordan",
+    "hunter",
+    "killer",
+    "pokemon",
+    "computer",
+    "internet",
+    "correcthorsebatterystaple",
+];
+
+/// Why `password` is too weak for `admin.password`, if it is.
+pub fn weak_password(password: &str, username: &str) -> Option<String> {
+    if password == EXAMPLE_PASSWORD {
+        return Some("is the placeholder from config.toml.example: choose your own".into());
+    }
+    let normal: String = password
+        .chars()
+        .filter(|c| c.is_alphanumeric())
+        .flat_map(char::to_lowercase)
+        .collect();
+    let core = normal.trim_matches(|c: char| c.is_ascii_digit());
+    let user: String = username
+        .chars()
+        .filter(|c| c.is_alphanumeric())
+        .flat_map(char::to_lowercase)
+        .collect();
+    // Also without any digits: `Admin2024Admin2024` is `admin` twice.
+    let letters: String = normal.chars().filter(|c| !c.is_ascii_digit()).collect();
+    let common =
+        |word: &str| COMMON_PASSWORDS.iter().any(|w| repeats(word, w)) || repeats(word, &user);
+    if common(core) || common(&letters) {
+        return Some(
+            "is one of the most common passwords (or the username): choose another".into(),
+        );
+    }
+    if core.is_empty() && is_digit_run(&normal) {
+        return Some("is a run of consecutive digits: choose another".into());
+    }
+    if password.chars().count() < MIN_PASSWORD_CHARS {
+        return Some(format!("must be at least {MIN_PASSWORD_CHARS} characters"));
+    }
+    if distinct(password) < MIN_PASSWORD_DISTINCT {
+        return Some(format!(
+            "must use at least {MIN_PASSWORD_DISTINCT} different characters"
+        ));
+    }
+    None
+}
+
+/// Why `token` is too weak for `admin.api_token`, if it is.
+pub fn weak_token(token: &str) -> Option<String> {
+    if token.chars().count() < MIN_TOKEN_CHARS || distinct(token) < MIN_TOKEN_DISTINCT {
+        return Some(format!(
+            "must be at least {MIN_TOKEN_CHARS} characters with at least {MIN_TOKEN_DISTINCT} different ones (make one with: openssl rand -hex 32)"
+        ));
+    }
+    None
+}
+
+fn distinct(s: &str) -> usize {
+    s.chars().collect::<std::collections::HashSet<_>>().len()
+}
+
+/// Whether `s` is `unit` written once or more times in a row.
+fn repeats(s: &str, unit: &str) -> bool {
+    !s.is_empty()
+        && !unit.is_empty()
+        && s.len().is_multiple_of(unit.len())
+        && s.as_bytes()
+            .chunks(unit.len())
+            .all(|c| c == unit.as_bytes())
+}
+
+/// `123456789012`, `987654321`, `0000…`: digits that count up, down, or stand still.
+fn is_digit_run(digits: &str) -> bool {
+    let d: Vec<i32> = digits
+        .bytes()
+        .map(|b| i32::from(b) - i32::from(b'0'))
+        .collect();
+    if d.len() < 2 {
+        return true;
+    }
+    let step = (d[1] - d[0]).rem_euclid(10);
+    matches!(step, 0 | 1 | 9) && d.windows(2).all(|w| (w[1] - w[0]).rem_euclid(10) == step)
+}
 
 impl Config {
     /// Checks what `serve` needs. Each error names the key.
@@ -79,11 +238,12 @@ impl Config {
                     "give either admin.password or admin.password_hash, not both",
                 ));
             }
-            (Some(p), None) if p.expose().chars().count() < 8 => {
-                return Err(ConfigError::invalid(
-                    "admin.password",
-                    "must be at least 8 characters",
-                ));
+            (Some(p), None) => {
+                if let Some(why) =
+                    weak_password(p.expose(), self.admin.username.as_deref().unwrap_or(""))
+                {
+                    return Err(ConfigError::invalid("admin.password", why));
+                }
             }
             (None, Some(h))
                 if !h.expose().starts_with("$argon2")
@@ -97,12 +257,9 @@ impl Config {
             _ => {}
         }
         if let Some(t) = &self.admin.api_token
-            && t.expose().len() < 16
+            && let Some(why) = weak_token(t.expose())
         {
-            return Err(ConfigError::invalid(
-                "admin.api_token",
-                "must be at least 16 characters",
-            ));
+            return Err(ConfigError::invalid("admin.api_token", why));
         }
         if self.fulfillment.callback_url.is_some() {
             match &self.fulfillment.callback_secret {

@@ -15,9 +15,10 @@ use serde::Deserialize;
 use super::{
     AppState,
     auth::secret_eq,
+    client::client_addr,
     dto::{BackupJson, FulfillResponse, FulfillResult, SessionJson, SessionList},
     error::HttpError,
-    extract::{ApiCaller, bearer},
+    extract::{ApiCaller, bearer, too_many_tokens},
     json_response,
     retrigger::{Retriggered, Wish, retrigger},
 };
@@ -194,19 +195,25 @@ pub async fn fulfill_session(
     ))
 }
 
-/// The API token, or the per-boot local token that only a user who can
-/// read the database's directory has. Never the cookie: a backup writes a
-/// file on the server.
-fn backup_allowed(req: &Request, state: &AppState) -> Result<(), HttpError> {
+/// `None` when the request carries the API token or the per-boot local
+/// token (that only a user who can read the database's directory has),
+/// else the refusal to send. Never the cookie: a backup writes a file on
+/// the server.
+fn backup_refusal(req: &Request, state: &AppState) -> Option<Response> {
     let local = req
         .headers()
         .get("x-fulfilld-local-token")
         .and_then(|v| v.to_str().ok());
     let matches = |given: Option<&str>, secret: &Option<crate::config::Secret>| matches!((given, secret), (Some(g), Some(t)) if secret_eq(g.as_bytes(), t.expose().as_bytes()));
     if matches(bearer(req), &state.api_token) || matches(local, &state.local_token) {
-        Ok(())
-    } else {
-        Err(HttpError::Unauthenticated)
+        return None;
+    }
+    // Counted with the API's other wrong tokens, by client address.
+    match state.auth.api_token_failed(client_addr(req, state)) {
+        Some(wait) => Some(too_many_tokens(wait)),
+        None => Some(poem::error::ResponseError::as_response(
+            &HttpError::Unauthenticated,
+        )),
     }
 }
 
@@ -224,7 +231,9 @@ pub async fn backup(
     body: Body,
     state: Data<&Arc<AppState>>,
 ) -> Result<Response, HttpError> {
-    backup_allowed(req, &state)?;
+    if let Some(refused) = backup_refusal(req, &state) {
+        return Ok(refused);
+    }
     let raw = body
         .into_bytes_limit(16 * 1024)
         .await

@@ -1,5 +1,5 @@
-//! Dashboard login: password check, session cookies, CSRF tokens and the
-//! brake on failed logins.
+//! Dashboard login: password check, session cookies, device cookies, CSRF
+//! tokens, and the brakes on failed logins and wrong API tokens.
 //!
 //! Guarantees:
 //! - the username and password are compared in constant time (over SHA-256
@@ -8,43 +8,70 @@
 //!   cookie (Secure when `server.public_url` is https), stored here only as
 //!   its SHA-256, and it ends at logout or after `SESSION_TTL`;
 //! - each session has its own CSRF token, required on every state-changing form;
-//! - after `FREE_FAILURES` failed logins from one address (an IPv6 /64
-//!   counts as one), further attempts from it are refused for a delay that
-//!   doubles with each failure. An attempt is counted before its password is
-//!   checked, so a burst of parallel guesses gets no more tries than a
-//!   sequence; Argon2 checks run at most `ARGON2_SLOTS` at a time.
+//! - failed logins are throttled after `FREE_FAILURES`, with a delay that
+//!   doubles with each failure up to `MAX_DELAY`. An attempt is counted
+//!   before its password is checked, so a burst of parallel guesses gets no
+//!   more tries than a sequence; Argon2 checks run at most `ARGON2_SLOTS` at a time;
+//! - what is throttled follows OWASP's device cookies ("Slow Down Online
+//!   Guessing Attacks with Device Cookies"): a browser that signed in before
+//!   carries a device cookie (HMAC-signed, bound to the admin's username and
+//!   credential), and its attempts are counted for that device alone; every
+//!   other attempt is counted for its client address (an IPv6 /64 counts as
+//!   one). So an attacker who shares the admin's address (the same proxy,
+//!   the same NAT) can slow down only browsers without a device cookie, never
+//!   the admin's own; a device cookie cannot be forged without the key, and
+//!   a bad one counts as none;
+//! - a success removes only its own attempt from an address's count: the
+//!   admin signing in does not hand an attacker on the same address fresh tries;
+//! - wrong API tokens are counted per client address: after
+//!   `API_FREE_FAILURES` the address's wrong tokens get 429 (neither counted
+//!   nor logged) until its delay passes. The right token is always accepted, so
+//!   nobody sharing an address can lock the merchant's scripts out; guessing
+//!   is prevented by the token's strength, enforced at startup.
 //!
-//! Sessions live in memory: a restart signs the admin out, nothing else.
+//! Sessions and the device-cookie key live in memory: a restart signs the
+//! admin out and makes earlier device cookies count as none.
 
 use std::{
     collections::HashMap,
+    hash::Hash,
     net::IpAddr,
     sync::Mutex,
     time::{Duration, Instant},
 };
 
 use argon2::{Argon2, PasswordHash, PasswordVerifier};
+use hmac::Mac;
 use poem::Request;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::config::Secret;
+use crate::{config::Secret, signature::HmacSha256};
 
 pub const COOKIE: &str = "fulfilld_admin";
+/// The device cookie of a browser that signed in before.
+pub const DEVICE_COOKIE: &str = "fulfilld_device";
 /// How long a login lasts.
 pub const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
+/// How long a device cookie lasts; every sign-in issues a fresh one.
+pub const DEVICE_TTL: Duration = Duration::from_secs(90 * 86_400);
 /// Logins kept at once; the oldest is dropped past this.
 const MAX_SESSIONS: usize = 256;
-/// Failed logins from one address before it is slowed down.
+/// Failed logins from one address or device before it is slowed down.
 pub const FREE_FAILURES: u32 = 3;
-/// The longest an address waits between attempts.
+/// Wrong API tokens from one address before it gets 429.
+pub const API_FREE_FAILURES: u32 = 5;
+/// The longest an address or device waits between attempts.
 const MAX_DELAY: Duration = Duration::from_secs(60);
-/// A quiet address's failures are forgotten after this long.
+/// A quiet address's or device's failures are forgotten after this long.
 const FAILURE_MEMORY: Duration = Duration::from_secs(15 * 60);
-/// Addresses tracked at once (bounded so a scan cannot grow it forever).
+/// Addresses (and, separately, devices) tracked at once, so a scan cannot
+/// grow the tables forever; the quietest is forgotten first.
 const MAX_TRACKED: usize = 4096;
 /// Argon2 verifications at once (each takes tens of MiB and a core).
 const ARGON2_SLOTS: usize = 2;
+/// Signed into every device cookie, so the key signs nothing else.
+const DEVICE_CONTEXT: &[u8] = b"fulfilld device cookie v1\0";
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
@@ -52,6 +79,8 @@ pub enum AuthError {
     BadHash(String),
     #[error("admin.username and admin.password (or admin.password_hash) are required")]
     Missing,
+    #[error("cannot make the device-cookie key")]
+    Rng(#[source] crate::model::RngError),
 }
 
 enum Credential {
@@ -73,11 +102,83 @@ struct Failures {
     last: Instant,
 }
 
+/// Failure counts per key (an address or a device), bounded in size.
+struct Throttle<K> {
+    free: u32,
+    map: HashMap<K, Failures>,
+}
+
+impl<K: Hash + Eq + Copy> Throttle<K> {
+    fn new(free: u32) -> Self {
+        Throttle {
+            free,
+            map: HashMap::new(),
+        }
+    }
+
+    /// How long `key` must still wait, if it must.
+    fn waiting(&self, key: &K, now: Instant) -> Option<Duration> {
+        let f = self.map.get(key)?;
+        let ready = f.last + delay_after_free(f.count, self.free);
+        (ready > now && now.duration_since(f.last) < FAILURE_MEMORY).then(|| ready - now)
+    }
+
+    /// Counts a failure of `key`; returns its count.
+    fn count(&mut self, key: K, now: Instant) -> u32 {
+        self.map
+            .retain(|_, f| now.duration_since(f.last) < FAILURE_MEMORY);
+        if self.map.len() >= MAX_TRACKED
+            && !self.map.contains_key(&key)
+            && let Some(oldest) = self.map.iter().min_by_key(|(_, f)| f.last).map(|(k, _)| *k)
+        {
+            self.map.remove(&oldest);
+        }
+        let f = self.map.entry(key).or_insert(Failures {
+            count: 0,
+            last: now,
+        });
+        f.count += 1;
+        f.last = now;
+        f.count
+    }
+
+    /// Refuses a key that must still wait; otherwise counts this attempt.
+    fn admit(&mut self, key: K, now: Instant) -> Result<(), Duration> {
+        if let Some(wait) = self.waiting(&key, now) {
+            return Err(wait);
+        }
+        self.count(key, now);
+        Ok(())
+    }
+
+    /// Takes back one counted attempt (it succeeded).
+    fn undo(&mut self, key: &K) {
+        if let Some(f) = self.map.get_mut(key) {
+            f.count = f.count.saturating_sub(1);
+            if f.count == 0 {
+                self.map.remove(key);
+            }
+        }
+    }
+}
+
+/// What a login attempt's failures are counted under.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+enum Bucket {
+    /// A client address (IPv6: its /64), for browsers without a device cookie.
+    Address(IpAddr),
+    /// A valid device cookie (the SHA-256 of its nonce).
+    Device([u8; 32]),
+}
+
 pub enum LoginResult {
-    /// The cookie value to set.
-    Ok(String),
+    /// The cookie values to set: the session, then a fresh device cookie.
+    Ok {
+        session: String,
+        device: String,
+    },
     Wrong,
-    /// Too many failures from this address: try again after this long.
+    /// Too many failures from this address or device: try again after this long.
     Throttled(Duration),
     /// No session token could be made (the OS RNG failed).
     Unavailable,
@@ -88,8 +189,12 @@ pub struct AdminAuth {
     username_plain: String,
     credential: Credential,
     secure_cookie: bool,
+    /// Keys device cookies; random per process.
+    device_key: [u8; 32],
     sessions: Mutex<HashMap<[u8; 32], AdminSession>>,
-    failures: Mutex<HashMap<IpAddr, Failures>>,
+    addresses: Mutex<Throttle<IpAddr>>,
+    devices: Mutex<Throttle<[u8; 32]>>,
+    api_failures: Mutex<Throttle<IpAddr>>,
     argon2_slots: tokio::sync::Semaphore,
 }
 
@@ -118,18 +223,28 @@ fn random_token() -> Result<String, crate::model::RngError> {
     ))
 }
 
-/// The delay an address must wait after `count` failures.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The delay a login address or device must wait after `count` failures.
 pub fn delay_after(count: u32) -> Duration {
-    if count < FREE_FAILURES {
+    delay_after_free(count, FREE_FAILURES)
+}
+
+/// The delay after `count` failures when `free` of them cost nothing:
+/// 2 s, 4 s, 8 s… up to `MAX_DELAY`.
+fn delay_after_free(count: u32, free: u32) -> Duration {
+    if count < free {
         return Duration::ZERO;
     }
-    let exp = (count - FREE_FAILURES + 1).min(16);
+    let exp = (count - free + 1).min(16);
     Duration::from_secs(1u64 << exp).min(MAX_DELAY)
 }
 
 /// The key failures are counted under: the address, or its /64 for IPv6
 /// (one subscriber usually holds a whole /64).
-fn throttle_key(ip: IpAddr) -> IpAddr {
+pub fn throttle_key(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V4(_) => ip,
         IpAddr::V6(v6) => {
@@ -140,6 +255,10 @@ fn throttle_key(ip: IpAddr) -> IpAddr {
             IpAddr::V6(std::net::Ipv6Addr::from(bits))
         }
     }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl AdminAuth {
@@ -160,24 +279,71 @@ impl AdminAuth {
             (Some(p), None) => Credential::Plain(digest(p.expose().as_bytes())),
             (None, None) => return Err(AuthError::Missing),
         };
+        let device_key = digest(random_token().map_err(AuthError::Rng)?.as_bytes());
         Ok(AdminAuth {
             username: digest(username.as_bytes()),
             username_plain: username.to_string(),
             credential,
             secure_cookie,
+            device_key,
             sessions: Mutex::new(HashMap::new()),
-            failures: Mutex::new(HashMap::new()),
+            addresses: Mutex::new(Throttle::new(FREE_FAILURES)),
+            devices: Mutex::new(Throttle::new(FREE_FAILURES)),
+            api_failures: Mutex::new(Throttle::new(API_FREE_FAILURES)),
             argon2_slots: tokio::sync::Semaphore::new(ARGON2_SLOTS),
         })
     }
 
-    /// Checks a login attempt from `ip`; on success opens a session.
-    pub async fn login(&self, ip: Option<IpAddr>, username: &str, password: &str) -> LoginResult {
-        let key = ip.map(throttle_key);
-        // Counted as a failure up front, undone on success: parallel guesses
-        // see each other's attempts.
-        if let Some(key) = key
-            && let Err(wait) = self.admit(key)
+    /// The MAC of a device cookie's nonce: bound to the username and the
+    /// credential, so changing either retires every device cookie.
+    fn device_mac(&self, nonce: &str) -> Option<[u8; 32]> {
+        let mut mac = HmacSha256::new_from_slice(&self.device_key).ok()?;
+        let credential = match &self.credential {
+            Credential::Plain(d) => *d,
+            Credential::Hash(phc) => digest(phc.as_bytes()),
+        };
+        mac.update(DEVICE_CONTEXT);
+        mac.update(&self.username);
+        mac.update(&credential);
+        mac.update(nonce.as_bytes());
+        Some(mac.finalize().into_bytes().into())
+    }
+
+    /// A new device cookie value, `<nonce>.<mac>` in hex.
+    fn new_device(&self) -> Result<String, crate::model::RngError> {
+        let nonce = crate::model::random_hex()?;
+        let mac = self.device_mac(&nonce).map(|m| hex(&m)).unwrap_or_default();
+        Ok(format!("{nonce}.{mac}"))
+    }
+
+    /// The device a cookie value names, if it is one this process signed
+    /// (checked in constant time).
+    fn device(&self, value: &str) -> Option<[u8; 32]> {
+        let (nonce, given) = value.split_once('.')?;
+        if nonce.len() != 32 || !nonce.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        let expected = hex(&self.device_mac(nonce)?);
+        secret_eq(given.as_bytes(), expected.as_bytes()).then(|| digest(nonce.as_bytes()))
+    }
+
+    /// Checks a login attempt from `ip` carrying the device cookie `device`
+    /// (if any); on success opens a session and issues a fresh device cookie.
+    pub async fn login(
+        &self,
+        ip: Option<IpAddr>,
+        device: Option<&str>,
+        username: &str,
+        password: &str,
+    ) -> LoginResult {
+        let bucket = match device.and_then(|d| self.device(d)) {
+            Some(id) => Some(Bucket::Device(id)),
+            None => ip.map(|ip| Bucket::Address(throttle_key(ip))),
+        };
+        // Counted as a failure up front, taken back on success: parallel
+        // guesses see each other's attempts.
+        if let Some(bucket) = bucket
+            && let Err(wait) = self.admit(bucket)
         {
             return LoginResult::Throttled(wait);
         }
@@ -203,54 +369,54 @@ impl AdminAuth {
                 .unwrap_or(false)
             }
         };
-        if user_ok && pass_ok {
-            if let Some(key) = key {
-                self.lock_failures().remove(&key);
-            }
-            match self.open_session() {
-                Ok(token) => LoginResult::Ok(token),
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot open a dashboard session");
-                    LoginResult::Unavailable
-                }
-            }
-        } else {
-            LoginResult::Wrong
+        if !(user_ok && pass_ok) {
+            return LoginResult::Wrong;
         }
-    }
-
-    fn lock_failures(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, Failures>> {
-        self.failures.lock().unwrap_or_else(|p| p.into_inner())
+        match bucket {
+            // The device's own typos are forgiven; nobody else shares them.
+            Some(Bucket::Device(id)) => {
+                lock(&self.devices).map.remove(&id);
+            }
+            Some(Bucket::Address(key)) => lock(&self.addresses).undo(&key),
+            None => {}
+        }
+        match (self.open_session(), self.new_device()) {
+            (Ok(session), Ok(device)) => LoginResult::Ok { session, device },
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::error!(error = %e, "cannot open a dashboard session");
+                LoginResult::Unavailable
+            }
+        }
     }
 
     fn lock_sessions(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], AdminSession>> {
-        self.sessions.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.sessions)
     }
 
-    /// Refuses an address that must still wait; otherwise counts this attempt.
-    fn admit(&self, key: IpAddr) -> Result<(), Duration> {
+    /// Refuses a bucket that must still wait; otherwise counts this attempt.
+    fn admit(&self, bucket: Bucket) -> Result<(), Duration> {
         let now = Instant::now();
-        let mut failures = self.lock_failures();
-        if let Some(f) = failures.get(&key) {
-            let ready = f.last + delay_after(f.count);
-            if ready > now && now.duration_since(f.last) < FAILURE_MEMORY {
-                return Err(ready - now);
-            }
+        match bucket {
+            Bucket::Address(key) => lock(&self.addresses).admit(key, now),
+            Bucket::Device(id) => lock(&self.devices).admit(id, now),
         }
-        failures.retain(|_, f| now.duration_since(f.last) < FAILURE_MEMORY);
-        if failures.len() >= MAX_TRACKED
-            && !failures.contains_key(&key)
-            && let Some(oldest) = failures.iter().min_by_key(|(_, f)| f.last).map(|(k, _)| *k)
-        {
-            failures.remove(&oldest);
+    }
+
+    /// Records a wrong API token from `ip`. `Some(wait)` while the address
+    /// must wait (that attempt is neither counted nor logged, so a flood
+    /// costs one log line per counted failure); `None` once it is counted.
+    pub fn api_token_failed(&self, ip: IpAddr) -> Option<Duration> {
+        let key = throttle_key(ip);
+        let now = Instant::now();
+        let mut failures = lock(&self.api_failures);
+        if let Some(wait) = failures.waiting(&key, now) {
+            return Some(wait);
         }
-        let f = failures.entry(key).or_insert(Failures {
-            count: 0,
-            last: now,
-        });
-        f.count += 1;
-        f.last = now;
-        Ok(())
+        let count = failures.count(key, now);
+        drop(failures);
+        // The address only: never the token.
+        tracing::warn!(client = %ip, failures = count, "wrong API token");
+        None
     }
 
     fn open_session(&self) -> Result<String, crate::model::RngError> {
@@ -293,7 +459,8 @@ impl AdminAuth {
         }
     }
 
-    /// Ends the session of this request, if any.
+    /// Ends the session of this request, if any. The device cookie stays:
+    /// the browser is still one that signed in before.
     pub fn logout(&self, req: &Request) {
         if let Some(token) = cookie(req, COOKIE) {
             self.lock_sessions().remove(&digest(token.as_bytes()));
@@ -309,6 +476,15 @@ impl AdminAuth {
         )
     }
 
+    /// The `Set-Cookie` value for a device cookie: sent only to the login form.
+    pub fn set_device_cookie(&self, value: &str) -> String {
+        format!(
+            "{DEVICE_COOKIE}={value}; Path=/admin/login; HttpOnly; SameSite=Strict; Max-Age={}{}",
+            DEVICE_TTL.as_secs(),
+            if self.secure_cookie { "; Secure" } else { "" }
+        )
+    }
+
     /// The `Set-Cookie` value that removes the session cookie.
     pub fn clear_cookie(&self) -> String {
         format!(
@@ -316,6 +492,11 @@ impl AdminAuth {
             if self.secure_cookie { "; Secure" } else { "" }
         )
     }
+}
+
+/// The device cookie a request carries, unchecked.
+pub fn device_cookie(req: &Request) -> Option<String> {
+    cookie(req, DEVICE_COOKIE)
 }
 
 /// Whether `given` is this session's CSRF token (constant time).
@@ -364,7 +545,8 @@ mod tests {
     #[tokio::test]
     async fn sessions_end_at_logout_or_expiry() {
         let a = auth();
-        let LoginResult::Ok(token) = a.login(None, "admin", "pw").await else {
+        let LoginResult::Ok { session: token, .. } = a.login(None, None, "admin", "pw").await
+        else {
             panic!("the right password signs in");
         };
         let request = |t: &str| {
@@ -379,7 +561,10 @@ mod tests {
             s.expires = Instant::now() - Duration::from_secs(1);
         }
         assert!(a.session(&request(&token)).is_none());
-        let LoginResult::Ok(second) = a.login(None, "admin", "pw").await else {
+        let LoginResult::Ok {
+            session: second, ..
+        } = a.login(None, None, "admin", "pw").await
+        else {
             panic!("signs in again");
         };
         a.logout(&request(&second));
@@ -403,7 +588,7 @@ mod tests {
         let ip: IpAddr = "192.0.2.9".parse().unwrap();
         let guesses = (0..40).map(|_| {
             let a = a.clone();
-            tokio::spawn(async move { a.login(Some(ip), "admin", "guess").await })
+            tokio::spawn(async move { a.login(Some(ip), None, "admin", "guess").await })
         });
         let mut checked = 0;
         for g in guesses {
@@ -419,28 +604,123 @@ mod tests {
         let a = auth();
         let ip: IpAddr = "192.0.2.1".parse().unwrap();
         assert!(matches!(
-            a.login(Some(ip), "admin", "nope").await,
+            a.login(Some(ip), None, "admin", "nope").await,
             LoginResult::Wrong
         ));
         assert!(matches!(
-            a.login(Some(ip), "root", "pw").await,
+            a.login(Some(ip), None, "root", "pw").await,
             LoginResult::Wrong
         ));
         assert!(matches!(
-            a.login(Some(ip), "admin", "").await,
+            a.login(Some(ip), None, "admin", "").await,
             LoginResult::Wrong
         ));
         // The right password is refused too while the address waits.
         assert!(matches!(
-            a.login(Some(ip), "admin", "pw").await,
+            a.login(Some(ip), None, "admin", "pw").await,
             LoginResult::Throttled(_)
         ));
         // Another address is not affected.
         let other: IpAddr = "192.0.2.2".parse().unwrap();
         assert!(matches!(
-            a.login(Some(other), "admin", "pw").await,
-            LoginResult::Ok(_)
+            a.login(Some(other), None, "admin", "pw").await,
+            LoginResult::Ok { .. }
         ));
+    }
+
+    async fn sign_in(a: &AdminAuth, ip: IpAddr, device: Option<&str>) -> String {
+        match a.login(Some(ip), device, "admin", "pw").await {
+            LoginResult::Ok { device, .. } => device,
+            _ => panic!("the right password signs in"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_device_cookie_is_throttled_on_its_own_not_with_its_address() {
+        let a = auth();
+        let shared: IpAddr = "192.0.2.50".parse().unwrap();
+        let device = sign_in(&a, shared, None).await;
+        // An attacker on the same address fails until the address waits.
+        for _ in 0..FREE_FAILURES {
+            assert!(matches!(
+                a.login(Some(shared), None, "admin", "guess").await,
+                LoginResult::Wrong
+            ));
+        }
+        assert!(matches!(
+            a.login(Some(shared), None, "admin", "pw").await,
+            LoginResult::Throttled(_)
+        ));
+        // A forged or foreign device cookie counts as none.
+        let forged = format!("{}.{}", "0".repeat(32), "0".repeat(64));
+        let other = auth();
+        let foreign = sign_in(&other, shared, None).await;
+        for bad in [forged.as_str(), foreign.as_str(), "x", ""] {
+            assert!(matches!(
+                a.login(Some(shared), Some(bad), "admin", "pw").await,
+                LoginResult::Throttled(_)
+            ));
+        }
+        // The admin's browser still gets in, from the same address.
+        let renewed = sign_in(&a, shared, Some(&device)).await;
+        assert_ne!(renewed, device, "each sign-in issues a fresh device cookie");
+        // The device's own failures slow down that device alone.
+        for _ in 0..FREE_FAILURES {
+            assert!(matches!(
+                a.login(Some(shared), Some(&renewed), "admin", "typo").await,
+                LoginResult::Wrong
+            ));
+        }
+        assert!(matches!(
+            a.login(Some(shared), Some(&renewed), "admin", "pw").await,
+            LoginResult::Throttled(_)
+        ));
+        sign_in(&a, shared, Some(&device)).await;
+    }
+
+    #[tokio::test]
+    async fn a_success_does_not_reset_an_address_for_others() {
+        let a = auth();
+        let ip: IpAddr = "192.0.2.60".parse().unwrap();
+        for _ in 0..FREE_FAILURES - 1 {
+            a.login(Some(ip), None, "admin", "guess").await;
+        }
+        sign_in(&a, ip, None).await;
+        // The admin's success took back only its own attempt.
+        a.login(Some(ip), None, "admin", "guess").await;
+        assert!(matches!(
+            a.login(Some(ip), None, "admin", "guess").await,
+            LoginResult::Throttled(_)
+        ));
+    }
+
+    #[test]
+    fn wrong_api_tokens_are_counted_per_address_then_refused_unchecked() {
+        let a = auth();
+        let ip: IpAddr = "2001:db8:7:7::1".parse().unwrap();
+        let same_64: IpAddr = "2001:db8:7:7::2".parse().unwrap();
+        for _ in 0..API_FREE_FAILURES {
+            assert_eq!(a.api_token_failed(ip), None);
+        }
+        let wait = a.api_token_failed(same_64).expect("the /64 must wait");
+        assert!(wait > Duration::ZERO && wait <= MAX_DELAY);
+        assert_eq!(a.api_token_failed("192.0.2.1".parse().unwrap()), None);
+    }
+
+    #[test]
+    fn device_cookies_are_bound_to_the_credential() {
+        let a = auth();
+        let value = a.new_device().unwrap();
+        assert!(a.device(&value).is_some());
+        let mut other = auth();
+        other.device_key = a.device_key;
+        assert!(other.device(&value).is_some(), "same key and credential");
+        other.credential = Credential::Plain(digest(b"a new password"));
+        assert!(other.device(&value).is_none(), "a new password retires it");
+        assert!(
+            a.set_device_cookie(&value)
+                .contains("Path=/admin/login; HttpOnly; SameSite=Strict")
+        );
     }
 
     #[tokio::test]
@@ -453,11 +733,11 @@ mod tests {
             .to_string();
         let a = AdminAuth::new(Some("admin"), None, Some(&Secret::new(phc)), true).unwrap();
         assert!(matches!(
-            a.login(None, "admin", "s3cret").await,
-            LoginResult::Ok(_)
+            a.login(None, None, "admin", "s3cret").await,
+            LoginResult::Ok { .. }
         ));
         assert!(matches!(
-            a.login(None, "admin", "s3cret!").await,
+            a.login(None, None, "admin", "s3cret!").await,
             LoginResult::Wrong
         ));
         assert!(a.set_cookie("x").ends_with("; Secure"));

@@ -8,18 +8,27 @@
 //! - [`ApiCaller`]: `Authorization: Bearer <admin.api_token>`, or a login;
 //!   a login that changes state (any method but GET, HEAD, OPTIONS, TRACE) needs
 //!   the session's CSRF token in `X-CSRF-Token` and a same-site `Origin`.
+//!   Wrong tokens are counted per client address ([`AdminAuth::api_token_failed`]):
+//!   past the limit they get 429 with `Retry-After`.
 //!
 //! Every token comparison is constant-time ([`super::auth::secret_eq`]).
 
-use std::sync::Arc;
+use std::{net::IpAddr, sync::Arc, time::Duration};
 
-use poem::{FromRequest, Request, RequestBody, http::header, web::Form};
+use poem::{
+    FromRequest, Request, RequestBody,
+    http::{StatusCode, header},
+    web::Form,
+};
 use serde::de::DeserializeOwned;
 
 use super::{
     AppState,
     auth::{AdminAuth, AdminSession, csrf_ok, secret_eq},
+    client::client_addr,
+    dto::ErrorBody,
     error::{AsText, HttpError},
+    json_response,
 };
 use crate::{config::Secret, views::admin::enc};
 
@@ -125,15 +134,18 @@ impl Gate<'_> {
         Ok(s)
     }
 
-    /// Who called the API: `api` for the token, the admin's name for a login.
-    fn api_caller(&self, req: &Request) -> Result<String, HttpError> {
+    /// Who called the API from `client`: `api` for the token, the admin's
+    /// name for a login.
+    fn api_caller(&self, req: &Request, client: IpAddr) -> Result<String, ApiDenied> {
         if let (Some(given), Some(token)) = (bearer(req), self.api_token) {
             // A wrong token is refused even if a cookie would have passed.
-            return if secret_eq(given.as_bytes(), token.expose().as_bytes()) {
-                Ok("api".into())
-            } else {
-                Err(HttpError::Unauthenticated)
-            };
+            if secret_eq(given.as_bytes(), token.expose().as_bytes()) {
+                return Ok("api".into());
+            }
+            return Err(match self.auth.api_token_failed(client) {
+                Some(wait) => ApiDenied::Throttled(wait),
+                None => ApiDenied::Http(HttpError::Unauthenticated),
+            });
         }
         let session = self.auth.session(req).ok_or(HttpError::Unauthenticated)?;
         if !req.method().is_safe() {
@@ -144,7 +156,8 @@ impl Gate<'_> {
             if !same_origin(req, self.public_origin) || !csrf_ok(&session, token) {
                 return Err(HttpError::Forbidden(
                     "a signed-in call that changes state needs the X-CSRF-Token header",
-                ));
+                )
+                .into());
             }
         }
         Ok(session.username)
@@ -195,9 +208,44 @@ pub struct ApiCaller {
 impl<'a> FromRequest<'a> for ApiCaller {
     async fn from_request(req: &'a Request, _body: &mut RequestBody) -> poem::Result<Self> {
         let state = app_state(req)?;
-        let actor = state.gate().api_caller(req)?;
+        let actor = state.gate().api_caller(req, client_addr(req, state))?;
         Ok(ApiCaller { actor })
     }
+}
+
+/// Why the API refused a caller.
+#[derive(Debug)]
+pub(crate) enum ApiDenied {
+    Http(HttpError),
+    /// Too many wrong tokens from this address: 429 with `Retry-After`.
+    Throttled(Duration),
+}
+
+impl From<HttpError> for ApiDenied {
+    fn from(e: HttpError) -> Self {
+        ApiDenied::Http(e)
+    }
+}
+
+impl From<ApiDenied> for poem::Error {
+    fn from(d: ApiDenied) -> Self {
+        match d {
+            ApiDenied::Http(e) => e.into(),
+            ApiDenied::Throttled(wait) => poem::Error::from_response(too_many_tokens(wait)),
+        }
+    }
+}
+
+/// The JSON 429 for an address that sent too many wrong API tokens.
+pub(crate) fn too_many_tokens(wait: Duration) -> poem::Response {
+    let mut r = json_response(
+        StatusCode::TOO_MANY_REQUESTS,
+        &ErrorBody::new("too many wrong API tokens from this address; retry later"),
+    );
+    if let Ok(v) = (wait.as_secs() + 1).to_string().parse() {
+        r.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    r
 }
 
 #[cfg(test)]
@@ -211,10 +259,15 @@ mod tests {
     }
 
     async fn cookie(a: &AdminAuth) -> String {
-        let LoginResult::Ok(token) = a.login(None, "admin", "pw").await else {
+        let LoginResult::Ok { session: token, .. } = a.login(None, None, "admin", "pw").await
+        else {
             panic!("signs in");
         };
         format!("{COOKIE}={token}")
+    }
+
+    fn peer() -> IpAddr {
+        "192.0.2.200".parse().unwrap()
     }
 
     fn gate<'a>(a: &'a AdminAuth, token: Option<&'a Secret>) -> Gate<'a> {
@@ -292,10 +345,10 @@ mod tests {
         let a = auth();
         let token = Secret::new("tok_123");
         let g = gate(&a, Some(&token));
-        let ok = g.api_caller(&request(
-            Method::POST,
-            &[("authorization", "Bearer tok_123")],
-        ));
+        let ok = g.api_caller(
+            &request(Method::POST, &[("authorization", "Bearer tok_123")]),
+            peer(),
+        );
         assert_eq!(ok.unwrap(), "api");
         for refused in [
             request(Method::GET, &[("authorization", "Bearer tok_12")]),
@@ -303,31 +356,59 @@ mod tests {
             request(Method::GET, &[]),
         ] {
             assert!(matches!(
-                g.api_caller(&refused),
-                Err(HttpError::Unauthenticated)
+                g.api_caller(&refused, peer()),
+                Err(ApiDenied::Http(HttpError::Unauthenticated))
             ));
         }
         let c = cookie(&a).await;
         let s = a.session(&request(Method::GET, &[("cookie", &c)])).unwrap();
         assert_eq!(
-            g.api_caller(&request(Method::GET, &[("cookie", &c)]))
+            g.api_caller(&request(Method::GET, &[("cookie", &c)]), peer())
                 .unwrap(),
             "admin"
         );
         let e = g
-            .api_caller(&request(Method::POST, &[("cookie", &c)]))
+            .api_caller(&request(Method::POST, &[("cookie", &c)]), peer())
             .unwrap_err();
-        assert_eq!(e.status(), StatusCode::FORBIDDEN);
+        assert!(matches!(e, ApiDenied::Http(e) if e.status() == StatusCode::FORBIDDEN));
         let with_csrf = request(Method::POST, &[("cookie", &c), ("x-csrf-token", &s.csrf)]);
-        assert_eq!(g.api_caller(&with_csrf).unwrap(), "admin");
+        assert_eq!(g.api_caller(&with_csrf, peer()).unwrap(), "admin");
         // A wrong bearer token is not rescued by a valid cookie.
         let both = request(
             Method::GET,
             &[("cookie", &c), ("authorization", "Bearer nope")],
         );
         assert!(matches!(
-            g.api_caller(&both),
-            Err(HttpError::Unauthenticated)
+            g.api_caller(&both, peer()),
+            Err(ApiDenied::Http(HttpError::Unauthenticated))
+        ));
+    }
+
+    #[test]
+    fn wrong_tokens_are_throttled_per_address_and_the_right_one_still_passes() {
+        let a = auth();
+        let token = Secret::new("tok_123");
+        let g = gate(&a, Some(&token));
+        let wrong = request(Method::GET, &[("authorization", "Bearer tok_999")]);
+        let other: IpAddr = "192.0.2.77".parse().unwrap();
+        // `both` above already counted one failure for peer(); this is a fresh gate.
+        for _ in 0..crate::http::auth::API_FREE_FAILURES {
+            assert!(matches!(
+                g.api_caller(&wrong, other),
+                Err(ApiDenied::Http(HttpError::Unauthenticated))
+            ));
+        }
+        let Err(ApiDenied::Throttled(wait)) = g.api_caller(&wrong, other) else {
+            panic!("throttled after the limit");
+        };
+        let r = too_many_tokens(wait);
+        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert!(r.headers().contains_key(header::RETRY_AFTER));
+        let right = request(Method::GET, &[("authorization", "Bearer tok_123")]);
+        assert_eq!(g.api_caller(&right, other).unwrap(), "api");
+        assert!(matches!(
+            g.api_caller(&wrong, peer()),
+            Err(ApiDenied::Http(HttpError::Unauthenticated))
         ));
     }
 

@@ -12,6 +12,10 @@ use crate::{
     views::landing::{Landing, render},
 };
 
+/// Anyone can send made-up ids: the line about rationing them is rate limited.
+static RATIONED_LOG: crate::log_limit::LogLimit =
+    crate::log_limit::LogLimit::new("landing lookups rationed", 20);
+
 /// How long the customer waits for fulfillment before seeing a "processing" page.
 const WAIT: Duration = Duration::from_secs(8);
 
@@ -53,15 +57,14 @@ async fn page(req: &Request, state: &AppState, id: &str) -> Result<Response, Htt
         // budget, so it is rationed (per client and overall), tried once,
         // and a few at most run at a time; sessions already recorded never
         // wait for any of this.
-        let client = req
-            .remote_addr()
-            .as_socket_addr()
-            .map(|a| a.ip())
-            .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+        let client = super::client::client_addr(req, state);
         if let Err(wait) = state
             .unknown_lookups
             .admit(client, std::time::Instant::now())
         {
+            if RATIONED_LOG.admit() {
+                tracing::info!(client = %client, "landing page: unknown-id lookups rationed");
+            }
             return Ok(busy(wait));
         }
         let Ok(_permit) = state.lookups.try_acquire() else {

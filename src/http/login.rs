@@ -1,7 +1,7 @@
 //! Signing in and out of the dashboard (`/admin/login`, `/admin/logout`).
 //! The login form is refused cross-site; logout is a CSRF-checked form.
 
-use std::{net::IpAddr, sync::Arc};
+use std::sync::Arc;
 
 use poem::{
     Request, Response, handler,
@@ -12,7 +12,8 @@ use serde::Deserialize;
 
 use super::{
     AppState,
-    auth::LoginResult,
+    auth::{LoginResult, device_cookie},
+    client::client_addr,
     error::{AsText, HttpError},
     extract::{CsrfChecked, CsrfForm, safe_next, same_origin},
     html_admin, see_other,
@@ -23,10 +24,6 @@ use crate::{log_limit::LogLimit, views::admin as view};
 /// throttle still counts every attempt).
 static FAILED_LOGIN_LOG: LogLimit = LogLimit::new("failed admin login", 20);
 static THROTTLED_LOGIN_LOG: LogLimit = LogLimit::new("admin login throttled", 20);
-
-pub(crate) fn remote_ip(req: &Request) -> Option<IpAddr> {
-    req.remote_addr().as_socket_addr().map(|a| a.ip())
-}
 
 #[derive(Deserialize)]
 pub struct LoginQuery {
@@ -68,24 +65,34 @@ pub async fn login(
     if !same_origin(req, &state.public_origin) {
         return Err(HttpError::Forbidden("cross-site login refused").into());
     }
-    let ip = remote_ip(req);
+    let ip = client_addr(req, &state);
+    let device = device_cookie(req);
     let next = safe_next(form.next.as_deref());
     // Bound what is echoed back into the form.
     let username: String = form.username.chars().take(200).collect();
     Ok(
-        match state.auth.login(ip, &form.username, &form.password).await {
-            LoginResult::Ok(token) => {
-                tracing::info!(ip = ?ip, "admin signed in");
+        match state
+            .auth
+            .login(Some(ip), device.as_deref(), &form.username, &form.password)
+            .await
+        {
+            LoginResult::Ok { session, device } => {
+                tracing::info!(client = %ip, "admin signed in");
                 let mut r = see_other(next.unwrap_or("/admin"));
-                if let Ok(v) = state.auth.set_cookie(&token).parse() {
+                // The session cookie first: clients that read one
+                // `Set-Cookie` read that one.
+                if let Ok(v) = state.auth.set_cookie(&session).parse() {
                     r.headers_mut().insert(header::SET_COOKIE, v);
+                }
+                if let Ok(v) = state.auth.set_device_cookie(&device).parse() {
+                    r.headers_mut().append(header::SET_COOKIE, v);
                 }
                 r
             }
             LoginResult::Wrong => {
                 // Not the typed username: people type passwords into it.
                 if FAILED_LOGIN_LOG.admit() {
-                    tracing::warn!(ip = ?ip, "failed admin login");
+                    tracing::warn!(client = %ip, device = device.is_some(), "failed admin login");
                 }
                 html_admin(
                     StatusCode::UNAUTHORIZED,
@@ -94,7 +101,7 @@ pub async fn login(
             }
             LoginResult::Throttled(wait) => {
                 if THROTTLED_LOGIN_LOG.admit() {
-                    tracing::warn!(ip = ?ip, "admin login refused: too many failures");
+                    tracing::warn!(client = %ip, "admin login refused: too many failures");
                 }
                 let mut r = html_admin(
                     StatusCode::TOO_MANY_REQUESTS,

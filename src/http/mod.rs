@@ -5,6 +5,7 @@ mod admin;
 mod api;
 mod assets;
 pub mod auth;
+pub mod client;
 pub mod dto;
 pub mod error;
 pub mod extract;
@@ -62,6 +63,8 @@ pub struct AppState {
     pub mode_warned: std::sync::atomic::AtomicBool,
     /// When the last health probe succeeded (probes write, so they are cached briefly).
     pub healthy_at: std::sync::Mutex<Option<std::time::Instant>>,
+    /// `server.trusted_proxies`: see [`client::client_addr`].
+    pub trusted_proxies: crate::config::TrustedProxies,
 }
 
 impl AppState {
@@ -98,6 +101,7 @@ impl AppState {
             db_path: std::path::PathBuf::new(),
             local_token: None,
             mode_warned: std::sync::atomic::AtomicBool::new(false),
+            trusted_proxies: crate::config::TrustedProxies::default(),
         }
     }
 }

@@ -82,20 +82,6 @@ impl Bucket {
     }
 }
 
-/// The per-client key: the address, or its /64 for IPv6 (one subscriber).
-pub fn client_key(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(_) => ip,
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => {
-                let s = v6.segments();
-                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
-            }
-        },
-    }
-}
-
 pub struct Limiter {
     global_rate: Rate,
     client_rate: Rate,
@@ -117,7 +103,8 @@ impl Limiter {
     /// Takes one token from `client`'s bucket and one from the shared one,
     /// or neither: `Err` says how long until both could give one.
     pub fn admit(&self, client: IpAddr, now: Instant) -> Result<(), Duration> {
-        let key = client_key(client);
+        // An IPv6 /64 is one subscriber, as for the login throttle.
+        let key = super::auth::throttle_key(client);
         let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
         let mut global = self.global.lock().unwrap_or_else(|p| p.into_inner());
         global.refill(self.global_rate, now);

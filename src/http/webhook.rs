@@ -55,10 +55,7 @@ pub async fn receive(req: &Request, body: Body, state: Data<&Arc<AppState>>) -> 
             .and_then(header_timestamp)
             .map(|t| now.saturating_sub(t)),
         secrets: state.webhook_secrets.len(),
-        remote: req
-            .remote_addr()
-            .as_socket_addr()
-            .map(|a| a.ip().to_string()),
+        remote: Some(super::client::client_addr(req, &state).to_string()),
         user_agent: req
             .headers()
             .get("user-agent")

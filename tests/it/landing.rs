@@ -315,3 +315,49 @@ async fn reloading_a_settled_orders_page_commits_nothing() {
         "the database file changed"
     );
 }
+
+/// Made-up ids from many clients (a botnet behind the merchant's proxy)
+/// are held to the shared budget; the proxy's own address is not blamed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn made_up_ids_from_many_clients_are_held_to_the_shared_budget() {
+    use fulfilld::http::rate::UNKNOWN_LOOKUPS_GLOBAL;
+    let app = spawn_app_with(|c| c.server.trusted_proxies = "127.0.0.1".parse().unwrap()).await;
+    let started = std::time::Instant::now();
+    let mut flood = tokio::task::JoinSet::new();
+    for worker in 0..20u32 {
+        let (http, base) = (app.http.clone(), app.address.clone());
+        flood.spawn(async move {
+            let mut statuses = Vec::new();
+            for n in 0..100u32 {
+                let client = format!("198.18.{}.{}", worker, n);
+                let url = format!("{base}/after-checkout?session_id=cs_test_botnet_{worker}_{n}");
+                let r = http
+                    .get(url)
+                    .header("x-forwarded-for", client)
+                    .send()
+                    .await
+                    .unwrap();
+                statuses.push(r.status().as_u16());
+            }
+            statuses
+        });
+    }
+    let mut answered = Vec::new();
+    while let Some(done) = flood.join_next().await {
+        answered.extend(done.unwrap());
+    }
+    let elapsed = started.elapsed();
+    assert_eq!(answered.len(), 2000);
+    assert!(
+        answered.iter().all(|s| *s == 404 || *s == 429),
+        "{answered:?}"
+    );
+    let calls = app.stripe.count("/v1/checkout/sessions/");
+    let refills = elapsed.as_millis() / UNKNOWN_LOOKUPS_GLOBAL.every.as_millis();
+    let bound = UNKNOWN_LOOKUPS_GLOBAL.burst as usize + refills as usize;
+    assert!(
+        calls <= bound,
+        "{calls} Stripe calls (bound {bound} after {elapsed:?})"
+    );
+    assert_eq!(calls, answered.iter().filter(|s| **s == 404).count());
+}

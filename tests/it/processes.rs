@@ -212,8 +212,13 @@ async fn an_expired_lease_is_taken_over_and_the_stale_attempt_changes_nothing() 
     assert!(!early.attempted);
     // An event while A works queues the session now; the job finds A's live
     // lease and leaves a recovery job at its end (not nothing).
-    core.deliver(&a, "evt_ls_2", "checkout.session.async_payment_succeeded", &session)
-        .await;
+    core.deliver(
+        &a,
+        "evt_ls_2",
+        "checkout.session.async_payment_succeeded",
+        &session,
+    )
+    .await;
     assert_eq!(core.due_in(&id).await, Some(0));
     assert_eq!(try_run_once(&b).await.unwrap(), 1);
     assert_eq!(core.due_in(&id).await, Some(60_000));

@@ -24,9 +24,12 @@ const IDLE_CONNECTION: Duration = Duration::from_secs(60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
-    #[error("cannot open the database at {path}: {error}{hint}")]
+    /// The binary prints the chain: this message, then the store error and
+    /// its own causes (e.g. the operating system's "Permission denied").
+    #[error("cannot open the database at {path}{hint}")]
     Store {
         path: String,
+        #[source]
         error: StoreError,
         hint: &'static str,
     },
@@ -45,7 +48,7 @@ pub enum AppError {
 impl AppError {
     fn store(path: &std::path::Path, error: StoreError) -> Self {
         let hint = if error.is_corruption() {
-            ". The file is damaged: stop here, keep it for inspection, and restore the last backup"
+            " (the file is damaged: stop here, keep it for inspection, and restore the last backup)"
         } else {
             ""
         };

@@ -1,7 +1,7 @@
 //! fulfilld: exactly-once fulfillment of Stripe Checkout Sessions.
 //!
 //! Layers, bottom up (each uses only those below it):
-//! `time`, `money`, `signature`, `config`, `model`, `metrics` → `domain` (the rules, pure) →
+//! `time`, `money`, `report`, `signature`, `config`, `model`, `metrics` → `domain` (the rules, pure) →
 //! `store`, `stripe` →
 //! `fulfill` → `worker`, `webhook_log` → `views` → `notify` → `http` → `app` → `demo`.
 
@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod model;
 pub mod money;
 pub mod notify;
+pub mod report;
 pub mod signature;
 pub mod store;
 pub mod stripe;

@@ -305,6 +305,34 @@ impl Job {
     }
 }
 
+/// The two kinds of job, each with worker slots of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobKind {
+    Fulfill,
+    Deliver,
+}
+
+impl JobKind {
+    pub const ALL: [JobKind; 2] = [JobKind::Fulfill, JobKind::Deliver];
+
+    /// How the keys of this kind's jobs start.
+    pub fn key_prefix(self) -> &'static str {
+        match self {
+            JobKind::Fulfill => "fulfill:",
+            JobKind::Deliver => "deliver:",
+        }
+    }
+}
+
+impl Job {
+    pub fn kind(&self) -> JobKind {
+        match self {
+            Job::Fulfill { .. } => JobKind::Fulfill,
+            Job::Deliver { .. } => JobKind::Deliver,
+        }
+    }
+}
+
 /// The queue key of a session's fulfill job.
 pub fn fulfill_key(session_id: &str) -> String {
     format!("fulfill:{session_id}")

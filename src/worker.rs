@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     fulfill::{FulfillOptions, Fulfiller},
-    model::{Job, SessionId},
+    model::{Job, JobKind, SessionId},
     store::StoreError,
 };
 
@@ -64,7 +64,7 @@ impl Worker {
                 Ok((0, true)) => IDLE,
                 Ok(_) => self.until_next_due().await,
                 Err(e) => {
-                    tracing::error!(error = %e, "cannot read the job queue");
+                    tracing::error!(error = %crate::report::chain(&e), "cannot read the job queue");
                     ON_ERROR
                 }
             };
@@ -106,15 +106,20 @@ impl Worker {
     /// Returns how many it started, and whether some due job was already running.
     async fn start_due(&self, running: &mut JoinSet<()>) -> Result<(usize, bool), StoreError> {
         let now = self.fulfiller.clock().now_ms();
-        let due = self.fulfiller.store().due_jobs(now, 64).await?;
+        // Each kind is read on its own, and only while it has a free slot:
+        // a backlog of one (emails to a stalled mail server) never hides the
+        // other's due jobs.
+        let mut due = Vec::new();
+        for kind in JobKind::ALL {
+            if self.slots(kind).available_permits() > 0 {
+                due.extend(self.fulfiller.store().due_jobs(now, 64, kind).await?);
+            }
+        }
         let mut started = 0;
         let mut busy = false;
         for (due_ms, job) in due {
             let key = job.key();
-            let slots = match job {
-                Job::Fulfill { .. } => &self.permits,
-                Job::Deliver { .. } => &self.delivery_permits,
-            };
+            let slots = self.slots(job.kind());
             let Ok(permit) = slots.clone().try_acquire_owned() else {
                 // No slot of this kind now; one finishing wakes the loop.
                 busy = true;
@@ -149,6 +154,13 @@ impl Worker {
             started += 1;
         }
         Ok((started, busy))
+    }
+
+    fn slots(&self, kind: JobKind) -> &Arc<Semaphore> {
+        match kind {
+            JobKind::Fulfill => &self.permits,
+            JobKind::Deliver => &self.delivery_permits,
+        }
     }
 
     fn lock_key(&self, key: &str) -> bool {
@@ -189,20 +201,23 @@ pub async fn reconcile_until_stopped(fulfiller: Arc<Fulfiller>, stop: Cancellati
             return;
         }
         wait = RECONCILE_EVERY;
-        let since = crate::time::now_secs() - MISSED_EVENTS_WINDOW.as_secs() as i64;
+        let since =
+            (fulfiller.clock().now_ms() / 1000) as i64 - MISSED_EVENTS_WINDOW.as_secs() as i64;
         match fulfiller
             .reconcile_missed_events(since, MISSED_EVENTS_BATCH)
             .await
         {
             Ok(0) => {}
             Ok(n) => tracing::info!(recovered = n, "recovered events Stripe could not deliver"),
-            Err(e) => tracing::warn!(error = %e, "cannot list undelivered events"),
+            Err(e) => {
+                tracing::warn!(error = %crate::report::chain(&e), "cannot list undelivered events")
+            }
         }
         if let Err(e) = fulfiller
             .reconcile_awaiting(RECONCILE_QUIET.as_millis() as u64, RECONCILE_BATCH)
             .await
         {
-            tracing::error!(error = %e, "cannot queue re-checks of awaiting sessions");
+            tracing::error!(error = %crate::report::chain(&e), "cannot queue re-checks of awaiting sessions");
         }
     }
 }
@@ -212,11 +227,19 @@ pub async fn reconcile_until_stopped(fulfiller: Arc<Fulfiller>, stop: Cancellati
 /// tests drive the queue deterministically with a controllable clock.
 pub async fn try_run_once(fulfiller: &Fulfiller) -> Result<usize, StoreError> {
     let now = fulfiller.clock().now_ms();
-    let due = fulfiller.store().due_jobs(now, 64).await?;
     let mut ran = 0;
-    for (due_ms, job) in due {
-        if fulfiller.store().job_due(&job.key()).await? == Some(due_ms) {
-            run_job(fulfiller, &job, due_ms).await;
+    for kind in JobKind::ALL {
+        for (due_ms, job) in fulfiller.store().due_jobs(now, 64, kind).await? {
+            if fulfiller.store().job_due(&job.key()).await? != Some(due_ms) {
+                continue;
+            }
+            if !run_job(fulfiller, &job, due_ms).await {
+                // A loop of `while try_run_once() > 0` must not spin on it.
+                return Err(StoreError::Refused(format!(
+                    "job {} could not record its outcome",
+                    job.key()
+                )));
+            }
             ran += 1;
         }
     }
@@ -248,7 +271,7 @@ pub async fn run_job(fulfiller: &Fulfiller, job: &Job, due_ms: u64) -> bool {
                     tracing::debug!(session = %session_id, state = outcome.state.as_str(), "job done");
                 }
                 Err(e) => {
-                    tracing::error!(session = %session_id, error = %e, "fulfillment job could not record its outcome");
+                    tracing::error!(session = %session_id, error = %crate::report::chain(&e), "fulfillment job could not record its outcome");
                     return false;
                 }
             }
@@ -257,7 +280,7 @@ pub async fn run_job(fulfiller: &Fulfiller, job: &Job, due_ms: u64) -> bool {
             notification_id, ..
         } => {
             if let Err(e) = fulfiller.deliver_notification(job).await {
-                tracing::error!(notification = %notification_id, error = %e, "notification job could not record its outcome");
+                tracing::error!(notification = %notification_id, error = %crate::report::chain(&e), "notification job could not record its outcome");
                 return false;
             }
             return true;
@@ -267,7 +290,7 @@ pub async fn run_job(fulfiller: &Fulfiller, job: &Job, due_ms: u64) -> bool {
     // was already settled when it ran); anything that still needs work has
     // been rescheduled, with a different due time.
     if let Err(e) = fulfiller.store().finish_job(&job.key(), due_ms).await {
-        tracing::error!(error = %e, "cannot remove a finished job");
+        tracing::error!(error = %crate::report::chain(&e), "cannot remove a finished job");
         return false;
     }
     true

@@ -26,7 +26,7 @@ pub fn run(source: &ConfigSource, path: &Path) -> Result<ExitCode, CliError> {
             return Err(CliError::Backup(format!(
                 "cannot back up {}: {}",
                 config.storage.path.display(),
-                store::redb::chain(&e)
+                crate::report::chain(&e)
             )));
         }
         Err(_) => {}

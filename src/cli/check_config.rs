@@ -152,6 +152,9 @@ mod tests {
         let (code, _, err) = check(&token);
         assert_eq!(code, INVALID, "{err}");
         // Refused naming the key (the example's token is also too short).
-        assert!(err.contains("invalid configuration: admin.api_token: "), "{err}");
+        assert!(
+            err.contains("invalid configuration: admin.api_token: "),
+            "{err}"
+        );
     }
 }

@@ -5,7 +5,7 @@
 //! entropy for jitter, the policy, who is asking), and writes back what the
 //! returned [`Step`] says, in one transaction. Every write path that changes
 //! a session goes through `step`, so the rules are in one place and are
-//! tested here without a database (see `tests.rs`).
+//! tested here without a database (see `tests/`).
 //!
 //! Guarantees the rules keep (checked by the property test):
 //! * at most one fulfillment per session unless forced, and a recorded
@@ -68,6 +68,12 @@ impl EventKind {
     }
 }
 
+/// The guide's rule: fulfil iff `payment_status != "unpaid"` (`paid` and
+/// `no_payment_required` count; a missing status does not).
+pub fn is_payable(payment_status: Option<&str>) -> bool {
+    matches!(payment_status, Some(s) if s != "unpaid")
+}
+
 /// What Stripe said about a session (in an event, or in a fresh read).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Snapshot {
@@ -86,7 +92,7 @@ impl Snapshot {
     /// "Fulfil iff payment_status != unpaid": `paid` and
     /// `no_payment_required` count; a missing status does not.
     pub fn is_payable(&self) -> bool {
-        matches!(self.payment_status.as_deref(), Some(s) if s != "unpaid")
+        is_payable(self.payment_status.as_deref())
     }
 
     pub fn is_expired(&self) -> bool {

@@ -164,23 +164,7 @@ impl HttpError {
     }
 }
 
-/// `error: source: source…`, skipping a source whose message its parent
-/// already contains (many errors print their source themselves).
-pub fn cause_chain(err: &(dyn StdError + 'static)) -> String {
-    let mut out = err.to_string();
-    let mut last = out.clone();
-    let mut next = err.source();
-    while let Some(e) = next {
-        let m = e.to_string();
-        if !last.contains(&m) {
-            out.push_str(": ");
-            out.push_str(&m);
-        }
-        last = m;
-        next = e.source();
-    }
-    out
-}
+pub use crate::report::chain as cause_chain;
 
 /// The JSON API's rendering (and that of anything that does not choose).
 impl ResponseError for HttpError {

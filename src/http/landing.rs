@@ -120,9 +120,15 @@ async fn page(req: &Request, state: &AppState, id: &str) -> Result<Response, Htt
         }
         _ => {}
     }
-    let (rec, detail) = snapshot(state, id)
-        .await?
-        .ok_or(HttpError::NotFound("no such session"))?;
+    let Some((rec, detail)) = snapshot(state, id).await? else {
+        // Stripe knows the session, but its claim was not recorded in time
+        // (a slow disk): "try again", never "no such order".
+        return Err(HttpError::unavailable(
+            "try again",
+            "landing page: the session is not recorded yet",
+            None,
+        ));
+    };
     let has_fulfillment = !detail.fulfillments.is_empty();
     let view = match rec.state {
         State::Fulfilled => Landing::Receipt(&rec, &detail),

@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     domain::{Input, Policy, Reply, Session},
-    model::{EventRecord, Job, Notification, SessionId, SessionRecord, State},
+    model::{EventRecord, Job, JobKind, Notification, SessionId, SessionRecord, State},
 };
 
 pub use self::redb::RedbStore;
@@ -186,8 +186,8 @@ pub trait Storage: Send + Sync + 'static {
     async fn resend(&self, session: &SessionId, notification_id: &str, now: u64) -> Result<bool>;
     /// Removes the job `key` if it is still queued at `due` (its work is done).
     async fn finish_job(&self, key: &str, due: u64) -> Result<()>;
-    /// Jobs due at or before `now`, earliest first.
-    async fn due_jobs(&self, now: u64, limit: usize) -> Result<Vec<(u64, Job)>>;
+    /// Jobs of `kind` due at or before `now`, earliest first.
+    async fn due_jobs(&self, now: u64, limit: usize, kind: JobKind) -> Result<Vec<(u64, Job)>>;
     async fn job_due(&self, key: &str) -> Result<Option<u64>>;
     async fn queue_stats(&self) -> Result<QueueStats>;
 

@@ -245,7 +245,14 @@ impl StripeClient {
             let result = self.get_once(url).await;
             match result {
                 Err(e) if e.is_retryable() && attempt < attempts => {
-                    let delay = backoff(self.retry_base, attempt, MAX_CALL_BACKOFF);
+                    // The one retry policy, capped for waits within a call.
+                    let policy = crate::domain::RetryPolicy {
+                        base_ms: u64::try_from(self.retry_base.as_millis()).unwrap_or(u64::MAX),
+                        max_ms: MAX_CALL_BACKOFF.as_millis() as u64,
+                        give_up_ms: u64::MAX,
+                    };
+                    let jitter = crate::time::jitter_entropy();
+                    let delay = Duration::from_millis(policy.delay_ms(attempt, jitter, u64::MAX));
                     tracing::warn!(error = %e, attempt, delay_ms = delay.as_millis() as u64, "Stripe API call failed, retrying");
                     tokio::time::sleep(delay).await;
                 }
@@ -306,40 +313,4 @@ fn is_item_id(id: &str) -> bool {
 /// A reqwest error without the URL (which could carry query data) in its text.
 fn without_url(e: reqwest::Error) -> String {
     e.without_url().to_string()
-}
-
-/// Delay before retry number `attempt` (1-based): `base × 2^(attempt−1)`,
-/// capped at `max`, then scaled by a random factor in [0.5, 1].
-pub fn backoff(base: Duration, attempt: u32, max: Duration) -> Duration {
-    let exp = base.saturating_mul(1u32 << attempt.saturating_sub(1).min(30));
-    let capped = exp.min(max).as_millis() as u64;
-    let half = capped / 2;
-    let jitter = if half == 0 {
-        0
-    } else {
-        random_u64() % (half + 1)
-    };
-    Duration::from_millis(half + jitter)
-}
-
-fn random_u64() -> u64 {
-    getrandom::u64().unwrap_or_else(|_| crate::time::now_ms().wrapping_mul(0x9E37_79B9_7F4A_7C15))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_with_jitter_and_caps() {
-        let base = Duration::from_millis(1000);
-        for _ in 0..50 {
-            let d1 = backoff(base, 1, Duration::from_secs(3600));
-            assert!(d1 >= Duration::from_millis(500) && d1 <= Duration::from_millis(1000));
-            let d3 = backoff(base, 3, Duration::from_secs(3600));
-            assert!(d3 >= Duration::from_millis(2000) && d3 <= Duration::from_millis(4000));
-            let capped = backoff(base, 40, Duration::from_secs(10));
-            assert!(capped >= Duration::from_secs(5) && capped <= Duration::from_secs(10));
-        }
-    }
 }

@@ -121,7 +121,7 @@ impl Session {
     /// "Fulfil iff payment_status != unpaid": `paid` and
     /// `no_payment_required` both count; a missing status does not.
     pub fn is_payable_now(&self) -> bool {
-        matches!(self.payment_status.as_deref(), Some(s) if s != "unpaid")
+        crate::domain::is_payable(self.payment_status.as_deref())
     }
 
     pub fn payment_intent_id(&self) -> Option<String> {

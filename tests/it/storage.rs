@@ -101,8 +101,13 @@ impl Storage for WritesFail {
     async fn finish_job(&self, _: &str, _: u64) -> StoreResult<()> {
         Err(full())
     }
-    async fn due_jobs(&self, now: u64, limit: usize) -> StoreResult<Vec<(u64, Job)>> {
-        self.inner.due_jobs(now, limit).await
+    async fn due_jobs(
+        &self,
+        now: u64,
+        limit: usize,
+        kind: fulfilld::model::JobKind,
+    ) -> StoreResult<Vec<(u64, Job)>> {
+        self.inner.due_jobs(now, limit, kind).await
     }
     async fn job_due(&self, key: &str) -> StoreResult<Option<u64>> {
         self.inner.job_due(key).await

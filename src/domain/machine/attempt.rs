@@ -30,11 +30,10 @@ impl Machine<'_, '_> {
         if let Input::CallbackDelivered { fulfillment_id, .. } = &input {
             return self.delivered(s, claim.trigger, fulfillment_id);
         }
+        // Events that settle a session (a failed payment) end every lease,
+        // so this also keeps an attempt from undoing them.
         if !self.holds(&s.rec, &claim) {
             return self.overtaken(s, claim.trigger, "another attempt holds the claim");
-        }
-        if matches!(s.rec.state, State::PaymentFailed | State::Expired) {
-            return self.overtaken(s, claim.trigger, "an event settled the session meanwhile");
         }
         match input {
             Input::Fetched { fetched, .. } if fetched.snapshot.is_payable() => {
@@ -87,7 +86,25 @@ impl Machine<'_, '_> {
         fetched: Fetched,
     ) -> Out {
         let now = self.now();
+        // The rule itself, not only its callers: one fulfillment per session
+        // unless forced. A recorded one is delivered, never made again.
+        if let Some(fid) = s.rec.pending_fulfillment.clone() {
+            return (
+                Some(s),
+                Reply::Recorded {
+                    fulfillment_id: fid,
+                    delivered: false,
+                },
+            );
+        }
+        if s.rec.fulfillments > 0 && !claim.refulfil {
+            s.rec.state = State::Fulfilled;
+            self.settle(&mut s, claim.trigger, None);
+            return (Some(s), Reply::Done(State::Fulfilled));
+        }
         apply_fetched(&mut s, &fetched);
+        // A paid read ends any series of re-checks or failed reads.
+        s.rec.retry = None;
         let fid = fulfillment_id(self.env.key, &s.rec.id, s.rec.fulfillments);
         s.rec.fulfillments = s.rec.fulfillments.saturating_add(1);
         let callbacks = self.env.policy.callbacks;

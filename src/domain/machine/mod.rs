@@ -153,6 +153,9 @@ impl Machine<'_, '_> {
                 } else {
                     s.rec.expect_paid = true;
                     s.rec.state = State::Fulfilling;
+                    // News from Stripe starts a fresh series: the give-up
+                    // clock of earlier failures does not apply to it.
+                    s.rec.retry = None;
                     self.schedule(Trigger::Webhook, now, true);
                 }
             }

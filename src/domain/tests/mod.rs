@@ -3,13 +3,14 @@
 //! results, crashes and restarts checked against the invariants.
 
 mod sequences;
+mod table;
 
 use super::*;
 use crate::model::{Lease, OutboxStatus, RetryInfo, SessionDetail, SessionRecord, State, Trigger};
 
 pub(super) const ID: &str = "cs_test_machine";
 
-const ME: &str = "boot_me";
+pub(super) const ME: &str = "boot_me";
 const OTHER: &str = "boot_other";
 pub(super) const KEY: ids::InstallationKey = [7u8; 32];
 pub(super) const NOW: u64 = 1_000_000_000;
@@ -32,7 +33,7 @@ pub(super) fn policy(callbacks: bool) -> Policy {
     )
 }
 
-fn env<'a>(policy: &'a Policy, owner: &'a str, now: u64) -> Env<'a> {
+pub(super) fn env<'a>(policy: &'a Policy, owner: &'a str, now: u64) -> Env<'a> {
     Env {
         now,
         entropy: 0,
@@ -65,7 +66,7 @@ pub(super) fn fetched(payment_status: &str, status: &str) -> Fetched {
 }
 
 /// A stored session in `state`, as the rules leave it there.
-fn in_state(state: State) -> Session {
+pub(super) fn in_state(state: State) -> Session {
     let mut rec = SessionRecord::new(ID, 1_700_000_000, NOW - 1000);
     rec.state = state;
     rec.version = 3;
@@ -95,7 +96,7 @@ fn in_state(state: State) -> Session {
     }
 }
 
-fn event(kind: EventKind, payment_status: &str) -> Input {
+pub(super) fn event(kind: EventKind, payment_status: &str) -> Input {
     Input::Event {
         id: format!("evt_{}", kind.as_str()),
         kind,
@@ -104,7 +105,7 @@ fn event(kind: EventKind, payment_status: &str) -> Input {
     }
 }
 
-fn claim(trigger: Trigger, force: bool) -> Input {
+pub(super) fn claim(trigger: Trigger, force: bool) -> Input {
     Input::Claim {
         trigger,
         force,
@@ -114,53 +115,12 @@ fn claim(trigger: Trigger, force: bool) -> Input {
 }
 
 /// The state a step leaves (the stored one when the session is unchanged).
-fn after(state: State, input: Input) -> (State, Reply) {
+pub(super) fn after(state: State, input: Input) -> (State, Reply) {
     let p = policy(true);
     let s = in_state(state);
     let step = step(ID, Some(s.clone()), input, &env(&p, ME, NOW));
     let next = step.session.as_ref().map_or(s.rec.state, |s| s.rec.state);
     (next, step.reply)
-}
-
-#[test]
-fn every_state_against_every_input() {
-    use State::*;
-    let inputs: Vec<(&str, Input)> = vec![
-        ("completed paid", event(EventKind::Completed, "paid")),
-        ("completed unpaid", event(EventKind::Completed, "unpaid")),
-        (
-            "async succeeded",
-            event(EventKind::AsyncPaymentSucceeded, "paid"),
-        ),
-        (
-            "async failed",
-            event(EventKind::AsyncPaymentFailed, "unpaid"),
-        ),
-        ("expired", event(EventKind::Expired, "unpaid")),
-        ("claim webhook", claim(Trigger::Webhook, false)),
-        ("claim landing", claim(Trigger::LandingPage, false)),
-        ("claim admin", claim(Trigger::Admin, false)),
-        ("claim force", claim(Trigger::Admin, true)),
-        ("take over", Input::TakeOver),
-        ("reconcile", Input::Reconcile { quiet_ms: 500 }),
-    ];
-    // One row per state, one column per input above: the state left behind.
-    #[rustfmt::skip]
-    let table: [(State, [State; 11]); 7] = [
-        (AwaitingPayment, [Fulfilling, AwaitingPayment, Fulfilling, PaymentFailed, AwaitingPayment, Fulfilling, AwaitingPayment, Fulfilling, Fulfilling, AwaitingPayment, AwaitingPayment]),
-        (Fulfilling,      [Fulfilling, Fulfilling, Fulfilling, PaymentFailed, Fulfilling, Fulfilling, Fulfilling, Fulfilling, Fulfilling, Fulfilling, Fulfilling]),
-        (Fulfilled,       [Fulfilled, Fulfilled, Fulfilled, Fulfilled, Fulfilled, Fulfilled, Fulfilled, Fulfilled, Fulfilling, Fulfilled, Fulfilled]),
-        (Retrying,        [Fulfilling, Retrying, Fulfilling, PaymentFailed, Retrying, Fulfilling, Retrying, Fulfilling, Fulfilling, Retrying, Retrying]),
-        (Failed,          [Fulfilling, Failed, Fulfilling, PaymentFailed, Failed, Fulfilling, Failed, Fulfilling, Fulfilling, Failed, Failed]),
-        (PaymentFailed,   [PaymentFailed, PaymentFailed, Fulfilling, PaymentFailed, PaymentFailed, PaymentFailed, PaymentFailed, Fulfilling, Fulfilling, PaymentFailed, PaymentFailed]),
-        (Expired,         [Expired, Expired, Expired, PaymentFailed, Expired, Expired, Expired, Fulfilling, Fulfilling, Expired, Expired]),
-    ];
-    for (state, row) in table {
-        for ((name, input), want) in inputs.iter().zip(row) {
-            let (got, reply) = after(state, input.clone());
-            assert_eq!(got, want, "{state:?} + {name}: {reply:?}");
-        }
-    }
 }
 
 #[test]
@@ -203,50 +163,6 @@ fn claims_honour_a_live_lease_of_any_owner_and_only_a_person_reopens_a_settled_s
         skipped.session.is_none(),
         "a skipped claim writes no session"
     );
-}
-
-fn s_lease_end(state: State) -> Option<u64> {
-    in_state(state).rec.lease.map(|l| l.until_ms)
-}
-
-#[test]
-fn a_claim_called_a_noop_is_one_the_rules_skip_without_a_write() {
-    let p = policy(true);
-    let triggers = [
-        Trigger::Webhook,
-        Trigger::LandingPage,
-        Trigger::Admin,
-        Trigger::Retry,
-        Trigger::Reconcile,
-    ];
-    let mut noops = 0;
-    for state in State::ALL {
-        for trigger in triggers {
-            for force in [false, true] {
-                let s = in_state(state);
-                if !claim_is_noop(&s.rec, trigger, force, NOW, &p) {
-                    continue;
-                }
-                noops += 1;
-                let step = step(ID, Some(s), claim(trigger, force), &env(&p, ME, NOW));
-                assert!(
-                    step.session.is_none() && matches!(step.reply, Reply::Skipped(_)),
-                    "{state:?} {trigger:?} force={force}: {step:?}"
-                );
-                // At most the recovery point at the live lease's end, which
-                // the holder's own claim queued already.
-                let lease_end = s_lease_end(state);
-                assert!(
-                    step.effects
-                        .iter()
-                        .all(|e| matches!(e, Effect::ScheduleFulfill { due, .. } if Some(*due) == lease_end)),
-                    "{state:?} {trigger:?}: {:?}",
-                    step.effects
-                );
-            }
-        }
-    }
-    assert!(noops >= 10, "{noops}");
 }
 
 /// Claims the session in `state` as ME (by a person, so every state allows it).

@@ -30,6 +30,31 @@ pub(super) fn check_header(path: &Path) -> Result<()> {
     }
 }
 
+/// Refuses a redb file that is not fulfilld's (another program's database):
+/// every fulfilld database has its `sessions` table from its first commit.
+pub(super) fn check_tables(db: &Database, path: &Path) -> Result<()> {
+    use redb::TableHandle;
+    let found = db
+        .begin_read()?
+        .list_tables()?
+        .any(|t| t.name() == "sessions");
+    if found {
+        return Ok(());
+    }
+    Err(StoreError::NotADatabase {
+        path: path.display().to_string(),
+        reason: "it is a redb database, but not fulfilld's".into(),
+    })
+}
+
+/// Makes the directory entry of `path` durable (after a link or rename).
+pub(super) fn sync_dir(path: &Path) -> std::io::Result<()> {
+    match path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        Some(dir) => std::fs::File::open(dir)?.sync_all(),
+        None => Ok(()),
+    }
+}
+
 /// Creates `path` for writing, failing if anything (a file, a symlink) is
 /// already there; readable by the owner only (it holds customer data). A
 /// missing folder is created readable by the owner only, too.

@@ -43,13 +43,13 @@ use super::{
 };
 use crate::{
     domain::{Input, Reply, Session, ids::InstallationKey},
-    model::{EventRecord, Job, Notification, SessionId, SessionRecord, State},
+    model::{EventRecord, Job, JobKind, Notification, SessionId, SessionRecord, State},
 };
 use reader::Reader;
 use tables::Tx;
 
 pub use file::backup_file;
-use file::{check_header, copy_snapshot, create_private};
+use file::{check_header, check_tables, copy_snapshot, create_private};
 
 /// Operations waiting for the writer beyond this many make callers wait
 /// (backpressure) instead of growing memory without bound.
@@ -142,18 +142,53 @@ impl RedbStore {
         builder
             .set_cache_size(CACHE_BYTES)
             .set_check_integrity_on_open(true);
-        let db = match std::fs::symlink_metadata(path) {
+        match std::fs::symlink_metadata(path) {
             Ok(_) => {
                 check_header(path)?;
-                builder.open(path)?
+                let db = builder.open(path)?;
+                check_tables(&db, path)?;
+                Self::start(db)
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let file = create_private(path).map_err(StoreError::Io)?;
-                builder.create_with_backend(redb::backends::FileBackend::new(file)?)?
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Self::create(&builder, path),
+            Err(e) => Err(StoreError::Io(e)),
+        }
+    }
+
+    /// Creates the database under a temporary name and gives it its real
+    /// name only once its tables and key are committed: a first start that
+    /// dies half way leaves no empty file behind to be refused at the next.
+    fn create(builder: &redb::Builder, path: &Path) -> Result<RedbStore> {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .ok_or_else(|| StoreError::Refused(format!("{} is not a file path", path.display())))?;
+        let tmp = path.with_file_name(format!(".{name}.creating"));
+        // What an interrupted first start left: nothing was acknowledged in it.
+        match std::fs::remove_file(&tmp) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(StoreError::Io(e)),
+            _ => {}
+        }
+        let file = create_private(&tmp).map_err(StoreError::Io)?;
+        let store = builder
+            .create_with_backend(redb::backends::FileBackend::new(file)?)
+            .map_err(StoreError::from)
+            .and_then(Self::start);
+        let named = store.and_then(|store| {
+            // A link never replaces a file that appeared meanwhile; a
+            // filesystem without links gets a rename (checked just before).
+            match std::fs::hard_link(&tmp, path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    return Err(StoreError::Io(e));
+                }
+                Err(_) if !path.exists() => std::fs::rename(&tmp, path).map_err(StoreError::Io)?,
+                Err(e) => return Err(StoreError::Io(e)),
             }
-            Err(e) => return Err(StoreError::Io(e)),
-        };
-        Self::start(db)
+            file::sync_dir(path).map_err(StoreError::Io)?;
+            Ok(store)
+        });
+        let _ = std::fs::remove_file(&tmp);
+        named
     }
 
     /// A store on any redb backend (tests inject failing storage this way).
@@ -212,6 +247,48 @@ impl RedbStore {
         rx.await.map_err(|_| StoreError::Stopped)?
     }
 
+    /// Applies `input` to each session in `ids`, one operation each, until
+    /// `limit` of them did something. A session whose record cannot be read
+    /// is logged and skipped, so one bad record never stops the round (or
+    /// the start) for every other. Operations go in groups of up to 64 at
+    /// once, so the writer commits each group together.
+    async fn each_session(
+        &self,
+        ids: Vec<String>,
+        input: Input,
+        limit: usize,
+        ctx: Ctx,
+    ) -> Result<usize> {
+        let mut done = 0;
+        let mut ids = ids.into_iter().peekable();
+        while done < limit && ids.peek().is_some() {
+            let mut group = tokio::task::JoinSet::new();
+            for id in ids.by_ref().take((limit - done).min(64)) {
+                let (store, input, ctx) = (self.clone(), input.clone(), ctx.clone());
+                group.spawn(async move {
+                    let key = store.key.clone();
+                    let sid = id.clone();
+                    let step = store
+                        .write(move |tx| ops::transition(tx, &sid, input.clone(), &ctx, &key))
+                        .await;
+                    (id, step)
+                });
+            }
+            while let Some(joined) = group.join_next().await {
+                let (id, step) = joined.map_err(StoreError::Task)?;
+                match step {
+                    Ok(Reply::Done(_)) => done += 1,
+                    Ok(_) => {}
+                    Err(e @ (StoreError::Decode { .. } | StoreError::Corrupted(_))) => {
+                        tracing::error!(session = %id, error = %crate::report::chain(&e), "skipping a session whose record cannot be read");
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(done)
+    }
+
     /// Runs `f` against a consistent snapshot, on the blocking pool.
     async fn read<R, F>(&self, f: F) -> Result<R>
     where
@@ -230,6 +307,21 @@ fn writer_loop(
     mut rx: mpsc::Receiver<Box<dyn WriteOp>>,
     failed: CancellationToken,
 ) {
+    /// Should the writer thread die (a panic in redb or an operation), the
+    /// process is told to stop like after a failed commit: every later write
+    /// would fail, and only a restart brings the store back.
+    struct StopOnPanic(CancellationToken);
+    impl Drop for StopOnPanic {
+        fn drop(&mut self) {
+            if thread::panicking() {
+                tracing::error!(
+                    "the database writer stopped unexpectedly; stopping so fulfilld restarts"
+                );
+                self.0.cancel();
+            }
+        }
+    }
+    let _guard = StopOnPanic(failed.clone());
     let stopped = AtomicBool::new(false);
     while let Some(first) = rx.blocking_recv() {
         let mut batch = vec![first];
@@ -248,7 +340,7 @@ fn writer_loop(
         if let Err(e) = commit_batch(&db, &mut batch) {
             // The commit may or may not be on disk: nothing written from now
             // on could be trusted to follow it. Stop, and let the process exit.
-            tracing::error!(error = %chain(&e), "a database commit failed; stopping all writes so fulfilld restarts");
+            tracing::error!(error = %crate::report::chain(&e), "a database commit failed; stopping all writes so fulfilld restarts");
             stopped.store(true, Ordering::Relaxed);
             failed.cancel();
             let mut first = Some(e);
@@ -304,18 +396,6 @@ fn commit_batch(db: &Database, batch: &mut Vec<Box<dyn WriteOp>>) -> Result<()> 
     }
 }
 
-/// An error and its sources, for one log line.
-pub fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut next = e.source();
-    while let Some(s) = next {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        next = s.source();
-    }
-    out
-}
-
 #[async_trait::async_trait]
 impl Storage for RedbStore {
     async fn ingest(&self, event: NewEvent, ctx: Ctx) -> Result<Ingested> {
@@ -332,36 +412,14 @@ impl Storage for RedbStore {
 
     async fn take_over(&self, ctx: Ctx) -> Result<usize> {
         let ids = self.ids_in_state(State::Fulfilling).await?;
-        let key = self.key.clone();
-        self.write(move |tx| {
-            let mut n = 0;
-            for id in &ids {
-                if let Reply::Done(_) = ops::transition(tx, id, Input::TakeOver, &ctx, &key)? {
-                    n += 1;
-                }
-            }
-            Ok(n)
-        })
-        .await
+        self.each_session(ids, Input::TakeOver, usize::MAX, ctx)
+            .await
     }
 
     async fn reconcile_awaiting(&self, quiet_ms: u64, limit: usize, ctx: Ctx) -> Result<usize> {
         let ids = self.ids_in_state(State::AwaitingPayment).await?;
-        let key = self.key.clone();
-        self.write(move |tx| {
-            let mut n = 0;
-            for id in &ids {
-                if n >= limit {
-                    break;
-                }
-                let input = Input::Reconcile { quiet_ms };
-                if let Reply::Done(_) = ops::transition(tx, id, input, &ctx, &key)? {
-                    n += 1;
-                }
-            }
-            Ok(n)
-        })
-        .await
+        self.each_session(ids, Input::Reconcile { quiet_ms }, limit, ctx)
+            .await
     }
 
     async fn record_delivery(&self, delivered: Delivered, ctx: Ctx) -> Result<()> {
@@ -387,8 +445,8 @@ impl Storage for RedbStore {
         .await
     }
 
-    async fn due_jobs(&self, now: u64, limit: usize) -> Result<Vec<(u64, Job)>> {
-        self.read(move |r| r.due_jobs(now, limit)).await
+    async fn due_jobs(&self, now: u64, limit: usize, kind: JobKind) -> Result<Vec<(u64, Job)>> {
+        self.read(move |r| r.due_jobs(now, limit, kind)).await
     }
 
     async fn job_due(&self, key: &str) -> Result<Option<u64>> {

@@ -8,7 +8,7 @@ use super::tables::{
 };
 use crate::{
     domain::Session,
-    model::{EventRecord, Job, Notification, SessionDetail, SessionRecord, State},
+    model::{EventRecord, Job, JobKind, Notification, SessionDetail, SessionRecord, State},
     store::{ListQuery, Page, StoreError},
 };
 
@@ -78,12 +78,24 @@ impl Reader {
     }
 
     /// Jobs due at or before `now_ms`, earliest first.
-    pub fn due_jobs(&self, now_ms: u64, limit: usize) -> Result<Vec<(u64, Job)>, StoreError> {
+    pub fn due_jobs(
+        &self,
+        now_ms: u64,
+        limit: usize,
+        kind: JobKind,
+    ) -> Result<Vec<(u64, Job)>, StoreError> {
+        /// Due rows of the other kind looked past at most (each is a small
+        /// key read), so a flood of one kind cannot hide the other for long.
+        const MAX_SCAN: usize = 20_000;
         let table = self.r.open_table(JOBS)?;
         let mut out = Vec::new();
-        for entry in table.range((0u64, "")..=(now_ms, ID_MAX))? {
+        let range = table.range((0u64, "")..=(now_ms, ID_MAX))?;
+        for entry in range.take(MAX_SCAN) {
             let (k, v) = entry?;
             let (due, key) = k.value();
+            if !key.starts_with(kind.key_prefix()) {
+                continue;
+            }
             match decode(key, v.value()) {
                 Ok(job) => out.push((due, job)),
                 // One unreadable row must not stop every other job.

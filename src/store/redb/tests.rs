@@ -196,3 +196,64 @@ async fn a_failed_commit_stops_every_later_write() {
     // Reads still answer (the dashboard can show what is there).
     assert!(store.event("evt_1").await.unwrap().is_some());
 }
+
+#[tokio::test]
+async fn another_programs_redb_file_is_refused_and_a_first_start_leaves_no_empty_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let other = dir.path().join("other.redb");
+    {
+        let db = redb::Database::create(&other).unwrap();
+        let w = db.begin_write().unwrap();
+        let t: redb::TableDefinition<&str, u64> = redb::TableDefinition::new("things");
+        w.open_table(t).unwrap().insert("a", 1).unwrap();
+        w.commit().unwrap();
+    }
+    match RedbStore::open(&other) {
+        Err(e @ StoreError::NotADatabase { .. }) => {
+            assert!(e.to_string().contains("not fulfilld's"), "{e}")
+        }
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("another program's database was taken over"),
+    }
+    // A leftover of a first start that died half way does not block the next.
+    let path = dir.path().join("fulfilld.redb");
+    std::fs::write(dir.path().join(".fulfilld.redb.creating"), b"").unwrap();
+    let store = RedbStore::open(&path).unwrap();
+    store.ingest(event(1), ctx()).await.unwrap();
+    assert!(!dir.path().join(".fulfilld.redb.creating").exists());
+    drop(store);
+    let again = reopen(&path).await.unwrap();
+    assert!(again.event("evt_1").await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn due_jobs_of_one_kind_are_found_behind_a_backlog_of_the_other() {
+    use crate::model::{Job, JobKind, Trigger};
+    let dir = tempfile::tempdir().unwrap();
+    let store = RedbStore::open(&dir.path().join("q.redb")).unwrap();
+    store
+        .write(|tx| {
+            for n in 0..500u64 {
+                let job = Job::Deliver {
+                    session_id: format!("cs_test_{n}"),
+                    notification_id: format!("ntf_{n}"),
+                    failures: 0,
+                    first_failure_ms: None,
+                };
+                tx.schedule(&job, n)?;
+            }
+            let job = Job::Fulfill {
+                session_id: "cs_test_late".into(),
+                trigger: Trigger::Webhook,
+            };
+            tx.schedule(&job, 1_000)
+        })
+        .await
+        .unwrap();
+    let fulfills = store.due_jobs(2_000, 64, JobKind::Fulfill).await.unwrap();
+    assert_eq!(fulfills.len(), 1, "found behind 500 earlier deliveries");
+    assert!(matches!(fulfills[0], (1_000, Job::Fulfill { .. })));
+    let deliveries = store.due_jobs(2_000, 64, JobKind::Deliver).await.unwrap();
+    assert_eq!(deliveries.len(), 64);
+    assert!(deliveries.iter().all(|(_, j)| j.kind() == JobKind::Deliver));
+}

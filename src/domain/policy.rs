@@ -71,7 +71,7 @@ impl Policy {
             lease_ms,
             callbacks,
             channels,
-            landing_recheck_ms: 10_000,
+            landing_recheck_ms: 60_000,
             stale_read_recheck_max_ms: 10 * 60 * 1000,
         }
     }

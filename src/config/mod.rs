@@ -66,6 +66,8 @@ pub struct ServerConfig {
     #[serde(deserialize_with = "types::socket_addr")]
     pub listen: SocketAddr,
     pub public_url: HttpUrl,
+    /// Open client connections at most; one more is closed at once, never queued.
+    pub max_connections: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -186,6 +188,7 @@ impl Default for ServerConfig {
         ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 4242)),
             public_url: default_url("http://localhost:4242"),
+            max_connections: 1024,
         }
     }
 }

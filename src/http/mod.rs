@@ -9,9 +9,11 @@ pub mod dto;
 pub mod error;
 pub mod extract;
 mod landing;
+pub mod limits;
 mod login;
 mod ops;
 mod retrigger;
+pub mod serve;
 mod webhook;
 
 use std::sync::Arc;
@@ -58,6 +60,8 @@ pub struct AppState {
     pub mode_warned: std::sync::atomic::AtomicBool,
     /// When the last health probe succeeded (probes write, so they are cached briefly).
     pub healthy_at: std::sync::Mutex<Option<std::time::Instant>>,
+    /// Bytes of request bodies held at once, across all connections.
+    pub body_budget: limits::BodyBudget,
 }
 
 impl AppState {
@@ -85,6 +89,7 @@ impl AppState {
             webhook_log: WebhookLog::new(),
             lookups: tokio::sync::Semaphore::new(UNKNOWN_LOOKUPS),
             healthy_at: std::sync::Mutex::new(None),
+            body_budget: limits::BodyBudget::default(),
             started: std::time::Instant::now(),
             live_key: false,
             db_path: std::path::PathBuf::new(),
@@ -95,6 +100,7 @@ impl AppState {
 }
 
 pub fn routes(state: Arc<AppState>) -> impl Endpoint {
+    let budget = state.body_budget.clone();
     Route::new()
         .at("/webhook", post(webhook::receive))
         .at("/after-checkout", get(landing::after_checkout))
@@ -121,6 +127,8 @@ pub fn routes(state: Arc<AppState>) -> impl Endpoint {
         )
         .at("/assets/*path", get(assets::serve))
         .data(state)
+        // Every body is read under its route's limit before a handler runs.
+        .around(move |next, req| limits::limit_bodies(next, req, budget.clone()))
         .around(with_request_id)
 }
 

@@ -317,3 +317,42 @@ async fn stalled_webhook_bodies_stay_within_the_body_budget() {
         h.abort();
     }
 }
+
+#[tokio::test]
+async fn a_body_that_stalls_gets_408_at_the_body_deadline_and_the_connection_closes() {
+    let app = spawn_app().await;
+    // Both at once, so the test takes one deadline, not two.
+    let mut both = Vec::new();
+    for path in ["/admin/login", "/webhook"] {
+        let addr = host(&app.address).to_string();
+        both.push(tokio::spawn(async move {
+            let s = TcpStream::connect(&addr).await.unwrap();
+            let (mut read, mut write) = s.into_split();
+            let start = Instant::now();
+            write
+                .write_all(
+                    format!(
+                        "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nusername="
+                    )
+                    .as_bytes(),
+                )
+                .await
+                .unwrap();
+            // The rest never comes: 408 at 20 s, then the server hangs up.
+            let answer = tokio::time::timeout(Duration::from_secs(30), read_to_close(&mut read))
+                .await
+                .expect("the server closed the connection");
+            let elapsed = start.elapsed();
+            let answer = String::from_utf8_lossy(&answer).to_string();
+            assert!(answer.starts_with("HTTP/1.1 408"), "{path}: {answer}");
+            assert!(
+                elapsed >= Duration::from_secs(19) && elapsed < Duration::from_secs(25),
+                "{path}: {elapsed:?}"
+            );
+            drop(write);
+        }));
+    }
+    for task in both {
+        task.await.unwrap();
+    }
+}

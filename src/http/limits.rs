@@ -78,9 +78,15 @@ impl BodyError {
         if matches!(self, BodyError::OverBudget) {
             h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
+        // Anyone can cause these: the request log keeps them at debug.
+        response.extensions_mut().insert(Refused);
         response
     }
 }
+
+/// Marks a response that refused a body (see [`BodyError::finish`]).
+#[derive(Clone, Copy)]
+pub struct Refused;
 
 /// The shared budget of body bytes (one per application).
 #[derive(Clone)]

@@ -160,7 +160,9 @@ async fn with_request_id<E: Endpoint>(next: Arc<E>, req: poem::Request) -> poem:
     let status = response.status().as_u16();
     let ms = start.elapsed().as_secs_f64() * 1000.0;
     span.in_scope(|| {
-        if status >= 500 {
+        // A body refused by `limits` (e.g. 503 over the body budget) is
+        // anyone's doing, so it must not cost a warning line each.
+        if status >= 500 && response.extensions().get::<limits::Refused>().is_none() {
             tracing::warn!(status, ms, "request failed");
         } else {
             tracing::debug!(status, ms, "request");

@@ -3,14 +3,18 @@
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use poem::{Server, listener::TcpAcceptor};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
     config::Config,
     fulfill::{Fulfiller, callback::CallbackSender},
-    http::{AppState, auth::AdminAuth, routes},
+    http::{
+        AppState,
+        auth::AdminAuth,
+        routes,
+        serve::{ServeOptions, serve},
+    },
     notify::Notifier,
     store::{Store, StoreError},
     stripe::StripeClient,
@@ -19,8 +23,6 @@ use crate::{
 
 /// How long in-flight requests get to finish after a stop is requested.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
-/// A connection with no activity for this long is closed.
-const IDLE_CONNECTION: Duration = Duration::from_secs(60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -87,6 +89,7 @@ pub struct Application {
     state: Arc<AppState>,
     fulfiller: Arc<Fulfiller>,
     stop: CancellationToken,
+    max_connections: usize,
 }
 
 impl Application {
@@ -177,6 +180,7 @@ impl Application {
             state,
             fulfiller,
             stop: CancellationToken::new(),
+            max_connections: config.server.max_connections,
         })
     }
 
@@ -206,7 +210,6 @@ impl Application {
             self.fulfiller.clone(),
             stop.clone(),
         ));
-        let acceptor = TcpAcceptor::from_tokio(self.listener)?;
         tracing::info!(addr = %self.addr, "listening");
         let store_failed = self.fulfiller.store().failed();
         let watchdog = tokio::spawn({
@@ -222,19 +225,18 @@ impl Application {
                 }
             }
         });
-        let served = Server::new_with_acceptor(acceptor)
-            // Connections that go quiet are closed, so idle or stalled
-            // clients cannot hold sockets forever.
-            .idle_timeout(IDLE_CONNECTION)
-            .run_with_graceful_shutdown(
-                routes(self.state.clone()),
-                {
-                    let stop = stop.clone();
-                    async move { stop.cancelled().await }
-                },
-                Some(SHUTDOWN_GRACE),
-            )
-            .await;
+        // Header and body deadlines, the connection cap and the body budget:
+        // see `http::serve` and `http::limits`.
+        let served = serve(
+            self.listener,
+            routes(self.state.clone()),
+            ServeOptions {
+                max_connections: self.max_connections,
+                grace: SHUTDOWN_GRACE,
+            },
+            stop.clone(),
+        )
+        .await;
         // The server can also end on its own (an I/O error): stop the worker then too.
         stop.cancel();
         if let Err(e) = worker.await {

@@ -70,6 +70,8 @@ pub struct ServerConfig {
     pub public_url: HttpUrl,
     /// Reverse proxies whose `X-Forwarded-For` is believed (none by default).
     pub trusted_proxies: TrustedProxies,
+    /// Open client connections at most; one more is closed at once, never queued.
+    pub max_connections: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -191,6 +193,7 @@ impl Default for ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 4242)),
             public_url: default_url("http://localhost:4242"),
             trusted_proxies: TrustedProxies::default(),
+            max_connections: 1024,
         }
     }
 }

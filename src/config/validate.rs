@@ -175,6 +175,14 @@ impl Config {
         if self.storage.path.as_os_str().is_empty() {
             return Err(ConfigError::invalid("storage.path", "must not be empty"));
         }
+        // At least one, so the server can answer at all; at most what one
+        // process can hold open (every connection costs a file descriptor).
+        if !(1..=65_536).contains(&self.server.max_connections) {
+            return Err(ConfigError::invalid(
+                "server.max_connections",
+                "must be between 1 and 65536",
+            ));
+        }
         match &self.stripe.secret_key {
             None => return Err(ConfigError::invalid("stripe.secret_key", "is required")),
             Some(k)

@@ -11,10 +11,12 @@ pub mod error;
 pub mod extract;
 mod headers;
 mod landing;
+pub mod limits;
 mod login;
 mod ops;
 pub mod rate;
 mod retrigger;
+pub mod serve;
 mod webhook;
 
 use std::sync::Arc;
@@ -65,6 +67,8 @@ pub struct AppState {
     pub healthy_at: std::sync::Mutex<Option<std::time::Instant>>,
     /// `server.trusted_proxies`: see [`client::client_addr`].
     pub trusted_proxies: crate::config::TrustedProxies,
+    /// Bytes of request bodies held at once, across all connections.
+    pub body_budget: limits::BodyBudget,
 }
 
 impl AppState {
@@ -96,6 +100,7 @@ impl AppState {
                 rate::UNKNOWN_LOOKUPS_PER_CLIENT,
             ),
             healthy_at: std::sync::Mutex::new(None),
+            body_budget: limits::BodyBudget::default(),
             started: std::time::Instant::now(),
             live_key: false,
             db_path: std::path::PathBuf::new(),
@@ -110,6 +115,7 @@ pub fn routes(state: Arc<AppState>) -> impl Endpoint {
     // Outermost, so every answer (poem's 404/405 and other middleware's
     // refusals included) carries nosniff, and HSTS when public_url is https.
     let security_headers = headers::SecurityHeaders::for_origin(&state.public_origin);
+    let budget = state.body_budget.clone();
     Route::new()
         .at("/webhook", post(webhook::receive))
         .at("/after-checkout", get(landing::after_checkout))
@@ -136,6 +142,8 @@ pub fn routes(state: Arc<AppState>) -> impl Endpoint {
         )
         .at("/assets/*path", get(assets::serve))
         .data(state)
+        // Every body is read under its route's limit before a handler runs.
+        .around(move |next, req| limits::limit_bodies(next, req, budget.clone()))
         .around(with_request_id)
         .with(security_headers)
 }
@@ -168,7 +176,9 @@ async fn with_request_id<E: Endpoint>(next: Arc<E>, req: poem::Request) -> poem:
     let status = response.status().as_u16();
     let ms = start.elapsed().as_secs_f64() * 1000.0;
     span.in_scope(|| {
-        if status >= 500 {
+        // A body refused by `limits` (e.g. 503 over the body budget) is
+        // anyone's doing, so it must not cost a warning line each.
+        if status >= 500 && response.extensions().get::<limits::Refused>().is_none() {
             tracing::warn!(status, ms, "request failed");
         } else {
             tracing::debug!(status, ms, "request");

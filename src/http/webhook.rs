@@ -4,9 +4,19 @@
 
 use std::sync::Arc;
 
-use poem::{Body, Request, Response, error::ReadBodyError, handler, http::StatusCode, web::Data};
+use poem::{
+    Body, Request, Response, handler,
+    http::{HeaderMap, StatusCode},
+    web::Data,
+};
 
-use super::{AppState, MAX_WEBHOOK_BODY, dto::WebhookAck, json_response, text};
+use super::{
+    AppState, MAX_WEBHOOK_BODY,
+    dto::WebhookAck,
+    json_response,
+    limits::{BodyError, read_body},
+    text,
+};
 use crate::{
     fulfill::Ingested,
     log_limit::LogLimit,
@@ -20,9 +30,6 @@ use crate::{
 /// limited (the in-memory webhook log and the metrics still count each one).
 static REJECTED_LOG: LogLimit = LogLimit::new("webhook rejected", 20);
 
-/// The longest a webhook body may take to arrive.
-const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
-
 #[handler]
 pub async fn receive(req: &Request, body: Body, state: Data<&Arc<AppState>>) -> Response {
     let header = req
@@ -31,7 +38,7 @@ pub async fn receive(req: &Request, body: Body, state: Data<&Arc<AppState>>) -> 
         // A header that is not visible ASCII cannot hold a timestamp: malformed.
         .map(|v| v.to_str().unwrap_or("not-ascii"));
     let now = now_secs();
-    let (response, outcome, bytes) = handle(header, body, &state, now).await;
+    let (response, outcome, bytes) = handle(req.headers(), header, body, &state, now).await;
     let metrics = state.fulfiller.metrics();
     match &outcome {
         Outcome::Accepted {
@@ -76,40 +83,28 @@ fn refuse(
 }
 
 async fn handle(
+    headers: &HeaderMap,
     header: Option<&str>,
     body: Body,
     state: &AppState,
     now: i64,
 ) -> (Response, Outcome, usize) {
-    // Stripe sends a few KB at once; a body that trickles in is not Stripe.
-    let read = tokio::time::timeout(BODY_READ_TIMEOUT, body.into_bytes_limit(MAX_WEBHOOK_BODY));
-    let Ok(read) = read.await else {
-        return refuse(
-            StatusCode::REQUEST_TIMEOUT,
-            Refusal::Timeout,
-            "request body not received in time",
-            0,
-        );
-    };
-    let bytes = match read {
-        Ok(b) => b,
-        Err(ReadBodyError::PayloadTooLarge) => {
-            return refuse(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                Refusal::TooLarge,
-                "payload too large: the limit is 1 MiB",
-                MAX_WEBHOOK_BODY,
-            );
-        }
+    // The same limits as every route (`limits`), read here so that each
+    // refusal reaches the webhook log with its reason.
+    let bytes = match read_body(headers, body, MAX_WEBHOOK_BODY, &state.body_budget).await {
+        Ok(held) => held,
         Err(e) => {
-            return refuse(
-                StatusCode::BAD_REQUEST,
-                Refusal::Unreadable,
-                &format!("cannot read body: {e}"),
-                0,
-            );
+            let (refusal, bytes) = match &e {
+                BodyError::TooLarge(_) => (Refusal::TooLarge, MAX_WEBHOOK_BODY),
+                BodyError::Timeout => (Refusal::Timeout, 0),
+                BodyError::OverBudget | BodyError::Unreadable(_) => (Refusal::Unreadable, 0),
+            };
+            let (response, outcome, bytes) = refuse(e.status(), refusal, &e.to_string(), bytes);
+            return (e.finish(response), outcome, bytes);
         }
     };
+    // Given back when the event is handled (the function returns).
+    let (bytes, _share) = (bytes.bytes, bytes.share);
     let size = bytes.len();
     if let Err(reason) = signature::verify_stripe(
         header,
@@ -129,7 +124,7 @@ async fn handle(
         );
     }
     let bad_json = |message: &str| refuse(StatusCode::BAD_REQUEST, Refusal::BadJson, message, size);
-    let raw = match String::from_utf8(bytes.to_vec()) {
+    let raw = match String::from_utf8(bytes) {
         Ok(s) => s,
         Err(_) => return bad_json("bad_json: body is not UTF-8"),
     };

@@ -129,6 +129,11 @@ impl Binary {
         &self.address
     }
 
+    /// The process id, e.g. to read its memory from /proc.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// SIGTERM: a graceful stop. Returns once the process has exited, with
     /// its exit status (failing the test if it takes longer than `PATIENCE`).
     pub async fn terminate(mut self) -> std::process::ExitStatus {

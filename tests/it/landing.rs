@@ -5,6 +5,12 @@ use fulfilld::stripe::double::SampleSession;
 
 use crate::helpers::*;
 
+/// A measured figure, straight to stderr so `--nocapture` shows it.
+fn report(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
 /// Text as HTML shows it (what a template escapes).
 fn escaped(text: &str) -> String {
     text.replace('&', "&amp;")
@@ -276,6 +282,9 @@ async fn made_up_ids_cost_a_bounded_number_of_stripe_calls_and_never_starve_know
     // One client: its burst, then one per interval, each tried once.
     let refills = elapsed.as_millis() / UNKNOWN_LOOKUPS_PER_CLIENT.every.as_millis();
     let bound = UNKNOWN_LOOKUPS_PER_CLIENT.burst as usize + refills as usize;
+    report(&format!(
+        "2,000 made-up ids from one client: {calls} Stripe calls in {elapsed:?} (bound {bound})"
+    ));
     assert!(
         calls <= bound,
         "{calls} Stripe calls for 2,000 made-up ids (bound {bound})"
@@ -355,6 +364,9 @@ async fn made_up_ids_from_many_clients_are_held_to_the_shared_budget() {
     let calls = app.stripe.count("/v1/checkout/sessions/");
     let refills = elapsed.as_millis() / UNKNOWN_LOOKUPS_GLOBAL.every.as_millis();
     let bound = UNKNOWN_LOOKUPS_GLOBAL.burst as usize + refills as usize;
+    report(&format!(
+        "2,000 made-up ids from 2,000 clients: {calls} Stripe calls in {elapsed:?} (bound {bound})"
+    ));
     assert!(
         calls <= bound,
         "{calls} Stripe calls (bound {bound} after {elapsed:?})"

@@ -228,3 +228,17 @@ async fn a_store_that_cannot_write_is_a_calm_503_and_a_failed_commit_stops_the_s
         "{stopped:?}"
     );
 }
+
+/// The database holds customers' personal data: its file is readable by the
+/// service's user only, from the first start.
+#[cfg(unix)]
+#[tokio::test]
+async fn the_database_file_is_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let app = spawn_app().await;
+    let mode = std::fs::metadata(app.db_path())
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+}

@@ -89,8 +89,16 @@ pub(crate) fn same_origin(req: &Request, public_origin: &str) -> bool {
         .headers()
         .get(header::HOST)
         .and_then(|h| h.to_str().ok());
-    let origin_host = origin.split_once("://").map(|(_, rest)| rest);
-    matches!((origin_host, host), (Some(o), Some(h)) if o.eq_ignore_ascii_case(h))
+    // The host may match, but the scheme must be the public one too: a page
+    // served over plain http (say, by someone on the network path) is not
+    // the https dashboard's origin.
+    let scheme = public_origin.split_once("://").map(|(s, _)| s);
+    match (origin.split_once("://"), scheme, host) {
+        (Some((o_scheme, o_host)), Some(scheme), Some(h)) => {
+            o_scheme.eq_ignore_ascii_case(scheme) && o_host.eq_ignore_ascii_case(h)
+        }
+        _ => false,
+    }
 }
 
 /// The login page, returning to this request's page afterwards.
@@ -246,6 +254,49 @@ pub(crate) fn too_many_tokens(wait: Duration) -> poem::Response {
         r.headers_mut().insert(header::RETRY_AFTER, v);
     }
     r
+}
+
+#[cfg(test)]
+mod origin_tests {
+    use super::same_origin;
+
+    fn post(origin: &str, host: &str) -> poem::Request {
+        poem::Request::builder()
+            .header("origin", origin)
+            .header("host", host)
+            .finish()
+    }
+
+    #[test]
+    fn the_origin_must_match_the_host_and_the_public_scheme() {
+        let public = "https://shop.example.com";
+        assert!(same_origin(
+            &post("https://shop.example.com", "internal:4242"),
+            public
+        ));
+        assert!(same_origin(
+            &post("https://fulfilld.local", "fulfilld.local"),
+            public
+        ));
+        assert!(!same_origin(
+            &post("http://fulfilld.local", "fulfilld.local"),
+            public
+        ));
+        assert!(!same_origin(
+            &post("https://evil.example", "fulfilld.local"),
+            public
+        ));
+        assert!(!same_origin(&post("null", "fulfilld.local"), public));
+        let plain = "http://localhost:4242";
+        assert!(same_origin(
+            &post("http://127.0.0.1:4242", "127.0.0.1:4242"),
+            plain
+        ));
+        assert!(!same_origin(
+            &post("https://127.0.0.1:4242", "127.0.0.1:4242"),
+            plain
+        ));
+    }
 }
 
 #[cfg(test)]

@@ -195,12 +195,7 @@ impl Machine<'_, '_> {
             // stale. Re-check soon, with backoff, rather than wait hours.
             s.rec.state = State::AwaitingPayment;
             let policy = self.env.policy;
-            let retry = s.rec.retry.get_or_insert(RetryInfo {
-                failures: 0,
-                first_failure_ms: now,
-                next_at_ms: 0,
-            });
-            retry.failures = retry.failures.saturating_add(1);
+            let retry = one_more_failure(&mut s.rec.retry, now);
             if policy.retry.gave_up(retry.first_failure_ms, now) {
                 // Long enough: leave it to the periodic reconciliation.
                 s.rec.expect_paid = false;
@@ -257,12 +252,7 @@ impl Machine<'_, '_> {
     ) -> State {
         let now = self.now();
         let policy = self.env.policy;
-        let retry = s.rec.retry.get_or_insert(RetryInfo {
-            failures: 0,
-            first_failure_ms: now,
-            next_at_ms: 0,
-        });
-        retry.failures = retry.failures.saturating_add(1);
+        let retry = one_more_failure(&mut s.rec.retry, now);
         let status = if !permanent && !policy.retry.gave_up(retry.first_failure_ms, now) {
             let delay = policy
                 .retry
@@ -352,4 +342,16 @@ impl Machine<'_, '_> {
             },
         );
     }
+}
+
+/// The session's series of failed attempts (or stale reads), one longer;
+/// a new series starts at `now`.
+fn one_more_failure(series: &mut Option<RetryInfo>, now: u64) -> &mut RetryInfo {
+    let retry = series.get_or_insert(RetryInfo {
+        failures: 0,
+        first_failure_ms: now,
+        next_at_ms: 0,
+    });
+    retry.failures = retry.failures.saturating_add(1);
+    retry
 }

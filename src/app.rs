@@ -159,7 +159,8 @@ impl Application {
                 config.admin.password_hash.as_ref(),
                 config.server.public_url.is_https(),
             )
-            .map_err(|e| AppError::Setup(e.to_string()))?,
+            .map_err(|e| AppError::Setup(e.to_string()))?
+            .with_device_key(fulfiller.store().derived_key("admin device cookies")),
             config.server.public_url.as_str(),
         );
         state.live_key = config.is_live();

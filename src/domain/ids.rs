@@ -31,9 +31,30 @@ pub fn fulfillment_id(key: &InstallationKey, session_id: &str, seq: u32) -> Stri
     out
 }
 
+/// A key for `purpose` (e.g. signing device cookies) derived from the
+/// installation's secret: stable across restarts and processes sharing the
+/// database, different for every purpose.
+pub fn derived_key(key: &InstallationKey, purpose: &str) -> [u8; 32] {
+    let mut block = [0u8; 64];
+    block[..32].copy_from_slice(key);
+    let mut mac = <Hmac<Sha256> as KeyInit>::new(&block.into());
+    mac.update(b"derived key\0");
+    mac.update(purpose.as_bytes());
+    mac.finalize().into_bytes().into()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn derived_keys_differ_by_purpose_and_secret() {
+        let (k1, k2) = ([1u8; 32], [2u8; 32]);
+        assert_eq!(derived_key(&k1, "a"), derived_key(&k1, "a"));
+        assert_ne!(derived_key(&k1, "a"), derived_key(&k1, "b"));
+        assert_ne!(derived_key(&k1, "a"), derived_key(&k2, "a"));
+        assert_ne!(derived_key(&k1, "a"), k1);
+    }
 
     #[test]
     fn ids_are_stable_per_session_and_sequence_and_secret() {

@@ -218,6 +218,9 @@ pub trait Storage: Send + Sync + 'static {
     async fn import(&self, sessions: Vec<Session>) -> Result<()>;
     /// Cancelled once writes have stopped for good (see the module guarantees).
     fn failed(&self) -> CancellationToken;
+    /// A secret for `purpose`, derived from the database's own: the same for
+    /// every process on this database and after every restart.
+    fn derived_key(&self, purpose: &str) -> [u8; 32];
 }
 
 /// A shared handle to the configured backend.

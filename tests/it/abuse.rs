@@ -284,3 +284,65 @@ fn check_config_refuses_weak_passwords_and_low_entropy_tokens() {
     assert_eq!(code, 2, "{text}");
     assert!(text.contains("server.trusted_proxies"), "{text}");
 }
+
+/// The device-cookie key comes from the database, so a browser that signed
+/// in before is still known after a restart (and to every process on it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_cookie_outlives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let stripe = StripeDouble::start(SECRET_KEY).await.unwrap();
+    let mut config = crate::helpers::test_config(&dir.path().join("f.redb"), stripe.url(), None);
+    config.server.trusted_proxies = "127.0.0.1".parse().unwrap();
+    let shared = "203.0.113.9";
+    let start = |config: fulfilld::config::Config| async move {
+        // The previous server's database closes once its last handle is
+        // gone (its writer thread ends): poll until the file lock is free.
+        let app = eventually("the database is free again", || async {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            match fulfilld::app::Application::build(&config, listener).await {
+                Ok(app) => Some(app),
+                Err(fulfilld::app::AppError::Store {
+                    error: fulfilld::store::StoreError::Locked,
+                    ..
+                }) => None,
+                Err(e) => panic!("{e}"),
+            }
+        })
+        .await;
+        let base = format!("http://{}", app.local_addr());
+        let stop = app.stop_token();
+        (base, stop, tokio::spawn(app.run_until_stopped()))
+    };
+    let post = |base: &str, cookie: Option<&str>, password: &str| {
+        let mut req = no_redirects()
+            .post(format!("{base}/admin/login"))
+            .header("x-forwarded-for", shared)
+            .form(&[("username", USER), ("password", password)]);
+        if let Some(c) = cookie {
+            req = req.header(header::COOKIE, c.to_string());
+        }
+        req.send()
+    };
+    let (base, stop, server) = start(config.clone()).await;
+    let r = post(&base, None, PASSWORD).await.unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let device = set_cookie(&r, "fulfilld_device").unwrap();
+    stop.cancel();
+    server.await.unwrap().unwrap();
+
+    let (base, stop, server) = start(config).await;
+    for _ in 0..3 {
+        let r = post(&base, None, "guess").await.unwrap();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    }
+    let r = post(&base, None, PASSWORD).await.unwrap();
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    let r = post(&base, Some(&device), PASSWORD).await.unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::SEE_OTHER,
+        "the device is still known"
+    );
+    stop.cancel();
+    server.await.unwrap().unwrap();
+}

@@ -163,6 +163,9 @@ impl Storage for WritesFail {
     fn failed(&self) -> tokio_util::sync::CancellationToken {
         self.failed.clone()
     }
+    fn derived_key(&self, purpose: &str) -> [u8; 32] {
+        self.inner.derived_key(purpose)
+    }
 }
 
 /// A paid customer whose session is not known yet lands while the disk is

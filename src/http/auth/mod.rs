@@ -29,8 +29,9 @@
 //!   nobody sharing an address can lock the merchant's scripts out; guessing
 //!   is prevented by the token's strength, enforced at startup.
 //!
-//! Sessions and the device-cookie key live in memory: a restart signs the
-//! admin out and makes earlier device cookies count as none.
+//! Sessions live in memory: a restart signs the admin out. The device-cookie
+//! key is derived from the database's secret (`with_device_key`), so device
+//! cookies stay valid across restarts.
 
 use std::{
     collections::HashMap,
@@ -292,6 +293,14 @@ impl AdminAuth {
             api_failures: Mutex::new(Throttle::new(API_FREE_FAILURES)),
             argon2_slots: tokio::sync::Semaphore::new(ARGON2_SLOTS),
         })
+    }
+
+    /// Signs device cookies with `key` (derived from the database's secret)
+    /// instead of a key made at start: a browser that signed in before stays
+    /// known across restarts, and to every process sharing the database.
+    pub fn with_device_key(mut self, key: [u8; 32]) -> Self {
+        self.device_key = key;
+        self
     }
 
     /// The MAC of a device cookie's nonce: bound to the username and the

@@ -571,6 +571,10 @@ impl Storage for RedbStore {
     fn failed(&self) -> CancellationToken {
         self.failed.clone()
     }
+
+    fn derived_key(&self, purpose: &str) -> [u8; 32] {
+        crate::domain::ids::derived_key(&self.key, purpose)
+    }
 }
 
 /// The installation key as read at open.

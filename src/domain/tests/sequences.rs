@@ -1,11 +1,13 @@
 //! Random sequences of events, claims, reads, callbacks, crashes and
-//! restarts, checked against the invariants after every step.
+//! restarts, checked against the invariants after every step. The session's
+//! job in the durable queue is modelled from the steps' effects, with the
+//! worker's rule that a job whose due time nobody moved is done.
 
 use proptest::prelude::*;
 
 use super::{ID, KEY, NOW, fetched, policy, snap};
 use crate::{
-    domain::{ClaimToken, Env, EventKind, Input, Reply, Session, ids, step},
+    domain::{ClaimToken, Effect, Env, EventKind, Input, Reply, Session, ids, step},
     model::{State, Trigger},
 };
 
@@ -26,6 +28,8 @@ enum Op {
     /// Time passes.
     Wait(u32),
     Reconcile,
+    /// Process `p`'s worker runs the session's job, if one is due.
+    RunJob(u8),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -38,6 +42,7 @@ fn op() -> impl Strategy<Value = Op> {
         Just(Op::Restart),
         (0u32..120_000).prop_map(Op::Wait),
         Just(Op::Reconcile),
+        (0u8..2).prop_map(Op::RunJob),
     ]
 }
 
@@ -62,6 +67,8 @@ proptest! {
         let mut procs = [Proc { owner: "boot_0a".into(), ..Proc::default() }, Proc { owner: "boot_0b".into(), ..Proc::default() }];
         let mut forced_claims = 0;
         let mut events = 0;
+        // The due time of the session's fulfill job, if one is queued.
+        let mut queue: Option<u64> = None;
         for op in ops {
             let before = session.as_ref().map(|s| s.rec.state);
             let fulfillments_before = session.as_ref().map_or(0, |s| s.detail.fulfillments.len());
@@ -118,10 +125,31 @@ proptest! {
                 }
                 Op::Wait(ms) => { now += u64::from(ms); continue; }
                 Op::Reconcile => (procs[0].owner.clone(), Input::Reconcile { quiet_ms: 60_000 }),
+                Op::RunJob(i) => {
+                    let due_now = queue.is_some_and(|due| due <= now);
+                    if !due_now || procs[i as usize].token.is_some() { continue; }
+                    (procs[i as usize].owner.clone(), Input::Claim { trigger: Trigger::Retry, force: false, actor: None, created: None })
+                }
             };
-            let e = Env { now, entropy: 0, policy: &p, owner: &owner, key: &KEY, job_queued: false };
+            let running_job = matches!(op, Op::RunJob(_)).then_some(queue).flatten();
+            let e = Env { now, entropy: 0, policy: &p, owner: &owner, key: &KEY, job_queued: queue.is_some() };
             let result = step(ID, session.clone(), input.clone(), &e);
             if let Some(s) = result.session { session = Some(s); }
+            for effect in &result.effects {
+                match effect {
+                    Effect::ScheduleFulfill { due, earliest, .. }
+                        if !(*earliest && queue.is_some_and(|q| q <= *due)) =>
+                    {
+                        queue = Some(*due);
+                    }
+                    Effect::CancelFulfill => queue = None,
+                    _ => {}
+                }
+            }
+            // The worker: a job whose due time the attempt did not move is done.
+            if running_job.is_some() && queue == running_job {
+                queue = None;
+            }
             let i = procs.iter().position(|pr| pr.owner == owner).unwrap_or(0);
             match &result.reply {
                 Reply::Claimed { token, pending, .. } => { procs[i].token = Some(token.clone()); procs[i].pending = pending.clone(); }
@@ -156,6 +184,11 @@ proptest! {
             // The newest event wins: an attempt's result never undoes a failed payment.
             if before == Some(State::PaymentFailed) && matches!(input, Input::Fetched { .. } | Input::FetchFailed { .. } | Input::CallbackDelivered { .. } | Input::CallbackFailed { .. }) {
                 prop_assert_eq!(s.rec.state, State::PaymentFailed);
+            }
+            // Never stuck: a session that is to be fulfilled, or retried, has
+            // its job queued (a live lease's holder also has its recovery point).
+            if matches!(s.rec.state, State::Fulfilling | State::Retrying) {
+                prop_assert!(queue.is_some(), "{:?} without a queued job after {op:?}", s.rec.state);
             }
             // One lease at a time, held by a live process or none.
             if let Some(lease) = &s.rec.lease {

@@ -245,6 +245,8 @@ impl Application {
         }
         let _ = reconciler.await;
         let _ = watchdog.await;
+        // Everything that writes has stopped: close the file cleanly.
+        self.fulfiller.store().close().await;
         served?;
         if store_failed.is_cancelled() {
             return Err(AppError::StoreFailed);

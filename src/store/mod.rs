@@ -218,6 +218,10 @@ pub trait Storage: Send + Sync + 'static {
     async fn import(&self, sessions: Vec<Session>) -> Result<()>;
     /// Cancelled once writes have stopped for good (see the module guarantees).
     fn failed(&self) -> CancellationToken;
+    /// Closes the store at shutdown: later reads and writes fail with
+    /// `Stopped`; the backend closes its files cleanly (redb then needs no
+    /// repair at the next start).
+    async fn close(&self);
     /// A secret for `purpose`, derived from the database's own: the same for
     /// every process on this database and after every restart.
     fn derived_key(&self, purpose: &str) -> [u8; 32];

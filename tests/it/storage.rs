@@ -166,6 +166,9 @@ impl Storage for WritesFail {
     fn derived_key(&self, purpose: &str) -> [u8; 32] {
         self.inner.derived_key(purpose)
     }
+    async fn close(&self) {
+        self.inner.close().await
+    }
 }
 
 /// A paid customer whose session is not known yet lands while the disk is

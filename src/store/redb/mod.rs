@@ -27,7 +27,7 @@ mod tests;
 use std::{
     path::Path,
     sync::{
-        Arc,
+        Arc, RwLock,
         atomic::{AtomicBool, Ordering},
     },
     thread,
@@ -126,7 +126,7 @@ where
 /// Handle to the redb database; cheap to clone.
 #[derive(Clone)]
 pub struct RedbStore {
-    db: Arc<Database>,
+    db: Shared,
     tx: mpsc::Sender<Box<dyn WriteOp>>,
     failed: CancellationToken,
     key: Key,
@@ -200,7 +200,6 @@ impl RedbStore {
     /// Prepares an open database (state counts, the installation key) and
     /// starts its writer thread.
     fn start(db: Database) -> Result<RedbStore> {
-        let db = Arc::new(db);
         let key = {
             let mut w = db.begin_write()?;
             w.set_two_phase_commit(true);
@@ -214,6 +213,7 @@ impl RedbStore {
         };
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         let failed = CancellationToken::new();
+        let db: Shared = Arc::new(RwLock::new(Some(db)));
         let writer_db = db.clone();
         let writer_failed = failed.clone();
         thread::Builder::new()
@@ -296,17 +296,21 @@ impl RedbStore {
         R: Send + 'static,
     {
         let db = self.db.clone();
-        tokio::task::spawn_blocking(move || f(&Reader::new(db.begin_read()?)))
-            .await
-            .map_err(StoreError::Task)?
+        tokio::task::spawn_blocking(move || {
+            let guard = db.read().unwrap_or_else(|p| p.into_inner());
+            let db = guard.as_ref().ok_or(StoreError::Stopped)?;
+            f(&Reader::new(db.begin_read()?))
+        })
+        .await
+        .map_err(StoreError::Task)?
     }
 }
 
-fn writer_loop(
-    db: Arc<Database>,
-    mut rx: mpsc::Receiver<Box<dyn WriteOp>>,
-    failed: CancellationToken,
-) {
+/// The database, shared by reads, the writer thread and backups, until
+/// `close` takes it out (so it can be dropped, which closes the file cleanly).
+type Shared = Arc<RwLock<Option<Database>>>;
+
+fn writer_loop(db: Shared, mut rx: mpsc::Receiver<Box<dyn WriteOp>>, failed: CancellationToken) {
     /// Should the writer thread die (a panic in redb or an operation), the
     /// process is told to stop like after a failed commit: every later write
     /// would fail, and only a restart brings the store back.
@@ -337,7 +341,17 @@ fn writer_loop(
                 .for_each(|op| op.finish(Err(StoreError::Stopped)));
             continue;
         }
-        if let Err(e) = commit_batch(&db, &mut batch) {
+        let guard = db.read().unwrap_or_else(|p| p.into_inner());
+        let Some(open) = guard.as_ref() else {
+            // Closed at shutdown: nothing more is written.
+            batch
+                .into_iter()
+                .for_each(|op| op.finish(Err(StoreError::Stopped)));
+            continue;
+        };
+        let committed = commit_batch(open, &mut batch);
+        drop(guard);
+        if let Err(e) = committed {
             // The commit may or may not be on disk: nothing written from now
             // on could be trusted to follow it. Stop, and let the process exit.
             tracing::error!(error = %crate::report::chain(&e), "a database commit failed; stopping all writes so fulfilld restarts");
@@ -558,9 +572,12 @@ impl Storage for RedbStore {
     async fn backup(&self, dest: &Path) -> Result<BackupStats> {
         let db = self.db.clone();
         let dest = dest.to_path_buf();
-        tokio::task::spawn_blocking(move || copy_snapshot(&db, &dest))
-            .await
-            .map_err(StoreError::Task)?
+        tokio::task::spawn_blocking(move || {
+            let guard = db.read().unwrap_or_else(|p| p.into_inner());
+            copy_snapshot(guard.as_ref().ok_or(StoreError::Stopped)?, &dest)
+        })
+        .await
+        .map_err(StoreError::Task)?
     }
 
     async fn import(&self, sessions: Vec<Session>) -> Result<()> {
@@ -570,6 +587,20 @@ impl Storage for RedbStore {
 
     fn failed(&self) -> CancellationToken {
         self.failed.clone()
+    }
+
+    async fn close(&self) {
+        // Waits for the batch being committed and the reads in progress,
+        // then drops the database: redb closes the file cleanly, so the next
+        // start needs no repair, and the file lock is released.
+        let db = self.db.clone();
+        let closed = tokio::task::spawn_blocking(move || {
+            drop(db.write().unwrap_or_else(|p| p.into_inner()).take());
+        })
+        .await;
+        if let Err(e) = closed {
+            tracing::warn!(error = %e, "the database could not be closed cleanly");
+        }
     }
 
     fn derived_key(&self, purpose: &str) -> [u8; 32] {

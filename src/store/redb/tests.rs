@@ -257,3 +257,38 @@ async fn due_jobs_of_one_kind_are_found_behind_a_backlog_of_the_other() {
     assert_eq!(deliveries.len(), 64);
     assert!(deliveries.iter().all(|(_, j)| j.kind() == JobKind::Deliver));
 }
+
+/// redb's header flag that makes the next open walk the whole file.
+const RECOVERY_REQUIRED: u8 = 2;
+const GOD_BYTE: usize = 9;
+
+#[tokio::test]
+async fn a_closed_store_leaves_a_clean_file_that_opens_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("clean.redb");
+    let store = RedbStore::open(&path).unwrap();
+    for n in 0..10 {
+        store.ingest(event(n), ctx()).await.unwrap();
+    }
+    let open = std::fs::read(&path).unwrap()[GOD_BYTE];
+    assert_ne!(
+        open & RECOVERY_REQUIRED,
+        0,
+        "an open database is marked: {open}"
+    );
+    store.close().await;
+    let closed = std::fs::read(&path).unwrap()[GOD_BYTE];
+    assert_eq!(closed & RECOVERY_REQUIRED, 0, "closed cleanly: {closed}");
+    // Nothing more goes through the closed handle...
+    assert!(matches!(
+        store.ingest(event(99), ctx()).await,
+        Err(StoreError::Stopped)
+    ));
+    assert!(matches!(
+        store.event("evt_1").await,
+        Err(StoreError::Stopped)
+    ));
+    // ...and the file lock is free: a new handle opens it straight away.
+    let again = RedbStore::open(&path).unwrap();
+    assert!(again.event("evt_9").await.unwrap().is_some());
+}

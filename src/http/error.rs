@@ -20,6 +20,7 @@ use poem::{
 };
 
 use super::dto::ErrorBody;
+use crate::report::chain;
 
 /// Any error that caused a 5xx, kept for the log.
 pub type Cause = Box<dyn StdError + Send + Sync + 'static>;
@@ -123,10 +124,10 @@ impl HttpError {
         let (context, chain) = match self {
             HttpError::Unavailable {
                 context, source, ..
-            } => (*context, source.as_deref().map(|e| cause_chain(e))),
+            } => (*context, source.as_deref().map(|e| chain(e))),
             HttpError::Internal {
                 context, source, ..
-            } => (*context, Some(cause_chain(source.as_ref()))),
+            } => (*context, Some(chain(source.as_ref()))),
             _ => return,
         };
         let chain = chain.unwrap_or_default();
@@ -163,8 +164,6 @@ impl HttpError {
         }
     }
 }
-
-pub use crate::report::chain as cause_chain;
 
 /// The JSON API's rendering (and that of anything that does not choose).
 impl ResponseError for HttpError {
@@ -271,16 +270,13 @@ mod tests {
     #[test]
     fn the_cause_chain_is_walked_without_repeats() {
         assert_eq!(
-            cause_chain(&Commit(Disk)),
+            chain(&Commit(Disk)),
             "commit failed: disk full at /secret/path"
         );
         #[derive(Debug, thiserror::Error)]
         #[error("write: {0}")]
         struct Repeats(#[source] Disk);
-        assert_eq!(
-            cause_chain(&Repeats(Disk)),
-            "write: disk full at /secret/path"
-        );
+        assert_eq!(chain(&Repeats(Disk)), "write: disk full at /secret/path");
     }
 
     #[test]

@@ -214,20 +214,12 @@ impl Machine<'_, '_> {
         let now = self.now();
         if let Some(s) = &current {
             let rec = &s.rec;
-            let claimable = match rec.state {
-                State::Fulfilled => force,
-                State::PaymentFailed | State::Expired => trigger == Trigger::Admin,
-                // A live lease is honoured whoever holds it.
-                State::Fulfilling => rec.lease.as_ref().is_none_or(|l| l.until_ms <= now),
-                // A customer refreshing the page need not make Stripe be asked
-                // more than every few seconds; retries and people are not throttled.
-                State::AwaitingPayment | State::Retrying | State::Failed => {
-                    trigger != Trigger::LandingPage
-                        || now.saturating_sub(rec.updated_at_ms)
-                            >= self.env.policy.landing_recheck_ms
-                }
-            };
-            if !claimable {
+            // One rule for what a claim may take (`claim_is_noop`), plus: a
+            // live lease is honoured whoever holds it.
+            let live_lease = rec.lease.as_ref().is_some_and(|l| l.until_ms > now);
+            let skipped = claim_is_noop(rec, trigger, force, now, self.env.policy)
+                || (rec.state == State::Fulfilling && live_lease);
+            if skipped {
                 if rec.state == State::Fulfilling
                     && let Some(lease) = &rec.lease
                 {

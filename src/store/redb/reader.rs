@@ -4,7 +4,7 @@ use redb::{ReadTransaction, ReadableTable, ReadableTableMetadata};
 
 use super::tables::{
     BY_STATE, BY_TERM, DETAILS, EVENTS, ID_MAX, JOB_DUE, JOBS, NOTIFICATIONS, SESSIONS,
-    STATE_COUNTS, decode, email_term, get_event, get_json, pi_term,
+    STATE_COUNTS, decode, email_term, get_event, get_json, load_session, pi_term,
 };
 use crate::{
     domain::Session,
@@ -47,13 +47,11 @@ impl Reader {
     }
 
     pub fn load(&self, id: &str) -> Result<Option<Session>, StoreError> {
-        match self.session(id)? {
-            Some(rec) => Ok(Some(Session {
-                rec,
-                detail: self.detail(id)?,
-            })),
-            None => Ok(None),
-        }
+        load_session(
+            &self.r.open_table(SESSIONS)?,
+            &self.r.open_table(DETAILS)?,
+            id,
+        )
     }
 
     /// Every outbox entry about a session: its fulfillments' callbacks, then

@@ -104,6 +104,19 @@ pub(super) fn get_event(
     }
 }
 
+/// A session and its detail from their tables (a detail never written reads as empty).
+pub(super) fn load_session(
+    sessions: &impl ReadableTable<&'static str, &'static [u8]>,
+    details: &impl ReadableTable<&'static str, &'static [u8]>,
+    id: &str,
+) -> Result<Option<Session>, StoreError> {
+    let Some(rec) = get_json(sessions, id)? else {
+        return Ok(None);
+    };
+    let detail = get_json(details, id)?.unwrap_or_default();
+    Ok(Some(Session { rec, detail }))
+}
+
 pub(super) fn email_term(email: &str) -> String {
     format!("e:{}", email.to_lowercase())
 }
@@ -167,13 +180,7 @@ impl<'t> Tx<'t> {
 
     /// The session and its detail, if stored.
     pub fn load(&self, id: &str) -> Result<Option<Session>, StoreError> {
-        match self.session(id)? {
-            Some(rec) => Ok(Some(Session {
-                rec,
-                detail: self.detail(id)?,
-            })),
-            None => Ok(None),
-        }
+        load_session(&self.sessions, &self.details, id)
     }
 
     /// Stores a session and its detail.

@@ -292,3 +292,18 @@ async fn a_closed_store_leaves_a_clean_file_that_opens_at_once() {
     let again = RedbStore::open(&path).unwrap();
     assert!(again.event("evt_9").await.unwrap().is_some());
 }
+
+#[tokio::test]
+async fn a_panic_in_the_writer_stops_the_process_like_a_failed_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = RedbStore::open(&dir.path().join("p.redb")).unwrap();
+    let died = store
+        .write(|_| -> crate::store::Result<()> { panic!("injected: a bug in an operation") })
+        .await;
+    assert!(matches!(died, Err(StoreError::Stopped)), "{died:?}");
+    assert!(store.failed().is_cancelled(), "the process is told to stop");
+    assert!(matches!(
+        store.ingest(event(1), ctx()).await,
+        Err(StoreError::Stopped)
+    ));
+}

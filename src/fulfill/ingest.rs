@@ -6,7 +6,7 @@ use crate::{
     domain::{EventKind, Input},
     model::{EventRecord, SessionId},
     store::{Ingested, NewEvent, StoreError},
-    stripe::{Event, Session},
+    stripe::Event,
 };
 
 impl Fulfiller {
@@ -14,18 +14,25 @@ impl Fulfiller {
     /// `raw` is the exact body received, `event` its parse.
     pub async fn ingest(&self, raw: String, event: Event) -> Result<Ingested, StoreError> {
         let ctx = self.ctx();
-        let acted_on = EventKind::parse(&event.kind).and_then(|kind| {
-            let object = &event.data.as_ref()?.object;
-            let session = Session::from_value(object)?;
+        let Event {
+            id: event_id,
+            kind: event_kind,
+            created,
+            livemode,
+            session,
+            failed_object,
+        } = event;
+        let acted_on = EventKind::parse(&event_kind).and_then(|kind| {
+            let session = session?;
             let id = SessionId::parse(&session.id)?;
-            Some((kind, session, id, object))
+            Some((kind, session, id))
         });
         let record = EventRecord {
-            id: event.id.clone(),
-            kind: event.kind.clone(),
-            livemode: event.livemode,
-            created: event.created,
-            session_id: acted_on.as_ref().map(|(_, s, _, _)| s.id.clone()),
+            id: event_id.clone(),
+            kind: event_kind,
+            livemode,
+            created,
+            session_id: acted_on.as_ref().map(|(_, _, id)| id.as_str().to_string()),
             received_at_ms: ctx.now,
             deliveries: 1,
             disposition: if acted_on.is_some() {
@@ -35,14 +42,14 @@ impl Fulfiller {
             }
             .into(),
         };
-        let session = acted_on.map(|(kind, session, id, object)| {
+        let session = acted_on.map(|(kind, session, id)| {
             let input = Input::Event {
-                id: event.id.clone(),
+                id: event_id,
                 kind,
                 snapshot: snapshot(&session),
                 // Only a failed payment's callback carries the event's object.
                 object: if kind == EventKind::AsyncPaymentFailed {
-                    object.clone()
+                    failed_object
                 } else {
                     serde_json::Value::Null
                 },

@@ -7,7 +7,7 @@ use serde_json::Value;
 use super::{FulfillError, Fulfiller};
 use crate::{
     store::{Ingested, StoreError},
-    stripe::{Event, Session},
+    stripe::Event,
 };
 
 impl Fulfiller {
@@ -51,15 +51,10 @@ impl Fulfiller {
         let mut recovered = 0;
         for value in events {
             let raw = value.to_string();
-            let Ok(event) = serde_json::from_value::<Event>(value) else {
+            let Ok(event) = Event::parse(&raw) else {
                 continue;
             };
-            let has_session = event
-                .data
-                .as_ref()
-                .and_then(|d| Session::from_value(&d.object))
-                .is_some();
-            if event.id.is_empty() || event.id.len() > 255 || !has_session {
+            if event.id.is_empty() || event.id.len() > 255 || event.session.is_none() {
                 continue;
             }
             let id = event.id.clone();

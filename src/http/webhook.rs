@@ -21,7 +21,7 @@ use crate::{
     fulfill::Ingested,
     log_limit::LogLimit,
     signature,
-    stripe::{Event, Session},
+    stripe::Event,
     time::{now_ms, now_secs},
     webhook_log::{Entry, Outcome, Refusal, header_timestamp},
 };
@@ -128,7 +128,7 @@ async fn handle(
         Ok(s) => s,
         Err(_) => return bad_json("bad_json: body is not UTF-8"),
     };
-    let event: Event = match serde_json::from_str(&raw) {
+    let event = match Event::parse(&raw) {
         Ok(e) => e,
         Err(e) => {
             if REJECTED_LOG.admit() {
@@ -140,11 +140,7 @@ async fn handle(
     if event.id.is_empty() || event.id.len() > 255 || event.kind.is_empty() {
         return bad_json("bad_json: event has no id or type");
     }
-    let session_id = event
-        .data
-        .as_ref()
-        .and_then(|d| Session::from_value(&d.object))
-        .map(|s| s.id);
+    let session_id = event.session.as_ref().map(|s| s.id.clone());
     if event.kind.starts_with("checkout.session.") && session_id.is_none() {
         return bad_json("bad_json: a checkout.session event without a Checkout Session");
     }

@@ -7,24 +7,68 @@ use serde_json::Value;
 
 use crate::model::{DeliveryDetails, LineItemRecord};
 
-/// A webhook event (snapshot event, API v1).
-#[derive(Debug, Clone, Deserialize)]
+/// A webhook event (snapshot event, API v1), parsed once from its body: the
+/// envelope, and `data.object` read straight from the body's bytes as a
+/// Checkout Session when it is one (no intermediate `Value` tree).
+#[derive(Debug, Clone)]
 pub struct Event {
     pub id: String,
-    #[serde(rename = "type")]
     pub kind: String,
-    #[serde(default, deserialize_with = "lenient")]
     pub created: i64,
-    #[serde(default, deserialize_with = "lenient")]
     pub livemode: bool,
-    #[serde(default, deserialize_with = "lenient")]
-    pub data: Option<EventData>,
+    /// `data.object`, when it is a Checkout Session.
+    pub session: Option<Session>,
+    /// `data.object` as a tree, kept only for `checkout.session.async_payment_failed`
+    /// (its callback carries the object); `Null` otherwise.
+    pub failed_object: Value,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-pub struct EventData {
-    #[serde(default)]
-    pub object: Value,
+/// The envelope, borrowing `data` from the body.
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    id: String,
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default, deserialize_with = "lenient")]
+    created: i64,
+    #[serde(default, deserialize_with = "lenient")]
+    livemode: bool,
+    #[serde(default, borrow)]
+    data: Option<&'a serde_json::value::RawValue>,
+}
+
+#[derive(Deserialize)]
+struct Data<'a> {
+    #[serde(default, borrow)]
+    object: Option<&'a serde_json::value::RawValue>,
+}
+
+impl Event {
+    /// Parses an event body. Only a body that is not a JSON object with a
+    /// string `id` and `type` fails; a `data` of an unexpected shape is
+    /// treated as no object (Stripe adds event kinds over time).
+    pub fn parse(body: &str) -> Result<Event, serde_json::Error> {
+        let env: Envelope<'_> = serde_json::from_str(body)?;
+        let object = env
+            .data
+            .and_then(|d| serde_json::from_str::<Data<'_>>(d.get()).ok())
+            .and_then(|d| d.object);
+        let session = object.and_then(|o| Session::from_json(o.get()));
+        let failed_object = match object {
+            Some(o) if env.kind == SESSION_ASYNC_FAILED => {
+                serde_json::from_str(o.get()).unwrap_or(Value::Null)
+            }
+            _ => Value::Null,
+        };
+        Ok(Event {
+            id: env.id,
+            kind: env.kind,
+            created: env.created,
+            livemode: env.livemode,
+            session,
+            failed_object,
+        })
+    }
 }
 
 /// The Checkout Session event types fulfilld acts on.
@@ -115,6 +159,12 @@ impl Session {
     /// Parses a session object (from an event or the API), leniently.
     pub fn from_value(v: &Value) -> Option<Session> {
         let s = Session::deserialize(v).ok()?;
+        crate::model::is_session_id(&s.id).then_some(s)
+    }
+
+    /// `from_value`, straight from JSON text.
+    pub fn from_json(json: &str) -> Option<Session> {
+        let s: Session = serde_json::from_str(json).ok()?;
         crate::model::is_session_id(&s.id).then_some(s)
     }
 
@@ -246,9 +296,10 @@ mod tests {
     #[test]
     fn parses_the_shared_event_and_session_fixtures() {
         let raw = fixture("synthetic/checkout.session.completed.event.json");
-        let event: Event = serde_json::from_value(raw.clone()).unwrap();
+        let event = Event::parse(&raw.to_string()).unwrap();
         assert_eq!(event.kind, SESSION_COMPLETED);
-        let s = Session::from_value(&event.data.unwrap().object).unwrap();
+        assert_eq!(event.failed_object, Value::Null);
+        let s = event.session.unwrap();
         assert!(s.is_payable_now());
         assert_eq!(s.amount_total, Some(3000));
         assert_eq!(s.email().as_deref(), Some("jenny.rosen@example.com"));
@@ -305,5 +356,28 @@ mod tests {
         assert!(paid("paid").is_payable_now());
         assert!(paid("no_payment_required").is_payable_now());
         assert!(!paid("unpaid").is_payable_now());
+    }
+
+    #[test]
+    fn an_event_parses_once_and_odd_data_is_no_object() {
+        let body = r#"{"id":"evt_1","type":"checkout.session.async_payment_failed","created":5,
+            "livemode":false,"data":{"object":{"id":"cs_test_a1","payment_status":"unpaid","x":[1,{"y":2}]}}}"#;
+        let e = Event::parse(body).unwrap();
+        assert_eq!((e.id.as_str(), e.created, e.livemode), ("evt_1", 5, false));
+        assert_eq!(e.session.unwrap().payment_status.as_deref(), Some("unpaid"));
+        assert_eq!(e.failed_object["x"][1]["y"], 2);
+        for data in [
+            r#""text""#,
+            "null",
+            "[1]",
+            r#"{"object":7}"#,
+            r#"{"object":{"id":"pi_1"}}"#,
+        ] {
+            let body = format!(r#"{{"id":"evt_2","type":"x.y","data":{data}}}"#);
+            let e = Event::parse(&body).unwrap();
+            assert!(e.session.is_none(), "{data}");
+        }
+        assert!(Event::parse(r#"{"type":"x"}"#).is_err());
+        assert!(Event::parse("[]").is_err());
     }
 }

@@ -243,7 +243,11 @@ pub struct SessionDetail {
     /// callbacks (whose ids are the fulfillment ids).
     #[serde(default)]
     pub notifications: Vec<String>,
-    /// The Checkout Session as last retrieved, with every line item.
+    /// The Checkout Session as last retrieved, with every line item. Stored
+    /// apart from the rest (it is large and changes only with a read): set
+    /// when a read brought it, and loaded only by the views that show it;
+    /// a session written with `None` keeps the stored one.
+    #[serde(skip)]
     pub raw: Option<serde_json::Value>,
 }
 

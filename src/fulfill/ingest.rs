@@ -61,10 +61,7 @@ impl Fulfiller {
             raw: raw.into_bytes(),
             session,
         };
-        let result = self.store.ingest(new, ctx).await?;
-        if result == Ingested::Recorded {
-            self.wake.notify_one();
-        }
-        Ok(result)
+        // A job it queued wakes the worker through the store.
+        self.store.ingest(new, ctx).await
     }
 }

@@ -130,6 +130,9 @@ impl Fulfiller {
             callback.is_some(),
             Channels::default(),
         );
+        // The store's own signal: woken by commits that queue work due
+        // sooner than anything queued, not by every write.
+        let wake = store.queue_changed();
         Ok(Fulfiller {
             store,
             stripe,
@@ -138,7 +141,7 @@ impl Fulfiller {
             owner: new_id("boot")?.into(),
             policy: Arc::new(policy),
             clock: Arc::new(SystemClock),
-            wake: Arc::new(Notify::new()),
+            wake,
             metrics: Arc::new(Metrics::new()),
             outbox: None,
         })

@@ -83,7 +83,7 @@ impl Core {
 
     async fn deliver(&self, f: &Fulfiller, event_id: &str, kind: &str, session: &Value) {
         let raw = event_body(event_id, kind, session);
-        let event: Event = serde_json::from_str(&raw).unwrap();
+        let event = Event::parse(&raw).unwrap();
         f.ingest(raw, event).await.unwrap();
     }
 

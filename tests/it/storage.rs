@@ -115,6 +115,9 @@ impl Storage for WritesFail {
     async fn queue_stats(&self) -> StoreResult<QueueStats> {
         self.inner.queue_stats().await
     }
+    fn queue_changed(&self) -> std::sync::Arc<tokio::sync::Notify> {
+        self.inner.queue_changed()
+    }
     async fn session(&self, id: &SessionId) -> StoreResult<Option<SessionRecord>> {
         self.inner.session(id).await
     }

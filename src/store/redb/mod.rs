@@ -18,6 +18,8 @@
 //!   belongs to one that is gone (`take_over`).
 
 mod file;
+mod memory;
+mod migrate;
 mod ops;
 mod reader;
 mod tables;
@@ -45,6 +47,7 @@ use crate::{
     domain::{Input, Reply, Session, ids::InstallationKey},
     model::{EventRecord, Job, JobKind, Notification, SessionId, SessionRecord, State},
 };
+use memory::Memory;
 use reader::Reader;
 use tables::Tx;
 
@@ -130,6 +133,7 @@ pub struct RedbStore {
     tx: mpsc::Sender<Box<dyn WriteOp>>,
     failed: CancellationToken,
     key: Key,
+    memory: Arc<Memory>,
 }
 
 impl RedbStore {
@@ -197,34 +201,41 @@ impl RedbStore {
         Self::start(Database::builder().create_with_backend(backend)?)
     }
 
-    /// Prepares an open database (state counts, the installation key) and
+    /// Prepares an open database (an older layout upgraded, the
+    /// installation key), reads the queue and the counts into memory, and
     /// starts its writer thread.
     fn start(db: Database) -> Result<RedbStore> {
         let key = {
             let mut w = db.begin_write()?;
             w.set_two_phase_commit(true);
-            let key = {
-                let mut tx = Tx::open(&w)?;
-                tx.ensure_state_counts()?;
-                tx.installation_key()?
-            };
+            let upgraded = migrate::upgrade(&w)?;
+            let key = Tx::open(&w)?.installation_key()?;
             w.commit()?;
+            if upgraded > 0 {
+                tracing::info!(
+                    sessions = upgraded,
+                    "upgraded the database to its new layout"
+                );
+            }
             key
         };
+        let (jobs, counts) = tables::read_memory(&db.begin_read()?)?;
+        let memory = Arc::new(Memory::rebuilt(jobs, counts));
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         let failed = CancellationToken::new();
         let db: Shared = Arc::new(RwLock::new(Some(db)));
-        let writer_db = db.clone();
-        let writer_failed = failed.clone();
+        let (writer_db, writer_failed, writer_memory) =
+            (db.clone(), failed.clone(), memory.clone());
         thread::Builder::new()
             .name("fulfilld-writer".into())
-            .spawn(move || writer_loop(writer_db, rx, writer_failed))
+            .spawn(move || writer_loop(writer_db, rx, writer_failed, &writer_memory))
             .map_err(StoreError::Io)?;
         Ok(RedbStore {
             db,
             tx,
             failed,
             key: Arc::new(key),
+            memory,
         })
     }
 
@@ -289,6 +300,16 @@ impl RedbStore {
         Ok(done)
     }
 
+    /// What reads from memory answer once the store is closed or stopped,
+    /// like reads from the file.
+    fn open_or_stopped(&self) -> Result<()> {
+        if self.failed.is_cancelled() {
+            return Err(StoreError::Stopped);
+        }
+        let guard = self.db.read().unwrap_or_else(|p| p.into_inner());
+        guard.as_ref().map(|_| ()).ok_or(StoreError::Stopped)
+    }
+
     /// Runs `f` against a consistent snapshot, on the blocking pool.
     async fn read<R, F>(&self, f: F) -> Result<R>
     where
@@ -310,7 +331,12 @@ impl RedbStore {
 /// `close` takes it out (so it can be dropped, which closes the file cleanly).
 type Shared = Arc<RwLock<Option<Database>>>;
 
-fn writer_loop(db: Shared, mut rx: mpsc::Receiver<Box<dyn WriteOp>>, failed: CancellationToken) {
+fn writer_loop(
+    db: Shared,
+    mut rx: mpsc::Receiver<Box<dyn WriteOp>>,
+    failed: CancellationToken,
+    memory: &Memory,
+) {
     /// Should the writer thread die (a panic in redb or an operation), the
     /// process is told to stop like after a failed commit: every later write
     /// would fail, and only a restart brings the store back.
@@ -349,7 +375,7 @@ fn writer_loop(db: Shared, mut rx: mpsc::Receiver<Box<dyn WriteOp>>, failed: Can
                 .for_each(|op| op.finish(Err(StoreError::Stopped)));
             continue;
         };
-        let committed = commit_batch(open, &mut batch);
+        let committed = commit_batch(open, &mut batch, memory);
         drop(guard);
         if let Err(e) = committed {
             // The commit may or may not be on disk: nothing written from now
@@ -369,12 +395,14 @@ fn writer_loop(db: Shared, mut rx: mpsc::Receiver<Box<dyn WriteOp>>, failed: Can
 /// Applies and commits a batch. Operations that fail are answered with
 /// their error and left out; the rest run again in a new transaction.
 /// Returns an error only when a commit (or a transaction) itself failed.
-fn commit_batch(db: &Database, batch: &mut Vec<Box<dyn WriteOp>>) -> Result<()> {
+/// Memory follows a commit before any operation of it is answered, so a
+/// caller that saw its write done finds the queue and counts up to date.
+fn commit_batch(db: &Database, batch: &mut Vec<Box<dyn WriteOp>>, memory: &Memory) -> Result<()> {
     loop {
         let mut w: WriteTransaction = db.begin_write()?;
         w.set_two_phase_commit(true);
         let mut failed_at = None;
-        {
+        let changes = {
             let mut tx = Tx::open(&w)?;
             for (i, op) in batch.iter_mut().enumerate() {
                 if let Err(e) = op.apply(&mut tx) {
@@ -382,11 +410,13 @@ fn commit_batch(db: &Database, batch: &mut Vec<Box<dyn WriteOp>>) -> Result<()> 
                     break;
                 }
             }
-        }
+            std::mem::take(&mut tx.changes)
+        };
         match failed_at {
             None => {
                 w.commit()
                     .map_err(|e| StoreError::CommitUnknown(Box::new(e)))?;
+                memory.apply(changes);
                 for op in batch.drain(..) {
                     op.finish(Ok(()));
                 }
@@ -460,22 +490,25 @@ impl Storage for RedbStore {
     }
 
     async fn due_jobs(&self, now: u64, limit: usize, kind: JobKind) -> Result<Vec<(u64, Job)>> {
-        self.read(move |r| r.due_jobs(now, limit, kind)).await
+        self.open_or_stopped()?;
+        Ok(self.memory.due_jobs(now, limit, kind))
     }
 
     async fn job_due(&self, key: &str) -> Result<Option<u64>> {
-        let key = key.to_string();
-        self.read(move |r| r.job_due(&key)).await
+        self.open_or_stopped()?;
+        Ok(self.memory.job_due(key))
     }
 
     async fn queue_stats(&self) -> Result<QueueStats> {
-        self.read(|r| {
-            Ok(QueueStats {
-                queued: r.queued_jobs()?,
-                next_due: r.next_due()?,
-            })
+        self.open_or_stopped()?;
+        Ok(QueueStats {
+            queued: self.memory.queued(),
+            next_due: self.memory.next_due(),
         })
-        .await
+    }
+
+    fn queue_changed(&self) -> Arc<tokio::sync::Notify> {
+        self.memory.wake()
     }
 
     async fn session(&self, id: &SessionId) -> Result<Option<SessionRecord>> {
@@ -491,9 +524,10 @@ impl Storage for RedbStore {
     async fn session_view(&self, id: &SessionId) -> Result<Option<SessionView>> {
         let id = id.clone();
         self.read(move |r| {
-            let Some(session) = r.load(id.as_str())? else {
+            let Some(mut session) = r.load(id.as_str())? else {
                 return Ok(None);
             };
+            session.detail.raw = r.body(id.as_str())?;
             let mut events = std::collections::HashMap::new();
             for e in &session.detail.events {
                 if let Some(stored) = r.event(&e.id)? {
@@ -526,7 +560,7 @@ impl Storage for RedbStore {
                 .sessions
                 .into_iter()
                 .map(|rec| {
-                    let detail = r.detail(&rec.id)?;
+                    let detail = r.load(&rec.id)?.map(|s| s.detail).unwrap_or_default();
                     Ok(Session { rec, detail })
                 })
                 .collect::<Result<Vec<_>>>()?;
@@ -539,7 +573,8 @@ impl Storage for RedbStore {
     }
 
     async fn state_counts(&self) -> Result<Vec<(State, u64)>> {
-        self.read(|r| r.state_counts()).await
+        self.open_or_stopped()?;
+        Ok(self.memory.state_counts())
     }
 
     async fn event(&self, id: &str) -> Result<Option<EventRecord>> {
@@ -565,7 +600,7 @@ impl Storage for RedbStore {
     }
 
     async fn probe(&self) -> Result<()> {
-        self.read(|r| r.next_due()).await?;
+        self.read(|r| r.session_count()).await?;
         self.write(|_| Ok(())).await
     }
 

@@ -118,10 +118,9 @@ pub(super) fn record_delivery(tx: &mut Tx<'_>, d: &Delivered, ctx: &Ctx, key: &K
     else {
         return Ok(());
     };
-    if tx.session(session_id)?.is_some() {
-        let mut detail = tx.detail(session_id)?;
-        push_bounded(&mut detail.deliveries, d.attempt.clone());
-        tx.put_detail(session_id, &detail)?;
+    if let Some(mut s) = tx.load(session_id)? {
+        push_bounded(&mut s.detail.deliveries, d.attempt.clone());
+        tx.store(&s)?;
     }
     let Some(mut n) = tx.notification(notification_id)? else {
         return tx.unschedule(&d.job.key());

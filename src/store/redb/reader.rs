@@ -1,14 +1,14 @@
 //! Typed reads on one snapshot: lookups, the newest-first list and search.
 
-use redb::{ReadTransaction, ReadableTable, ReadableTableMetadata};
+use redb::{ReadTransaction, ReadableTableMetadata};
 
 use super::tables::{
-    BY_STATE, BY_TERM, DETAILS, EVENTS, ID_MAX, JOB_DUE, JOBS, NOTIFICATIONS, SESSIONS,
-    STATE_COUNTS, decode, email_term, get_event, get_json, load_session, pi_term,
+    BODIES, EVENTS, ID_MAX, INDEX, NOTIFICATIONS, SESSIONS, email_term, get_event, get_json,
+    get_record, load_session, pi_term, state_range,
 };
 use crate::{
     domain::Session,
-    model::{EventRecord, Job, JobKind, Notification, SessionDetail, SessionRecord, State},
+    model::{EventRecord, Notification, SessionDetail, SessionRecord, State},
     store::{ListQuery, Page, StoreError},
 };
 
@@ -26,11 +26,12 @@ impl Reader {
     }
 
     pub fn session(&self, id: &str) -> Result<Option<SessionRecord>, StoreError> {
-        get_json(&self.r.open_table(SESSIONS)?, id)
+        get_record(&self.r.open_table(SESSIONS)?, id)
     }
 
-    pub fn detail(&self, id: &str) -> Result<SessionDetail, StoreError> {
-        Ok(get_json(&self.r.open_table(DETAILS)?, id)?.unwrap_or_default())
+    /// The Checkout Session as last retrieved from Stripe, if ever.
+    pub fn body(&self, id: &str) -> Result<Option<serde_json::Value>, StoreError> {
+        get_json(&self.r.open_table(BODIES)?, id)
     }
 
     pub fn event(&self, id: &str) -> Result<Option<EventRecord>, StoreError> {
@@ -46,12 +47,9 @@ impl Reader {
         get_json(&self.r.open_table(NOTIFICATIONS)?, id)
     }
 
+    /// A session, record and detail (without the raw object: see `body`).
     pub fn load(&self, id: &str) -> Result<Option<Session>, StoreError> {
-        load_session(
-            &self.r.open_table(SESSIONS)?,
-            &self.r.open_table(DETAILS)?,
-            id,
-        )
+        load_session(&self.r.open_table(SESSIONS)?, id)
     }
 
     /// Every outbox entry about a session: its fulfillments' callbacks, then
@@ -75,48 +73,6 @@ impl Reader {
         Ok(out)
     }
 
-    /// Jobs due at or before `now_ms`, earliest first.
-    pub fn due_jobs(
-        &self,
-        now_ms: u64,
-        limit: usize,
-        kind: JobKind,
-    ) -> Result<Vec<(u64, Job)>, StoreError> {
-        /// Due rows of the other kind looked past at most (each is a small
-        /// key read), so a flood of one kind cannot hide the other for long.
-        const MAX_SCAN: usize = 20_000;
-        let table = self.r.open_table(JOBS)?;
-        let mut out = Vec::new();
-        let range = table.range((0u64, "")..=(now_ms, ID_MAX))?;
-        for entry in range.take(MAX_SCAN) {
-            let (k, v) = entry?;
-            let (due, key) = k.value();
-            if !key.starts_with(kind.key_prefix()) {
-                continue;
-            }
-            match decode(key, v.value()) {
-                Ok(job) => out.push((due, job)),
-                // One unreadable row must not stop every other job.
-                Err(e) => tracing::error!(job = key, error = %e, "skipping an unreadable job"),
-            }
-            if out.len() >= limit {
-                break;
-            }
-        }
-        Ok(out)
-    }
-
-    /// When the job with this key is due, if it is queued.
-    pub fn job_due(&self, key: &str) -> Result<Option<u64>, StoreError> {
-        Ok(self.r.open_table(JOB_DUE)?.get(key)?.map(|v| v.value()))
-    }
-
-    /// When the earliest queued job is due.
-    pub fn next_due(&self) -> Result<Option<u64>, StoreError> {
-        let table = self.r.open_table(JOBS)?;
-        Ok(table.first()?.map(|(k, _)| k.value().0))
-    }
-
     /// Number of distinct events recorded.
     pub fn event_count(&self) -> Result<u64, StoreError> {
         Ok(self.r.open_table(EVENTS)?.len()?)
@@ -127,26 +83,11 @@ impl Reader {
         Ok(self.r.open_table(SESSIONS)?.len()?)
     }
 
-    /// Number of queued jobs.
-    pub fn queued_jobs(&self) -> Result<u64, StoreError> {
-        Ok(self.r.open_table(JOB_DUE)?.len()?)
-    }
-
-    /// How many sessions are in each state.
-    pub fn state_counts(&self) -> Result<Vec<(State, u64)>, StoreError> {
-        let table = self.r.open_table(STATE_COUNTS)?;
-        State::ALL
-            .into_iter()
-            .map(|st| Ok((st, table.get(st.as_str())?.map(|v| v.value()).unwrap_or(0))))
-            .collect()
-    }
-
     /// Ids of every session in `state`.
     pub fn ids_in_state(&self, state: State) -> Result<Vec<String>, StoreError> {
-        let table = self.r.open_table(BY_STATE)?;
-        let s = state.as_str();
+        let table = self.r.open_table(INDEX)?;
         let mut out = Vec::new();
-        for entry in table.range((s, i64::MIN, "")..=(s, i64::MAX, ID_MAX))? {
+        for entry in table.range(state_range(state.as_str()))? {
             out.push(entry?.0.value().2.to_string());
         }
         Ok(out)
@@ -175,7 +116,7 @@ impl Reader {
         let mut sessions = Vec::with_capacity(limit);
         let mut more = false;
         for (_, id) in ids {
-            let Some(rec) = get_json::<SessionRecord>(&sessions_table, &id)? else {
+            let Some(rec) = get_record(&sessions_table, &id)? else {
                 continue;
             };
             if query.state.is_some_and(|s| s != rec.state) {
@@ -208,7 +149,7 @@ impl Reader {
         want: usize,
     ) -> Result<Vec<(i64, String)>, StoreError> {
         use std::ops::Bound;
-        let table = self.r.open_table(BY_STATE)?;
+        let table = self.r.open_table(INDEX)?;
         let mut ranges = Vec::with_capacity(states.len());
         for state in states {
             let s = state.as_str();
@@ -268,10 +209,10 @@ impl Reader {
             } else {
                 email_term(q)
             };
-            let table = self.r.open_table(BY_TERM)?;
-            for entry in table.range((prefix.as_str(), "")..)? {
+            let table = self.r.open_table(INDEX)?;
+            for entry in table.range((prefix.as_str(), i64::MIN, "")..)? {
                 let k = entry?.0;
-                let (term, id) = k.value();
+                let (term, _, id) = k.value();
                 if !term.starts_with(prefix.as_str()) || ids.len() >= SEARCH_CAP {
                     break;
                 }
@@ -281,7 +222,7 @@ impl Reader {
         let table = self.r.open_table(SESSIONS)?;
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
-            if let Some(rec) = get_json::<SessionRecord>(&table, &id)? {
+            if let Some(rec) = get_record(&table, &id)? {
                 out.push((rec.created, id));
             }
         }

@@ -3,47 +3,43 @@
 //!
 //! | table | key | value |
 //! | --- | --- | --- |
-//! | `sessions` | session id | `SessionRecord` (small: what lists show) |
-//! | `session_details` | session id | `SessionDetail` (line items, history, raw object) |
-//! | `events` | event id | `EventRecord`, then the raw body as received (dedup of Stripe deliveries) |
+//! | `sessions` | session id | the `SessionRecord`'s length (u32 LE), the record, then the `SessionDetail` (without the raw object) |
+//! | `session_bodies` | session id | the Checkout Session as last retrieved, with its line items |
+//! | `events` | event id | `EventRecord`'s length (u32 LE), the record, then the raw body as received (dedup of Stripe deliveries) |
 //! | `notifications` | notification id | `Notification` (outgoing callback bodies) |
-//! | `sessions_by_state` | (state, created, id) | () |
-//! | `sessions_by_term` | (`e:`lowercased email or `p:`payment intent, id) | () |
-//! | `jobs` | (due ms, job key) | `Job` |
-//! | `job_due` | job key | due ms (at most one job per key) |
-//! | `state_counts` | state | number of sessions in it (the dashboard's tabs, without a scan) |
-//! | `meta` | name | installation facts (`installation_key`: the secret fulfillment ids derive from) |
+//! | `index` | (state, created, id) and (`e:`lowercased email or `p:`payment intent, 0, id) | () |
+//! | `jobs` | job key | due ms (u64 LE), then the `Job` (at most one job per key) |
+//! | `meta` | name | installation facts (`installation_key`; `layout`) |
 //!
 //! Writes go through `Tx`; reads through `reader::Reader`.
 //!
-//! Every tree a write touches costs pages in its commit, so the webhook path
-//! touches as few as it can: the newest-first list merges the per-state index
-//! instead of keeping a second ordering, and both search keys share one tree.
+//! Every tree a write touches costs pages in its commit, so a webhook
+//! touches as few as it can: the event, the session and the index (and the
+//! queue when it makes work). The queue's due order and the per-state counts
+//! live in memory (`memory`), rebuilt at open; the raw retrieved session is
+//! written only when it changes, in a tree of its own.
 
-use redb::{
-    ReadTransaction, ReadableTable, ReadableTableMetadata, Table, TableDefinition, WriteTransaction,
-};
+use redb::{ReadTransaction, ReadableTable, Table, TableDefinition, WriteTransaction};
 use serde::{Serialize, de::DeserializeOwned};
 
+use super::memory::{Changes, Counts, JobChange};
 use crate::{
     domain::Session,
-    model::{EventRecord, Job, Notification, SessionDetail, SessionRecord, State},
+    model::{EventRecord, Job, Notification, SessionRecord, State},
     store::{BackupStats, StoreError},
 };
 
 pub(super) const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("sessions");
-pub(super) const DETAILS: TableDefinition<&str, &[u8]> = TableDefinition::new("session_details");
+pub(super) const BODIES: TableDefinition<&str, &[u8]> = TableDefinition::new("session_bodies");
 pub(super) const EVENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("events");
 pub(super) const NOTIFICATIONS: TableDefinition<&str, &[u8]> =
     TableDefinition::new("notifications");
-pub(super) const BY_STATE: TableDefinition<(&str, i64, &str), ()> =
-    TableDefinition::new("sessions_by_state");
-pub(super) const BY_TERM: TableDefinition<(&str, &str), ()> =
-    TableDefinition::new("sessions_by_term");
-pub(super) const JOBS: TableDefinition<(u64, &str), &[u8]> = TableDefinition::new("jobs");
-pub(super) const JOB_DUE: TableDefinition<&str, u64> = TableDefinition::new("job_due");
-pub(super) const STATE_COUNTS: TableDefinition<&str, u64> = TableDefinition::new("state_counts");
+pub(super) const INDEX: TableDefinition<(&str, i64, &str), ()> = TableDefinition::new("index");
+pub(super) const JOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("jobs");
 pub(super) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+
+/// The layout this code writes (`meta.layout`); see `migrate` for older ones.
+pub(super) const LAYOUT: u8 = 2;
 
 /// Above every session id (ids are ASCII), for open-ended index ranges.
 pub(super) const ID_MAX: &str = "\u{7f}";
@@ -55,7 +51,7 @@ pub(super) fn decode<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, 
     })
 }
 
-fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
+pub(super) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
     serde_json::to_vec(value).map_err(StoreError::Encode)
 }
 
@@ -69,29 +65,28 @@ pub(super) fn get_json<T: DeserializeOwned>(
     }
 }
 
-/// An event value: the record's JSON length (u32, little endian), the
-/// record, then the raw body exactly as received.
-fn encode_event(rec: &EventRecord, raw: &[u8]) -> Result<Vec<u8>, StoreError> {
-    let json = encode(rec)?;
-    let len = u32::try_from(json.len())
-        .map_err(|_| StoreError::Refused("an event record over 4 GiB".into()))?;
-    let mut out = Vec::with_capacity(4 + json.len() + raw.len());
+/// Two parts in one value: the first's length (u32, little endian), the
+/// first, then the second. A reader that needs only the first stops there.
+fn join(first: &[u8], second: &[u8]) -> Result<Vec<u8>, StoreError> {
+    let len = u32::try_from(first.len())
+        .map_err(|_| StoreError::Refused("a record over 4 GiB".into()))?;
+    let mut out = Vec::with_capacity(4 + first.len() + second.len());
     out.extend_from_slice(&len.to_le_bytes());
-    out.extend_from_slice(&json);
-    out.extend_from_slice(raw);
+    out.extend_from_slice(first);
+    out.extend_from_slice(second);
     Ok(out)
 }
 
-/// Splits an event value into its record and its raw body.
-fn decode_event(key: &str, bytes: &[u8]) -> Result<(EventRecord, Vec<u8>), StoreError> {
-    let corrupt = || StoreError::Corrupted(format!("event {key}: the stored value is truncated"));
+/// Splits a value made by `join`.
+pub(super) fn split<'v>(key: &str, bytes: &'v [u8]) -> Result<(&'v [u8], &'v [u8]), StoreError> {
+    let corrupt = || StoreError::Corrupted(format!("{key}: the stored value is truncated"));
     let len_bytes: [u8; 4] = bytes
         .get(..4)
         .and_then(|b| b.try_into().ok())
         .ok_or_else(corrupt)?;
     let len = u32::from_le_bytes(len_bytes) as usize;
-    let json = bytes.get(4..4 + len).ok_or_else(corrupt)?;
-    Ok((decode(key, json)?, bytes[4 + len..].to_vec()))
+    let first = bytes.get(4..4 + len).ok_or_else(corrupt)?;
+    Ok((first, &bytes[4 + len..]))
 }
 
 pub(super) fn get_event(
@@ -99,22 +94,62 @@ pub(super) fn get_event(
     id: &str,
 ) -> Result<Option<(EventRecord, Vec<u8>)>, StoreError> {
     match table.get(id)? {
-        Some(v) => decode_event(id, v.value()).map(Some),
+        Some(v) => {
+            let (rec, raw) = split(id, v.value())?;
+            Ok(Some((decode(id, rec)?, raw.to_vec())))
+        }
         None => Ok(None),
     }
 }
 
-/// A session and its detail from their tables (a detail never written reads as empty).
+/// The record part of a stored session.
+pub(super) fn get_record(
+    sessions: &impl ReadableTable<&'static str, &'static [u8]>,
+    id: &str,
+) -> Result<Option<SessionRecord>, StoreError> {
+    match sessions.get(id)? {
+        Some(v) => decode(id, split(id, v.value())?.0).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// A stored session, record and detail; `detail.raw` is not read (see `Tx::store`).
 pub(super) fn load_session(
     sessions: &impl ReadableTable<&'static str, &'static [u8]>,
-    details: &impl ReadableTable<&'static str, &'static [u8]>,
     id: &str,
 ) -> Result<Option<Session>, StoreError> {
-    let Some(rec) = get_json(sessions, id)? else {
-        return Ok(None);
-    };
-    let detail = get_json(details, id)?.unwrap_or_default();
-    Ok(Some(Session { rec, detail }))
+    match sessions.get(id)? {
+        Some(v) => {
+            let (rec, detail) = split(id, v.value())?;
+            Ok(Some(Session {
+                rec: decode(id, rec)?,
+                detail: decode(id, detail)?,
+            }))
+        }
+        None => Ok(None),
+    }
+}
+
+/// A session's stored value.
+pub(super) fn encode_session(s: &Session) -> Result<Vec<u8>, StoreError> {
+    join(&encode(&s.rec)?, &encode(&s.detail)?)
+}
+
+/// A job's stored value.
+pub(super) fn encode_job(due: u64, job: &Job) -> Result<Vec<u8>, StoreError> {
+    let mut out = due.to_le_bytes().to_vec();
+    out.extend_from_slice(&encode(job)?);
+    Ok(out)
+}
+
+pub(super) fn decode_job(key: &str, bytes: &[u8]) -> Result<(u64, Job), StoreError> {
+    let due: [u8; 8] = bytes
+        .get(..8)
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| {
+            StoreError::Corrupted(format!("job {key}: the stored value is truncated"))
+        })?;
+    Ok((u64::from_le_bytes(due), decode(key, &bytes[8..])?))
 }
 
 pub(super) fn email_term(email: &str) -> String {
@@ -125,20 +160,24 @@ pub(super) fn pi_term(pi: &str) -> String {
     format!("p:{pi}")
 }
 
-/// A write transaction with typed operations that keep the indexes in step.
-/// Every table is opened once per transaction (opening is not free in redb,
-/// and a batch runs hundreds of operations).
+/// The index range of one state's entries.
+pub(super) fn state_range(s: &str) -> std::ops::RangeInclusive<(&str, i64, &str)> {
+    (s, i64::MIN, "")..=(s, i64::MAX, ID_MAX)
+}
+
+/// A write transaction with typed operations that keep the index, and the
+/// in-memory queue and counts (through `changes`, applied after the
+/// commit), in step. Every table is opened once per transaction (opening is
+/// not free in redb, and a batch runs hundreds of operations).
 pub struct Tx<'t> {
     sessions: Table<'t, &'static str, &'static [u8]>,
-    details: Table<'t, &'static str, &'static [u8]>,
+    bodies: Table<'t, &'static str, &'static [u8]>,
     events: Table<'t, &'static str, &'static [u8]>,
     notifications: Table<'t, &'static str, &'static [u8]>,
-    by_state: Table<'t, (&'static str, i64, &'static str), ()>,
-    by_term: Table<'t, (&'static str, &'static str), ()>,
-    jobs: Table<'t, (u64, &'static str), &'static [u8]>,
-    job_due: Table<'t, &'static str, u64>,
-    state_counts: Table<'t, &'static str, u64>,
+    index: Table<'t, (&'static str, i64, &'static str), ()>,
+    jobs: Table<'t, &'static str, &'static [u8]>,
     meta: Table<'t, &'static str, &'static [u8]>,
+    pub(super) changes: Changes,
 }
 
 impl<'t> Tx<'t> {
@@ -146,15 +185,13 @@ impl<'t> Tx<'t> {
     pub(super) fn open(w: &'t WriteTransaction) -> Result<Self, StoreError> {
         Ok(Tx {
             sessions: w.open_table(SESSIONS)?,
-            details: w.open_table(DETAILS)?,
+            bodies: w.open_table(BODIES)?,
             events: w.open_table(EVENTS)?,
             notifications: w.open_table(NOTIFICATIONS)?,
-            by_state: w.open_table(BY_STATE)?,
-            by_term: w.open_table(BY_TERM)?,
+            index: w.open_table(INDEX)?,
             jobs: w.open_table(JOBS)?,
-            job_due: w.open_table(JOB_DUE)?,
-            state_counts: w.open_table(STATE_COUNTS)?,
             meta: w.open_table(META)?,
+            changes: Changes::default(),
         })
     }
 
@@ -178,15 +215,29 @@ impl<'t> Tx<'t> {
         Ok(key)
     }
 
-    /// The session and its detail, if stored.
-    pub fn load(&self, id: &str) -> Result<Option<Session>, StoreError> {
-        load_session(&self.sessions, &self.details, id)
+    pub(super) fn set_layout(&mut self) -> Result<(), StoreError> {
+        self.meta.insert("layout", [LAYOUT].as_slice())?;
+        Ok(())
     }
 
-    /// Stores a session and its detail.
+    /// The session and its detail, if stored (`detail.raw` is not read).
+    pub fn load(&self, id: &str) -> Result<Option<Session>, StoreError> {
+        load_session(&self.sessions, id)
+    }
+
+    /// Stores a session and moves its index entries to match. The raw
+    /// retrieved object is written only when `detail.raw` is set (a read
+    /// just brought it); `None` leaves the stored one as it is.
     pub fn store(&mut self, s: &Session) -> Result<(), StoreError> {
-        self.put_session(&s.rec)?;
-        self.put_detail(&s.rec.id, &s.detail)
+        let old = get_record(&self.sessions, &s.rec.id)?;
+        self.reindex(old.as_ref(), &s.rec)?;
+        self.sessions
+            .insert(s.rec.id.as_str(), encode_session(s)?.as_slice())?;
+        if let Some(raw) = &s.detail.raw {
+            self.bodies
+                .insert(s.rec.id.as_str(), encode(raw)?.as_slice())?;
+        }
+        Ok(())
     }
 
     /// Stores an outbox entry unless one with its id exists; true when new.
@@ -198,38 +249,12 @@ impl<'t> Tx<'t> {
         Ok(true)
     }
 
-    /// Rebuilds the per-state counts from the state index when they are
-    /// missing (a database from before they existed). Runs once at open.
-    pub(super) fn ensure_state_counts(&mut self) -> Result<(), StoreError> {
-        if !self.state_counts.is_empty()? || self.by_state.is_empty()? {
-            return Ok(());
-        }
-        for state in State::ALL {
-            let s = state.as_str();
-            let n = self
-                .by_state
-                .range((s, i64::MIN, "")..=(s, i64::MAX, ID_MAX))?
-                .count() as u64;
-            self.state_counts.insert(s, n)?;
-        }
-        Ok(())
-    }
-
-    fn bump_state_count(&mut self, state: State, up: bool) -> Result<(), StoreError> {
-        let s = state.as_str();
-        let n = self.state_counts.get(s)?.map(|v| v.value()).unwrap_or(0);
-        let n = if up { n + 1 } else { n.saturating_sub(1) };
-        self.state_counts.insert(s, n)?;
-        Ok(())
-    }
-
-    pub fn session(&self, id: &str) -> Result<Option<SessionRecord>, StoreError> {
-        get_json(&self.sessions, id)
-    }
-
-    /// Stores a session and moves its index entries to match.
-    pub fn put_session(&mut self, rec: &SessionRecord) -> Result<(), StoreError> {
-        let old = self.session(&rec.id)?;
+    /// Moves a session's index entries (and counts) from `old` to `rec`.
+    fn reindex(
+        &mut self,
+        old: Option<&SessionRecord>,
+        rec: &SessionRecord,
+    ) -> Result<(), StoreError> {
         let id = rec.id.as_str();
         let state_key = |r: &SessionRecord| (r.state, r.created);
         let terms = |r: &SessionRecord| {
@@ -239,42 +264,34 @@ impl<'t> Tx<'t> {
             t
         };
         let new_terms = terms(rec);
-        let old_terms = old.as_ref().map(terms).unwrap_or_default();
-        if let Some(old) = &old
-            && state_key(old) != state_key(rec)
-        {
-            self.by_state
-                .remove((old.state.as_str(), old.created, id))?;
-        }
-        for term in old_terms.iter().filter(|t| !new_terms.contains(t)) {
-            self.by_term.remove((term.as_str(), id))?;
-        }
-        self.sessions.insert(id, encode(rec)?.as_slice())?;
-        if old.as_ref().is_none_or(|o| state_key(o) != state_key(rec)) {
-            self.by_state
+        let old_terms = old.map(terms).unwrap_or_default();
+        if old.is_none_or(|o| state_key(o) != state_key(rec)) {
+            if let Some(o) = old {
+                self.index.remove((o.state.as_str(), o.created, id))?;
+            }
+            self.index
                 .insert((rec.state.as_str(), rec.created, id), ())?;
         }
-        for term in new_terms.iter().filter(|t| !old_terms.contains(t)) {
-            self.by_term.insert((term.as_str(), id), ())?;
+        for term in old_terms.iter().filter(|t| !new_terms.contains(t)) {
+            self.index.remove((term.as_str(), 0, id))?;
         }
-        match &old {
+        for term in new_terms.iter().filter(|t| !old_terms.contains(t)) {
+            self.index.insert((term.as_str(), 0, id), ())?;
+        }
+        match old {
             Some(o) if o.state == rec.state => {}
             Some(o) => {
-                self.bump_state_count(o.state, false)?;
-                self.bump_state_count(rec.state, true)?;
+                self.changes.count(o.state, -1);
+                self.changes.count(rec.state, 1);
             }
-            None => self.bump_state_count(rec.state, true)?,
+            None => self.changes.count(rec.state, 1),
         }
         Ok(())
     }
 
-    pub fn detail(&self, id: &str) -> Result<SessionDetail, StoreError> {
-        Ok(get_json(&self.details, id)?.unwrap_or_default())
-    }
-
-    pub fn put_detail(&mut self, id: &str, detail: &SessionDetail) -> Result<(), StoreError> {
-        self.details.insert(id, encode(detail)?.as_slice())?;
-        Ok(())
+    /// Index entries (and counts) of a session new to the index.
+    pub(super) fn index_new(&mut self, rec: &SessionRecord) -> Result<(), StoreError> {
+        self.reindex(None, rec)
     }
 
     pub fn event(&self, id: &str) -> Result<Option<EventRecord>, StoreError> {
@@ -284,7 +301,7 @@ impl<'t> Tx<'t> {
     /// Stores an event's record with the exact body it arrived with.
     pub fn put_event(&mut self, rec: &EventRecord, raw: &[u8]) -> Result<(), StoreError> {
         self.events
-            .insert(rec.id.as_str(), encode_event(rec, raw)?.as_slice())?;
+            .insert(rec.id.as_str(), join(&encode(rec)?, raw)?.as_slice())?;
         Ok(())
     }
 
@@ -306,29 +323,60 @@ impl<'t> Tx<'t> {
         Ok(())
     }
 
-    /// When the job with this key is due, if it is queued.
+    /// When the job with this key is due, if it is queued (as of this transaction).
     pub fn job_due(&self, key: &str) -> Result<Option<u64>, StoreError> {
-        Ok(self.job_due.get(key)?.map(|v| v.value()))
+        match self.jobs.get(key)? {
+            Some(v) => Ok(Some(decode_job(key, v.value())?.0)),
+            None => Ok(None),
+        }
     }
 
     /// Queues `job` at `due_ms`, replacing any queued job with the same key.
     pub fn schedule(&mut self, job: &Job, due_ms: u64) -> Result<(), StoreError> {
         let key = job.key();
-        self.unschedule(&key)?;
         self.jobs
-            .insert((due_ms, key.as_str()), encode(job)?.as_slice())?;
-        self.job_due.insert(key.as_str(), due_ms)?;
+            .insert(key.as_str(), encode_job(due_ms, job)?.as_slice())?;
+        self.changes.jobs.push(JobChange::Put {
+            due: due_ms,
+            job: job.clone(),
+        });
         Ok(())
     }
 
     /// Removes the job with this key, if any.
     pub fn unschedule(&mut self, key: &str) -> Result<(), StoreError> {
-        let due = self.job_due.remove(key)?.map(|v| v.value());
-        if let Some(due) = due {
-            self.jobs.remove((due, key))?;
+        if self.jobs.remove(key)?.is_some() {
+            self.changes.jobs.push(JobChange::Remove {
+                key: key.to_string(),
+            });
         }
         Ok(())
     }
+}
+
+/// Reads what memory holds (every queued job, the per-state counts) from a
+/// snapshot. A job that does not decode is logged and left out: one bad row
+/// must not keep the rest of the queue from running.
+pub(super) fn read_memory(
+    r: &ReadTransaction,
+) -> Result<(Vec<(u64, Job)>, Counts), StoreError> {
+    let mut jobs = Vec::new();
+    for entry in r.open_table(JOBS)?.iter()? {
+        let (k, v) = entry?;
+        match decode_job(k.value(), v.value()) {
+            Ok(job) => jobs.push(job),
+            Err(e) => tracing::error!(job = k.value(), error = %e, "skipping an unreadable job"),
+        }
+    }
+    let index = r.open_table(INDEX)?;
+    let mut counts: Counts = Default::default();
+    for (n, state) in counts.iter_mut().zip(State::ALL) {
+        for entry in index.range(state_range(state.as_str()))? {
+            entry?;
+            *n += 1;
+        }
+    }
+    Ok((jobs, counts))
 }
 
 /// Copies `def` from a snapshot into a write transaction; returns the rows copied.
@@ -361,71 +409,14 @@ pub(super) fn copy_all(
     let events = copy_table(from, to, EVENTS)?;
     let rows = sessions
         + events
-        + copy_table(from, to, DETAILS)?
+        + copy_table(from, to, BODIES)?
         + copy_table(from, to, NOTIFICATIONS)?
-        + copy_table(from, to, BY_STATE)?
-        + copy_table(from, to, BY_TERM)?
+        + copy_table(from, to, INDEX)?
         + copy_table(from, to, JOBS)?
-        + copy_table(from, to, JOB_DUE)?
-        + copy_table(from, to, STATE_COUNTS)?
         + copy_table(from, to, META)?;
     Ok(BackupStats {
         sessions,
         events,
         rows,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::store::redb::reader::Reader;
-    use redb::ReadableDatabase;
-
-    fn counts(db: &redb::Database) -> Vec<(State, u64)> {
-        Reader::new(db.begin_read().unwrap())
-            .state_counts()
-            .unwrap()
-    }
-
-    fn scanned(db: &redb::Database) -> Vec<(State, u64)> {
-        let r = Reader::new(db.begin_read().unwrap());
-        State::ALL
-            .into_iter()
-            .map(|s| (s, r.ids_in_state(s).unwrap().len() as u64))
-            .collect()
-    }
-
-    #[test]
-    fn state_counts_follow_every_change_and_can_be_rebuilt() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = redb::Database::create(dir.path().join("t.redb")).unwrap();
-        let w = db.begin_write().unwrap();
-        {
-            let mut tx = Tx::open(&w).unwrap();
-            for i in 0..50u32 {
-                let mut rec = SessionRecord::new(&format!("cs_test_{i}"), i64::from(i), 0);
-                rec.state = State::ALL[i as usize % State::ALL.len()];
-                tx.put_session(&rec).unwrap();
-                // Every other session moves on; some are rewritten unchanged.
-                if i % 2 == 0 {
-                    rec.state = State::Fulfilled;
-                    tx.put_session(&rec).unwrap();
-                }
-                tx.put_session(&rec).unwrap();
-            }
-        }
-        w.commit().unwrap();
-        assert_eq!(counts(&db), scanned(&db));
-        assert_eq!(counts(&db).iter().map(|(_, n)| n).sum::<u64>(), 50);
-
-        // A database from before the counts existed gets them at open.
-        let w = db.begin_write().unwrap();
-        w.delete_table(STATE_COUNTS).unwrap();
-        w.commit().unwrap();
-        let w = db.begin_write().unwrap();
-        Tx::open(&w).unwrap().ensure_state_counts().unwrap();
-        w.commit().unwrap();
-        assert_eq!(counts(&db), scanned(&db));
-    }
 }

@@ -46,7 +46,7 @@ fn event(n: u32) -> NewEvent {
 
 /// Opens `path`, waiting while an earlier handle's writer thread still holds
 /// the file (it closes once its last handle is gone).
-async fn reopen(path: &std::path::Path) -> Result<RedbStore, StoreError> {
+pub(super) async fn reopen(path: &std::path::Path) -> Result<RedbStore, StoreError> {
     for _ in 0..500 {
         match RedbStore::open(path) {
             Err(StoreError::Locked) => {
@@ -306,4 +306,81 @@ async fn a_panic_in_the_writer_stops_the_process_like_a_failed_commit() {
         store.ingest(event(1), ctx()).await,
         Err(StoreError::Stopped)
     ));
+}
+
+#[tokio::test]
+async fn counts_and_the_queue_follow_commits_only_and_are_rebuilt_at_open() {
+    use crate::{
+        domain::Session,
+        model::{Job, SessionDetail, SessionRecord, State, Trigger},
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.redb");
+    let store = RedbStore::open(&path).unwrap();
+    let sessions = (0..40u32)
+        .map(|i| {
+            let mut rec = SessionRecord::new(&format!("cs_test_{i}"), i64::from(i), 0);
+            rec.state = State::ALL[i as usize % State::ALL.len()];
+            Session {
+                rec,
+                detail: SessionDetail::default(),
+            }
+        })
+        .collect::<Vec<_>>();
+    store.import(sessions.clone()).await.unwrap();
+    // Every other session moves to `fulfilled`, some are rewritten unchanged.
+    let moved = sessions
+        .iter()
+        .step_by(2)
+        .map(|s| {
+            let mut s = s.clone();
+            s.rec.state = State::Fulfilled;
+            s
+        })
+        .collect::<Vec<_>>();
+    store.import(moved).await.unwrap();
+    store.import(sessions[1..4].to_vec()).await.unwrap();
+    // A write that fails leaves memory as it was.
+    let failed = store
+        .write(|tx| {
+            tx.schedule(
+                &Job::Fulfill {
+                    session_id: "cs_test_1".into(),
+                    trigger: Trigger::Retry,
+                },
+                5,
+            )?;
+            Err::<(), _>(StoreError::Refused("no".into()))
+        })
+        .await;
+    assert!(failed.is_err());
+    assert_eq!(store.queue_stats().await.unwrap().queued, 0);
+    store
+        .write(|tx| {
+            tx.schedule(
+                &Job::Fulfill {
+                    session_id: "cs_test_3".into(),
+                    trigger: Trigger::Retry,
+                },
+                7,
+            )
+        })
+        .await
+        .unwrap();
+    let scanned = |store: RedbStore| async move {
+        let mut out = Vec::new();
+        for s in State::ALL {
+            out.push((s, store.ids_in_state(s).await.unwrap().len() as u64));
+        }
+        out
+    };
+    let counts = store.state_counts().await.unwrap();
+    assert_eq!(counts, scanned(store.clone()).await);
+    assert_eq!(counts.iter().map(|(_, n)| n).sum::<u64>(), 40);
+    store.close().await;
+    drop(store);
+    let again = reopen(&path).await.unwrap();
+    assert_eq!(again.state_counts().await.unwrap(), counts);
+    assert_eq!(again.job_due("fulfill:cs_test_3").await.unwrap(), Some(7));
+    assert_eq!(again.queue_stats().await.unwrap().queued, 1);
 }

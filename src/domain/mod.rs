@@ -111,6 +111,17 @@ pub struct Fetched {
     pub raw: serde_json::Value,
 }
 
+/// What a read of the session from Stripe gave.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Read {
+    Fetched(Box<Fetched>),
+    /// `permanent` when no later read can succeed (no such session).
+    Failed {
+        error: String,
+        permanent: bool,
+    },
+}
+
 /// Identifies the attempt that made a claim; carried back with its result.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClaimToken {
@@ -143,6 +154,18 @@ pub enum Input {
         actor: Option<String>,
         /// Stripe's `created` if the caller knows it (the session may be new).
         created: Option<i64>,
+    },
+    /// A claim and the read it was taken for, as one step (one commit):
+    /// the attempt read the session first, and the read is recorded only if
+    /// the claim is granted with no fulfillment pending. A fulfillment
+    /// recorded with its callback still to follow is answered `Claimed`
+    /// with it `pending`, as a claim that found it would be.
+    ClaimAndRecord {
+        trigger: Trigger,
+        force: bool,
+        actor: Option<String>,
+        created: Option<i64>,
+        read: Read,
     },
     /// The claim's fresh read of the session.
     Fetched { claim: ClaimToken, fetched: Fetched },

@@ -2,7 +2,7 @@
 
 use super::{FulfillOptions, Fulfiller, reply_state};
 use crate::{
-    domain::{ClaimToken, Input, Reply, claim_is_noop},
+    domain::{ClaimToken, Input, Reply},
     model::{SessionId, State, Trigger},
     store::StoreError,
 };
@@ -12,12 +12,11 @@ pub(super) struct Claimed {
     pub token: ClaimToken,
     /// A fulfillment recorded earlier, still to be acknowledged.
     pub pending: Option<String>,
-    /// The session was unknown before this claim.
-    pub fresh: bool,
 }
 
 impl Fulfiller {
-    /// Claims `id` for one attempt. `Err(state)`: nothing to do (already
+    /// Claims `id` for one attempt, before any read (the caller has
+    /// checked `claim_is_noop`). `Err(state)`: nothing to do (already
     /// settled for this trigger, or another attempt's lease is live).
     pub(super) async fn claim(
         &self,
@@ -25,13 +24,6 @@ impl Fulfiller {
         trigger: Trigger,
         opts: &FulfillOptions,
     ) -> Result<Result<Claimed, State>, StoreError> {
-        // A settled session is decided from a read: reloading a fulfilled
-        // order's page commits nothing.
-        if let Some(rec) = self.store.session(id).await?
-            && claim_is_noop(&rec, trigger, opts.force, self.now(), &self.policy)
-        {
-            return Ok(Err(rec.state));
-        }
         let claim = Input::Claim {
             trigger,
             force: opts.force,
@@ -39,15 +31,7 @@ impl Fulfiller {
             created: opts.prefetched.as_ref().map(|p| p.session.created),
         };
         Ok(match self.step(id, claim).await? {
-            Reply::Claimed {
-                token,
-                pending,
-                fresh,
-            } => Ok(Claimed {
-                token,
-                pending,
-                fresh,
-            }),
+            Reply::Claimed { token, pending, .. } => Ok(Claimed { token, pending }),
             other => Err(reply_state(&other)),
         })
     }

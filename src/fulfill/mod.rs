@@ -4,18 +4,24 @@
 //! `domain` and every write is one store transaction.
 //!
 //! How exactly-once holds:
-//! 1. A durable claim: the session moves to `fulfilling` with a lease. A
-//!    live lease is honoured whoever holds it, so at most one attempt works
-//!    on a session at a time, across processes. A session that is already
-//!    fulfilled is left alone.
+//! 1. A session that is already fulfilled (or settled for this trigger) is
+//!    left alone, decided from a read without a write.
 //! 2. The session is retrieved fresh from Stripe with every line item; it is
 //!    fulfilled only if `payment_status != "unpaid"`.
-//! 3. The fulfillment (its id derived from the session, its line items and
-//!    callback body) is recorded *before* anything leaves the process, only
-//!    by the attempt that still holds the claim. From then on every later
-//!    attempt delivers that same fulfillment with the same `webhook-id`.
+//! 3. A durable claim and what the read says, in one commit: the session
+//!    moves to `fulfilling` with a lease, and the fulfillment (its id
+//!    derived from the session, its line items and callback body) is
+//!    recorded *before* anything leaves the process. A live lease is
+//!    honoured whoever holds it, and a recorded fulfillment is never made
+//!    again unforced, so two attempts (in any processes) that both read
+//!    record one fulfillment; the loser's read is dropped. From then on
+//!    every later attempt claims first and delivers that same fulfillment
+//!    with the same `webhook-id`.
 //! 4. The merchant's 2xx moves it to `fulfilled`; failures are retried with
 //!    backoff until `jobs.give_up_after_secs`, then `failed`.
+//!
+//! Reading before claiming costs a wasted Stripe call when two processes
+//! race for one session, and saves a commit (two syncs) on every order.
 //!
 //! The per-session in-process mutex only saves Stripe calls: callers for one
 //! session in this process wait for each other instead of finding it claimed.
@@ -36,7 +42,9 @@ use tokio::sync::Notify;
 
 use crate::{
     config::JobsConfig,
-    domain::{ClaimToken, Fetched, Input, Policy, Reply, RetryPolicy, Snapshot},
+    domain::{
+        ClaimToken, Fetched, Input, Policy, Read, Reply, RetryPolicy, Snapshot, claim_is_noop,
+    },
     metrics::Metrics,
     model::{DeliveryAttempt, RngError, SessionId, State, Trigger, new_id},
     store::{Ctx, Store, StoreError},
@@ -237,67 +245,133 @@ impl Fulfiller {
         // Callers for one session in this process take turns (saves Stripe calls).
         let _turn = self.locks.lock(id.as_str()).await;
 
-        // 1. Claim the session durably, unless it needs nothing.
-        let Claimed {
-            token,
-            pending,
-            fresh,
-        } = match self.claim(id, trigger, &opts).await? {
-            Ok(claimed) => claimed,
-            Err(state) => return Ok(Outcome::of(state, false)),
-        };
+        // A settled session is decided from a read: reloading a fulfilled
+        // order's page commits nothing.
+        let known = self.store.session(id).await?;
+        if let Some(rec) = &known
+            && claim_is_noop(rec, trigger, opts.force, self.now(), &self.policy)
+        {
+            return Ok(Outcome::of(rec.state, false));
+        }
 
-        // 2. A fulfillment recorded earlier is delivered again, never made anew.
-        let fulfillment_id = match pending {
-            Some(fid) => fid,
-            None => {
-                // 3. Retrieve the session fresh, with every line item.
-                let retrieved = match opts.prefetched.filter(|_| fresh) {
-                    Some(p) => Ok(p),
-                    None => self.stripe.retrieve_session(id.as_str()).await,
-                };
-                // 4. Fulfil only if paid: record the fulfillment first.
-                let (reply, error) = match retrieved {
-                    Ok(r) => {
-                        let fetched = Input::Fetched {
-                            claim: token.clone(),
-                            fetched: fetched(r),
-                        };
-                        (self.step(id, fetched).await?, None)
-                    }
-                    Err(e) => {
-                        let error = e.to_string();
-                        let failed = Input::FetchFailed {
-                            claim: token.clone(),
-                            error: error.clone(),
-                            // Only "no such session" can never change; a
-                            // `Stripe-Should-Retry: false` holds for that request only.
-                            permanent: e.is_not_found(),
-                        };
-                        (self.step(id, failed).await?, Some(error))
-                    }
-                };
-                match reply {
-                    Reply::Recorded {
-                        fulfillment_id,
-                        delivered: true,
-                    } => {
-                        tracing::info!(session = %id, fulfillment = %fulfillment_id, "fulfilled");
-                        return Ok(Outcome {
-                            state: State::Fulfilled,
-                            fulfillment_id: Some(fulfillment_id),
-                            error: None,
-                            attempted: true,
-                        });
-                    }
-                    Reply::Recorded { fulfillment_id, .. } => fulfillment_id,
-                    other => return Ok(self.ended(id, &other, error)),
-                }
+        // 1. A fulfillment recorded earlier is delivered again, never made
+        //    anew: claim the session durably, then deliver it.
+        if known
+            .as_ref()
+            .is_some_and(|r| r.pending_fulfillment.is_some())
+        {
+            let Claimed { token, pending, .. } = match self.claim(id, trigger, &opts).await? {
+                Ok(claimed) => claimed,
+                Err(state) => return Ok(Outcome::of(state, false)),
+            };
+            if let Some(fid) = pending {
+                return self.deliver_fulfillment(id, token, fid).await;
             }
-        };
+            // Delivered meanwhile by another attempt: finish this claim
+            // with an ordinary read (which fulfils again only if forced).
+            let read = self.read(id, None).await;
+            let (reply, error) = self.record_read(id, token.clone(), read).await?;
+            return self.after_record(id, Some(token), reply, error).await;
+        }
 
-        // 5. Tell the merchant; their 2xx completes the fulfillment.
-        self.deliver_fulfillment(id, token, fulfillment_id).await
+        // 2. Retrieve the session fresh, with every line item (a session the
+        //    caller has just retrieved saves the call if none is stored).
+        let prefetched = opts.prefetched.filter(|_| known.is_none());
+        let read = self.read(id, prefetched).await;
+        // 3. Claim it durably and, in the same commit, record what the read
+        //    says: fulfil only if paid, the fulfillment recorded before
+        //    anything leaves the process. A claim held elsewhere wins.
+        let error = read.as_ref().err().map(|e| e.to_string());
+        let input = Input::ClaimAndRecord {
+            trigger,
+            force: opts.force,
+            actor: opts.actor.clone(),
+            created: read.as_ref().ok().map(|r| r.snapshot.created),
+            read: read_input(read),
+        };
+        let reply = self.step(id, input).await?;
+        self.after_record(id, None, reply, error).await
+    }
+
+    /// The session fresh from Stripe (or as the caller just retrieved it).
+    async fn read(
+        &self,
+        id: &SessionId,
+        prefetched: Option<Retrieved>,
+    ) -> Result<Fetched, stripe::StripeError> {
+        match prefetched {
+            Some(p) => Ok(fetched(p)),
+            None => self.stripe.retrieve_session(id.as_str()).await.map(fetched),
+        }
+    }
+
+    /// Records a read under a claim this attempt already holds.
+    async fn record_read(
+        &self,
+        id: &SessionId,
+        claim: ClaimToken,
+        read: Result<Fetched, stripe::StripeError>,
+    ) -> Result<(Reply, Option<String>), StoreError> {
+        let error = read.as_ref().err().map(|e| e.to_string());
+        let input = match read_input(read) {
+            Read::Fetched(fetched) => Input::Fetched {
+                claim,
+                fetched: *fetched,
+            },
+            Read::Failed { error, permanent } => Input::FetchFailed {
+                claim,
+                error,
+                permanent,
+            },
+        };
+        Ok((self.step(id, input).await?, error))
+    }
+
+    /// Step 4: tell the merchant when a callback must follow; their 2xx
+    /// completes it. `claim` is the token when the attempt took the claim
+    /// before the read (`ClaimAndRecord` answers with its own token instead).
+    async fn after_record(
+        &self,
+        id: &SessionId,
+        claim: Option<ClaimToken>,
+        reply: Reply,
+        error: Option<String>,
+    ) -> Result<Outcome, FulfillError> {
+        match reply {
+            Reply::Recorded {
+                fulfillment_id,
+                delivered: true,
+            } => {
+                tracing::info!(session = %id, fulfillment = %fulfillment_id, "fulfilled");
+                Ok(Outcome {
+                    state: State::Fulfilled,
+                    fulfillment_id: Some(fulfillment_id),
+                    error: None,
+                    attempted: true,
+                })
+            }
+            Reply::Claimed {
+                token,
+                pending: Some(fid),
+                ..
+            } => self.deliver_fulfillment(id, token, fid).await,
+            Reply::Recorded {
+                fulfillment_id,
+                delivered: false,
+            } => match claim {
+                Some(token) => self.deliver_fulfillment(id, token, fulfillment_id).await,
+                // `ClaimAndRecord` never answers so (see `Input`); were it to,
+                // the lease's recovery job delivers it.
+                None => Ok(Outcome {
+                    state: State::Fulfilling,
+                    fulfillment_id: Some(fulfillment_id),
+                    error: None,
+                    attempted: true,
+                }),
+            },
+            Reply::Skipped(state) => Ok(Outcome::of(state, false)),
+            other => Ok(self.ended(id, &other, error)),
+        }
     }
 
     /// Sends the recorded fulfillment's callback and records the answer.
@@ -431,6 +505,18 @@ pub fn snapshot(s: &stripe::Session) -> Snapshot {
         currency: s.currency.clone(),
         customer_email: s.email(),
         payment_intent: s.payment_intent_id(),
+    }
+}
+
+/// A read as the domain takes it. Only "no such session" can never change;
+/// a `Stripe-Should-Retry: false` holds for that request only.
+fn read_input(read: Result<Fetched, stripe::StripeError>) -> Read {
+    match read {
+        Ok(f) => Read::Fetched(Box::new(f)),
+        Err(e) => Read::Failed {
+            error: e.to_string(),
+            permanent: e.is_not_found(),
+        },
     }
 }
 

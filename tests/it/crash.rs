@@ -1,19 +1,20 @@
-//! Crash safety with the real binary: `kill -9` between the claim and the
-//! end of fulfillment, then a restart on the same database.
+//! Crash safety with the real binary: `kill -9` while an attempt reads the
+//! session from Stripe, or after its claim and record while the merchant's
+//! callback is in flight, then a restart on the same database.
 
 use fulfilld::stripe::double::{SampleSession, Scripted, StripeDouble};
 
 use crate::helpers::{binary::Binary, *};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn killed_after_the_claim_completes_after_restart_once() {
+async fn killed_while_reading_completes_after_restart_once() {
     let dir = tempfile::tempdir().unwrap();
     let stripe = StripeDouble::start(SECRET_KEY).await.unwrap();
     let receiver = Receiver::start().await;
     let id = session_id("kill1");
     let (session, items) = SampleSession::paid(&id, 12).build();
     stripe.insert(session.clone(), items);
-    // The first retrieve never answers: the process is inside its claim.
+    // The first retrieve never answers: the attempt reads before it claims.
     stripe.script(&id, [Scripted::Hang]);
 
     let bin = Binary::start(dir.path(), &stripe, &receiver).await;
@@ -27,8 +28,9 @@ async fn killed_after_the_claim_completes_after_restart_once() {
         (stripe.count(&path) >= 1).then_some(())
     })
     .await;
-    let claimed = bin.session(&id).await;
-    assert_eq!(claimed["state"], "fulfilling");
+    let reading = bin.session(&id).await;
+    assert_eq!(reading["state"], "fulfilling");
+    assert!(reading["fulfillments"].as_array().unwrap().is_empty());
     bin.kill_9();
     stripe.release_hangs();
     assert!(receiver.received().is_empty());
@@ -40,9 +42,10 @@ async fn killed_after_the_claim_completes_after_restart_once() {
     let callbacks = receiver.of_kind("checkout.fulfilled");
     assert_eq!(callbacks.len(), 1);
     assert!(callbacks[0].signature_valid);
+    // The event's own job, never claimed, ran again after the restart.
     assert_eq!(
         s["attempts"].as_array().unwrap().last().unwrap()["trigger"],
-        "retry"
+        "webhook"
     );
 }
 

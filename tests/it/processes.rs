@@ -184,10 +184,10 @@ async fn an_expired_lease_is_taken_over_and_the_stale_attempt_changes_nothing() 
     let (a, b) = (core.process(), core.process());
     let id = session_id("lease");
     let session = core.seed(&SampleSession::paid(&id, 2));
-    core.stripe.script(&id, [Scripted::Hang]);
     core.deliver(&a, "evt_ls_1", "checkout.session.completed", &session)
         .await;
-    // A claims and stalls on its read.
+    // A claims, records the fulfillment and stalls on the merchant's callback.
+    core.receiver.hang();
     let sid = SessionId::parse(&id).unwrap();
     let stalled = tokio::spawn({
         let (a, sid) = (a.clone(), sid.clone());
@@ -196,12 +196,18 @@ async fn an_expired_lease_is_taken_over_and_the_stale_attempt_changes_nothing() 
                 .await
         }
     });
-    eventually("A holds the claim", || async {
-        core.session(&id)
-            .await
-            .rec
-            .lease
-            .filter(|l| l.owner == a.owner())
+    let fid = eventually(
+        "A holds the claim with the fulfillment recorded",
+        || async {
+            let rec = core.session(&id).await.rec;
+            rec.lease
+                .filter(|l| l.owner == a.owner())
+                .and(rec.pending_fulfillment)
+        },
+    )
+    .await;
+    eventually("A's callback is in flight", || async {
+        (!core.receiver.received().is_empty()).then_some(())
     })
     .await;
     // B finds the claim live and leaves it alone...
@@ -210,8 +216,9 @@ async fn an_expired_lease_is_taken_over_and_the_stale_attempt_changes_nothing() 
         .await
         .unwrap();
     assert!(!early.attempted);
-    // An event while A works queues the session now; the job finds A's live
-    // lease and leaves a recovery job at its end (not nothing).
+    // An event while A delivers keeps the recovery job at the lease's end
+    // (the fulfillment is recorded; only its callback is outstanding), and
+    // nothing runs before then.
     core.deliver(
         &a,
         "evt_ls_2",
@@ -219,32 +226,40 @@ async fn an_expired_lease_is_taken_over_and_the_stale_attempt_changes_nothing() 
         &session,
     )
     .await;
-    assert_eq!(core.due_in(&id).await, Some(0));
-    assert_eq!(try_run_once(&b).await.unwrap(), 1);
     assert_eq!(core.due_in(&id).await, Some(60_000));
-    // ...until the lease ends: its recovery job is then due, and B takes it.
+    assert_eq!(try_run_once(&b).await.unwrap(), 0);
+    // ...until the lease ends: its recovery job is then due, and B takes it,
+    // delivering the same fulfillment.
     core.clock.advance(Duration::from_secs(61));
+    core.receiver.respond_with(200);
     assert!(try_run_once(&b).await.unwrap() >= 1);
     let s = core.session(&id).await;
     assert_eq!(s.rec.state, State::Fulfilled);
-    // A's read comes back late: it no longer holds the claim.
-    core.stripe.release_hangs();
+    // A's callback comes back late, without the claim: the merchant's 2xx
+    // is kept as a delivery of the same fulfillment, and nothing else moves.
+    core.receiver.release();
     let late = stalled.await.unwrap().unwrap();
-    assert_eq!(late.fulfillment_id, None);
+    assert_eq!(late.state, State::Fulfilled);
     let s = core.session(&id).await;
     assert_eq!(
-        (s.rec.state, s.detail.fulfillments.len()),
-        (State::Fulfilled, 1)
+        (s.rec.state, s.detail.fulfillments.len(), s.rec.lease),
+        (State::Fulfilled, 1, None)
     );
-    assert!(
-        s.detail.attempts.iter().any(|a| a
-            .error
-            .as_deref()
-            .is_some_and(|e| e.contains("another attempt holds the claim"))),
-        "{:?}",
+    assert_eq!(s.detail.deliveries.len(), 2, "{:?}", s.detail.deliveries);
+    assert_eq!(
+        s.detail.attempts.len(),
+        1,
+        "only B's attempt: {:?}",
         s.detail.attempts
     );
-    assert_eq!(core.receiver.of_kind(FULFILLED).len(), 1);
+    let ids: Vec<String> = core
+        .receiver
+        .of_kind(FULFILLED)
+        .into_iter()
+        .map(|r| r.webhook_id)
+        .collect();
+    assert_eq!(ids.len(), 2, "A's, then B's: one fulfillment, same id");
+    assert!(ids.iter().all(|w| *w == fid), "{ids:?} vs {fid}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

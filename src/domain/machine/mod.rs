@@ -8,7 +8,9 @@ mod outbox;
 
 use serde_json::json;
 
-use super::{ClaimToken, Effect, Env, EventKind, Fetched, Input, Reply, Session, Snapshot, Step};
+use super::{
+    ClaimToken, Effect, Env, EventKind, Fetched, Input, Read, Reply, Session, Snapshot, Step,
+};
 use crate::{
     model::{
         EventRef, Lease, NotificationKind, SessionDetail, SessionRecord, State, Trigger,
@@ -21,6 +23,24 @@ use outbox::notification;
 /// Applies one input to the session `id` (`current`: as stored, None when
 /// unknown). Pure: the same arguments always give the same step.
 pub fn step(id: &str, current: Option<Session>, input: Input, env: &Env<'_>) -> Step {
+    let input = match input {
+        Input::ClaimAndRecord {
+            trigger,
+            force,
+            actor,
+            created,
+            read,
+        } => {
+            let claim = Input::Claim {
+                trigger,
+                force,
+                actor,
+                created,
+            };
+            return claim_and_record(id, current, claim, read, env);
+        }
+        other => other,
+    };
     let mut m = Machine {
         env,
         effects: Vec::new(),
@@ -68,6 +88,69 @@ pub fn step(id: &str, current: Option<Session>, input: Input, env: &Env<'_>) -> 
     Step {
         session,
         effects: m.effects,
+        reply,
+    }
+}
+
+/// `Input::ClaimAndRecord`: the claim's step, then, if it granted the claim
+/// with nothing pending, the read's step on the claimed session, as one.
+fn claim_and_record(
+    id: &str,
+    current: Option<Session>,
+    claim: Input,
+    read: Read,
+    env: &Env<'_>,
+) -> Step {
+    let first = step(id, current, claim, env);
+    let (token, fresh) = match &first.reply {
+        Reply::Claimed {
+            token,
+            pending: None,
+            fresh,
+        } => (token.clone(), *fresh),
+        _ => return first,
+    };
+    let Some(claimed) = first.session.clone() else {
+        return first;
+    };
+    // What the claim's own effects did to the session's job.
+    let job_queued = first
+        .effects
+        .iter()
+        .fold(env.job_queued, |queued, e| match e {
+            Effect::ScheduleFulfill { .. } => true,
+            Effect::CancelFulfill => false,
+            _ => queued,
+        });
+    let env = Env { job_queued, ..*env };
+    let result = match read {
+        Read::Fetched(fetched) => Input::Fetched {
+            claim: token.clone(),
+            fetched: *fetched,
+        },
+        Read::Failed { error, permanent } => Input::FetchFailed {
+            claim: token.clone(),
+            error,
+            permanent,
+        },
+    };
+    let second = step(id, Some(claimed.clone()), result, &env);
+    let reply = match second.reply {
+        Reply::Recorded {
+            fulfillment_id,
+            delivered: false,
+        } => Reply::Claimed {
+            token,
+            pending: Some(fulfillment_id),
+            fresh,
+        },
+        other => other,
+    };
+    let mut effects = first.effects;
+    effects.extend(second.effects);
+    Step {
+        session: second.session.or(Some(claimed)),
+        effects,
         reply,
     }
 }

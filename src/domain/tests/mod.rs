@@ -520,3 +520,104 @@ fn an_expired_event_is_checked_with_a_fresh_read_and_take_over_is_explicit() {
         Reply::Skipped(_)
     ));
 }
+
+fn claim_and_record(trigger: Trigger, read: Read) -> Input {
+    Input::ClaimAndRecord {
+        trigger,
+        force: false,
+        actor: None,
+        created: None,
+        read,
+    }
+}
+
+#[test]
+fn a_claim_and_its_read_are_one_step_that_a_live_lease_or_a_settled_session_refuses() {
+    let paid = || Read::Fetched(Box::new(fetched("paid", "complete")));
+    // No callback: claimed, recorded and fulfilled in one step, job gone.
+    let p = policy(false);
+    let mut s = in_state(State::Fulfilling);
+    s.rec.lease = None;
+    let one = step(
+        ID,
+        Some(s.clone()),
+        claim_and_record(Trigger::Webhook, paid()),
+        &env(&p, ME, NOW),
+    );
+    assert!(
+        matches!(
+            one.reply,
+            Reply::Recorded {
+                delivered: true,
+                ..
+            }
+        ),
+        "{:?}",
+        one.reply
+    );
+    let done = one.session.unwrap();
+    assert_eq!(
+        (
+            done.rec.state,
+            done.rec.lease.as_ref(),
+            done.detail.fulfillments.len()
+        ),
+        (State::Fulfilled, None, 1)
+    );
+    assert_eq!(one.effects.last(), Some(&Effect::CancelFulfill));
+    // With a callback: the claim is held and the recorded fulfillment is
+    // answered as pending, so the caller delivers it under that claim.
+    let p = policy(true);
+    let two = step(
+        ID,
+        Some(s.clone()),
+        claim_and_record(Trigger::Webhook, paid()),
+        &env(&p, ME, NOW),
+    );
+    let Reply::Claimed {
+        token,
+        pending: Some(fid),
+        ..
+    } = two.reply
+    else {
+        panic!("{:?}", two.reply)
+    };
+    let held = two.session.unwrap();
+    assert_eq!(held.rec.pending_fulfillment.as_deref(), Some(fid.as_str()));
+    assert_eq!(held.rec.lease.as_ref().map(|l| l.seq), Some(token.seq));
+    assert_eq!(fid, ids::fulfillment_id(&KEY, ID, 0));
+    // Another owner's live lease: nothing recorded, the read is dropped.
+    let live = step(
+        ID,
+        Some(in_state(State::Fulfilling)),
+        claim_and_record(Trigger::Webhook, paid()),
+        &env(&p, ME, NOW),
+    );
+    assert_eq!(live.reply, Reply::Skipped(State::Fulfilling));
+    assert!(live.session.is_none());
+    // A fulfilled session is never fulfilled again by a read.
+    let again = step(
+        ID,
+        Some(done),
+        claim_and_record(Trigger::LandingPage, paid()),
+        &env(&p, ME, NOW),
+    );
+    assert_eq!(again.reply, Reply::Skipped(State::Fulfilled));
+    // A failed read under the claim schedules a retry in the same step.
+    let failed = Read::Failed {
+        error: "stripe: 500".into(),
+        permanent: false,
+    };
+    let retry = step(
+        ID,
+        Some(s),
+        claim_and_record(Trigger::Webhook, failed),
+        &env(&p, ME, NOW),
+    );
+    assert_eq!(retry.reply, Reply::Done(State::Retrying));
+    let r = retry.session.unwrap();
+    assert_eq!((r.rec.lease, r.rec.claims), (None, 3));
+    assert!(retry.effects.iter().any(
+        |e| matches!(e, Effect::ScheduleFulfill { trigger: Trigger::Retry, due, .. } if *due > NOW)
+    ));
+}

@@ -7,7 +7,7 @@ use proptest::prelude::*;
 
 use super::{ID, KEY, NOW, fetched, policy, snap};
 use crate::{
-    domain::{ClaimToken, Effect, Env, EventKind, Input, Reply, Session, ids, step},
+    domain::{ClaimToken, Effect, Env, EventKind, Input, Read, Reply, Session, ids, step},
     model::{State, Trigger},
 };
 
@@ -21,6 +21,9 @@ enum Op {
     Claim(u8, u8, bool),
     /// Process `p`'s attempt gets its read: 0 true, 1 stale unpaid, 2 transient error, 3 not found.
     Read(u8, u8),
+    /// Process `p` reads first (as `Read`), then claims and records in one
+    /// step (trigger index; force; read).
+    ClaimRead(u8, u8, bool, u8),
     /// Process `p`'s callback: acknowledged or not.
     Callback(u8, bool),
     /// Every process crashes; a new one starts and takes over.
@@ -38,6 +41,8 @@ fn op() -> impl Strategy<Value = Op> {
         (0u8..2).prop_map(Op::Settle),
         (0u8..2, 0u8..5, proptest::bool::weighted(0.1)).prop_map(|(p, t, f)| Op::Claim(p, t, f)),
         (0u8..2, 0u8..4).prop_map(|(p, r)| Op::Read(p, r)),
+        (0u8..2, 0u8..5, proptest::bool::weighted(0.1), 0u8..4)
+            .prop_map(|(p, t, f, r)| Op::ClaimRead(p, t, f, r)),
         (0u8..2, any::<bool>()).prop_map(|(p, ok)| Op::Callback(p, ok)),
         Just(Op::Restart),
         (0u32..120_000).prop_map(Op::Wait),
@@ -108,6 +113,19 @@ proptest! {
                     };
                     (proc.owner.clone(), input)
                 }
+                Op::ClaimRead(i, t, force, r) => {
+                    let trigger = [Trigger::Webhook, Trigger::LandingPage, Trigger::Admin, Trigger::Retry, Trigger::Reconcile][t as usize];
+                    let force = force && trigger == Trigger::Admin;
+                    if procs[i as usize].token.is_some() { continue; }
+                    if force && before == Some(State::Fulfilled) { forced_claims += 1; }
+                    let status = if truth == 1 && r != 1 { "paid" } else { "unpaid" };
+                    let read = match r {
+                        2 => Read::Failed { error: "503".into(), permanent: false },
+                        3 => Read::Failed { error: "404".into(), permanent: true },
+                        _ => Read::Fetched(Box::new(fetched(status, "complete"))),
+                    };
+                    (procs[i as usize].owner.clone(), Input::ClaimAndRecord { trigger, force, actor: None, created: None, read })
+                }
                 Op::Callback(i, ok) => {
                     let proc = &procs[i as usize];
                     let (Some(claim), Some(fid)) = (proc.token.clone(), proc.pending.clone()) else { continue };
@@ -174,15 +192,16 @@ proptest! {
             }
             // Only a read that says paid records a fulfillment.
             if recorded.len() > fulfillments_before {
-                let paid_read = matches!(&input, Input::Fetched { fetched, .. } if fetched.snapshot.is_payable());
+                let paid_read = matches!(&input, Input::Fetched { fetched, .. } if fetched.snapshot.is_payable())
+                    || matches!(&input, Input::ClaimAndRecord { read: Read::Fetched(fetched), .. } if fetched.snapshot.is_payable());
                 prop_assert!(paid_read, "{input:?}");
             }
             // A fulfilled session leaves `fulfilled` only by force.
             if before == Some(State::Fulfilled) && s.rec.state != State::Fulfilled {
-                prop_assert!(matches!(input, Input::Claim { force: true, .. }), "{input:?}");
+                prop_assert!(matches!(input, Input::Claim { force: true, .. } | Input::ClaimAndRecord { force: true, .. }), "{input:?}");
             }
             // The newest event wins: an attempt's result never undoes a failed payment.
-            if before == Some(State::PaymentFailed) && matches!(input, Input::Fetched { .. } | Input::FetchFailed { .. } | Input::CallbackDelivered { .. } | Input::CallbackFailed { .. }) {
+            if before == Some(State::PaymentFailed) && matches!(input, Input::Fetched { .. } | Input::FetchFailed { .. } | Input::CallbackDelivered { .. } | Input::CallbackFailed { .. } | Input::ClaimAndRecord { trigger: Trigger::Webhook | Trigger::LandingPage | Trigger::Retry | Trigger::Reconcile, .. }) {
                 prop_assert_eq!(s.rec.state, State::PaymentFailed);
             }
             // Never stuck: a session that is to be fulfilled, or retried, has

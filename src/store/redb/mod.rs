@@ -402,7 +402,7 @@ fn commit_batch(db: &Database, batch: &mut Vec<Box<dyn WriteOp>>, memory: &Memor
         let mut w: WriteTransaction = db.begin_write()?;
         w.set_two_phase_commit(true);
         let mut failed_at = None;
-        let changes = {
+        let (changes, dirty) = {
             let mut tx = Tx::open(&w)?;
             for (i, op) in batch.iter_mut().enumerate() {
                 if let Err(e) = op.apply(&mut tx) {
@@ -410,9 +410,17 @@ fn commit_batch(db: &Database, batch: &mut Vec<Box<dyn WriteOp>>, memory: &Memor
                     break;
                 }
             }
-            std::mem::take(&mut tx.changes)
+            (std::mem::take(&mut tx.changes), tx.dirty)
         };
         match failed_at {
+            None if !dirty => {
+                // Nothing to make durable (every operation found its work done).
+                w.abort()?;
+                for op in batch.drain(..) {
+                    op.finish(Ok(()));
+                }
+                return Ok(());
+            }
             None => {
                 w.commit()
                     .map_err(|e| StoreError::CommitUnknown(Box::new(e)))?;
@@ -479,6 +487,11 @@ impl Storage for RedbStore {
     }
 
     async fn finish_job(&self, key: &str, due: u64) -> Result<()> {
+        // Memory is what the file holds once every write so far is answered:
+        // a job already gone or moved needs no write.
+        if self.memory.job_due(key) != Some(due) {
+            return self.open_or_stopped();
+        }
         let key = key.to_string();
         self.write(move |tx| {
             if tx.job_due(&key)? == Some(due) {
@@ -601,7 +614,8 @@ impl Storage for RedbStore {
 
     async fn probe(&self) -> Result<()> {
         self.read(|r| r.session_count()).await?;
-        self.write(|_| Ok(())).await
+        let now = crate::time::now_ms();
+        self.write(move |tx| tx.touch(now)).await
     }
 
     async fn backup(&self, dest: &Path) -> Result<BackupStats> {

@@ -178,6 +178,9 @@ pub struct Tx<'t> {
     jobs: Table<'t, &'static str, &'static [u8]>,
     meta: Table<'t, &'static str, &'static [u8]>,
     pub(super) changes: Changes,
+    /// Something was written: a transaction that wrote nothing is not
+    /// committed (a commit costs two syncs even when empty).
+    pub(super) dirty: bool,
 }
 
 impl<'t> Tx<'t> {
@@ -192,6 +195,7 @@ impl<'t> Tx<'t> {
             jobs: w.open_table(JOBS)?,
             meta: w.open_table(META)?,
             changes: Changes::default(),
+            dirty: false,
         })
     }
 
@@ -212,11 +216,13 @@ impl<'t> Tx<'t> {
             ))
         })?;
         self.meta.insert(NAME, key.as_slice())?;
+        self.dirty = true;
         Ok(key)
     }
 
     pub(super) fn set_layout(&mut self) -> Result<(), StoreError> {
         self.meta.insert("layout", [LAYOUT].as_slice())?;
+        self.dirty = true;
         Ok(())
     }
 
@@ -229,6 +235,7 @@ impl<'t> Tx<'t> {
     /// retrieved object is written only when `detail.raw` is set (a read
     /// just brought it); `None` leaves the stored one as it is.
     pub fn store(&mut self, s: &Session) -> Result<(), StoreError> {
+        self.dirty = true;
         let old = get_record(&self.sessions, &s.rec.id)?;
         self.reindex(old.as_ref(), &s.rec)?;
         self.sessions
@@ -289,6 +296,14 @@ impl<'t> Tx<'t> {
         Ok(())
     }
 
+    /// Records that the database answers writes (`Storage::probe`).
+    pub(super) fn touch(&mut self, now_ms: u64) -> Result<(), StoreError> {
+        self.meta
+            .insert("probed_at_ms", now_ms.to_le_bytes().as_slice())?;
+        self.dirty = true;
+        Ok(())
+    }
+
     /// Index entries (and counts) of a session new to the index.
     pub(super) fn index_new(&mut self, rec: &SessionRecord) -> Result<(), StoreError> {
         self.reindex(None, rec)
@@ -300,6 +315,7 @@ impl<'t> Tx<'t> {
 
     /// Stores an event's record with the exact body it arrived with.
     pub fn put_event(&mut self, rec: &EventRecord, raw: &[u8]) -> Result<(), StoreError> {
+        self.dirty = true;
         self.events
             .insert(rec.id.as_str(), join(&encode(rec)?, raw)?.as_slice())?;
         Ok(())
@@ -318,6 +334,7 @@ impl<'t> Tx<'t> {
     }
 
     pub fn put_notification(&mut self, n: &Notification) -> Result<(), StoreError> {
+        self.dirty = true;
         self.notifications
             .insert(n.id.as_str(), encode(n)?.as_slice())?;
         Ok(())
@@ -334,6 +351,7 @@ impl<'t> Tx<'t> {
     /// Queues `job` at `due_ms`, replacing any queued job with the same key.
     pub fn schedule(&mut self, job: &Job, due_ms: u64) -> Result<(), StoreError> {
         let key = job.key();
+        self.dirty = true;
         self.jobs
             .insert(key.as_str(), encode_job(due_ms, job)?.as_slice())?;
         self.changes.jobs.push(JobChange::Put {
@@ -346,6 +364,7 @@ impl<'t> Tx<'t> {
     /// Removes the job with this key, if any.
     pub fn unschedule(&mut self, key: &str) -> Result<(), StoreError> {
         if self.jobs.remove(key)?.is_some() {
+            self.dirty = true;
             self.changes.jobs.push(JobChange::Remove {
                 key: key.to_string(),
             });
@@ -357,9 +376,7 @@ impl<'t> Tx<'t> {
 /// Reads what memory holds (every queued job, the per-state counts) from a
 /// snapshot. A job that does not decode is logged and left out: one bad row
 /// must not keep the rest of the queue from running.
-pub(super) fn read_memory(
-    r: &ReadTransaction,
-) -> Result<(Vec<(u64, Job)>, Counts), StoreError> {
+pub(super) fn read_memory(r: &ReadTransaction) -> Result<(Vec<(u64, Job)>, Counts), StoreError> {
     let mut jobs = Vec::new();
     for entry in r.open_table(JOBS)?.iter()? {
         let (k, v) = entry?;

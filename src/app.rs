@@ -90,6 +90,7 @@ pub struct Application {
     fulfiller: Arc<Fulfiller>,
     stop: CancellationToken,
     max_connections: usize,
+    event_retention_days: u32,
 }
 
 impl Application {
@@ -182,6 +183,7 @@ impl Application {
             fulfiller,
             stop: CancellationToken::new(),
             max_connections: config.server.max_connections,
+            event_retention_days: config.storage.event_retention_days,
         })
     }
 
@@ -209,6 +211,12 @@ impl Application {
             tokio::spawn(Worker::new(self.fulfiller.clone()).run_until_stopped(stop.clone()));
         let reconciler = tokio::spawn(worker::reconcile_until_stopped(
             self.fulfiller.clone(),
+            stop.clone(),
+        ));
+        let pruner = tokio::spawn(crate::retention::prune_until_stopped(
+            self.fulfiller.store().clone(),
+            self.fulfiller.clock().clone(),
+            self.event_retention_days,
             stop.clone(),
         ));
         tracing::info!(addr = %self.addr, "listening");
@@ -244,6 +252,7 @@ impl Application {
             tracing::error!(error = %e, "worker task failed");
         }
         let _ = reconciler.await;
+        let _ = pruner.await;
         let _ = watchdog.await;
         // Everything that writes has stopped: close the file cleanly.
         self.fulfiller.store().close().await;

@@ -18,6 +18,7 @@ pub mod model;
 pub mod money;
 pub mod notify;
 pub mod report;
+pub mod retention;
 pub mod signature;
 pub mod store;
 pub mod stripe;

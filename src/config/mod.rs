@@ -78,6 +78,9 @@ pub struct ServerConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct StorageConfig {
     pub path: PathBuf,
+    /// Raw Stripe event bodies older than this many days are pruned (their
+    /// records, and everything about sessions, are kept).
+    pub event_retention_days: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -202,6 +205,7 @@ impl Default for StorageConfig {
     fn default() -> Self {
         StorageConfig {
             path: PathBuf::from("./data/fulfilld.redb"),
+            event_retention_days: 90,
         }
     }
 }

@@ -32,6 +32,7 @@ fn defaults_follow_the_contract() {
     assert_eq!(c.server.listen, SocketAddr::from(([127, 0, 0, 1], 4242)));
     assert_eq!(c.server.public_url.to_string(), "http://localhost:4242");
     assert_eq!(c.storage.path, PathBuf::from("./data/fulfilld.redb"));
+    assert_eq!(c.storage.event_retention_days, 90);
     assert_eq!(c.stripe.api_base.to_string(), "https://api.stripe.com");
     assert_eq!(c.stripe.tolerance_secs, 300);
     assert_eq!(c.jobs.retry_base_ms, 1000);
@@ -622,4 +623,21 @@ fn trusted_proxies_parse_from_the_file_and_the_environment() {
         );
         Ok(())
     });
+}
+
+#[test]
+fn event_retention_is_between_a_day_and_ten_years() {
+    for (days, ok) in [(0, false), (1, true), (3650, true), (3651, false)] {
+        let raw = format!("{GOOD}\n[storage]\nevent_retention_days = {days}\n");
+        match parse(&raw) {
+            Ok(c) => {
+                assert!(ok, "{days} accepted");
+                assert_eq!(c.storage.event_retention_days, days);
+            }
+            Err(e) => {
+                assert!(!ok, "{days} refused: {e}");
+                assert!(e.to_string().contains("storage.event_retention_days"), "{e}");
+            }
+        }
+    }
 }

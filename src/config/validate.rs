@@ -175,6 +175,13 @@ impl Config {
         if self.storage.path.as_os_str().is_empty() {
             return Err(ConfigError::invalid("storage.path", "must not be empty"));
         }
+        // A day at least (Stripe redelivers for three); ten years at most.
+        if !(1..=3650).contains(&self.storage.event_retention_days) {
+            return Err(ConfigError::invalid(
+                "storage.event_retention_days",
+                "must be between 1 and 3650",
+            ));
+        }
         // At least one, so the server can answer at all; at most what one
         // process can hold open (every connection costs a file descriptor).
         if !(1..=65_536).contains(&self.server.max_connections) {

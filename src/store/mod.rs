@@ -121,6 +121,16 @@ pub struct SessionView {
     pub notifications: Vec<Notification>,
 }
 
+/// One round of pruning raw event bodies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pruned {
+    /// Bodies removed this round.
+    pub pruned: u64,
+    /// Where the next round goes on (the last event id looked at); `None`
+    /// once the whole log has been looked at.
+    pub next: Option<String>,
+}
+
 /// What a backup holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BackupStats {
@@ -205,12 +215,25 @@ pub trait Storage: Send + Sync + 'static {
     async fn list_full(&self, query: ListQuery) -> Result<Page<Session>>;
     async fn state_counts(&self) -> Result<Vec<(State, u64)>>;
     async fn event(&self, id: &str) -> Result<Option<EventRecord>>;
-    /// The exact body of an event as received.
+    /// The exact body of an event as received; `None` when unknown or
+    /// pruned after `storage.event_retention_days`.
     async fn event_payload(&self, id: &str) -> Result<Option<Vec<u8>>>;
     async fn event_count(&self) -> Result<u64>;
     async fn session_count(&self) -> Result<u64>;
     /// Ids of every session in `state`.
     async fn ids_in_state(&self, state: State) -> Result<Vec<String>>;
+
+    // Retention.
+    /// Looks at up to `scan` events after `after` (by id) and removes the
+    /// raw bodies of those received before `before_ms`, keeping their
+    /// records (so redeliveries are still recognised). Removals are written
+    /// in small transactions, so webhooks never wait long behind them.
+    async fn prune_event_bodies(
+        &self,
+        before_ms: u64,
+        after: Option<String>,
+        scan: usize,
+    ) -> Result<Pruned>;
 
     // Operations.
     /// A read and a committed write: the database answers and can write.

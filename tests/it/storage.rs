@@ -98,6 +98,14 @@ impl Storage for WritesFail {
     async fn resend(&self, _: &SessionId, _: &str, _: u64) -> StoreResult<bool> {
         Err(full())
     }
+    async fn prune_event_bodies(
+        &self,
+        _: u64,
+        _: Option<String>,
+        _: usize,
+    ) -> StoreResult<fulfilld::store::Pruned> {
+        Err(full())
+    }
     async fn finish_job(&self, _: &str, _: u64) -> StoreResult<()> {
         Err(full())
     }

@@ -612,6 +612,35 @@ impl Storage for RedbStore {
         self.read(move |r| r.ids_in_state(state)).await
     }
 
+    async fn prune_event_bodies(
+        &self,
+        before_ms: u64,
+        after: Option<String>,
+        scan: usize,
+    ) -> Result<super::Pruned> {
+        /// Removals per transaction: each rewrites one event's value, so a
+        /// group this size keeps the writer's turn short for the webhooks
+        /// queued behind it.
+        const GROUP: usize = 64;
+        let (old, next) = self
+            .read(move |r| r.prunable_events(before_ms, after.as_deref(), scan))
+            .await?;
+        let mut pruned = 0;
+        for group in old.chunks(GROUP) {
+            let ids = group.to_vec();
+            pruned += self
+                .write(move |tx| {
+                    let mut n = 0;
+                    for id in &ids {
+                        n += u64::from(tx.prune_event(id, before_ms)?);
+                    }
+                    Ok(n)
+                })
+                .await?;
+        }
+        Ok(super::Pruned { pruned, next })
+    }
+
     async fn probe(&self) -> Result<()> {
         self.read(|r| r.session_count()).await?;
         let now = crate::time::now_ms();

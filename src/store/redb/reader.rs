@@ -3,8 +3,8 @@
 use redb::{ReadTransaction, ReadableTableMetadata};
 
 use super::tables::{
-    BODIES, EVENTS, ID_MAX, INDEX, NOTIFICATIONS, SESSIONS, email_term, get_event, get_json,
-    get_record, load_session, pi_term, state_range,
+    BODIES, EVENTS, ID_MAX, INDEX, NOTIFICATIONS, SESSIONS, decode, email_term, get_event,
+    get_json, get_record, load_session, pi_term, split, state_range,
 };
 use crate::{
     domain::Session,
@@ -38,9 +38,50 @@ impl Reader {
         Ok(get_event(&self.r.open_table(EVENTS)?, id)?.map(|(rec, _)| rec))
     }
 
-    /// The exact body of an event as received.
+    /// The exact body of an event as received (`None` once pruned).
     pub fn event_payload(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(get_event(&self.r.open_table(EVENTS)?, id)?.map(|(_, raw)| raw))
+        Ok(get_event(&self.r.open_table(EVENTS)?, id)?
+            .map(|(_, raw)| raw)
+            .filter(|raw| !raw.is_empty()))
+    }
+
+    /// Up to `scan` events after `after`: the ids of those received before
+    /// `before_ms` that still hold a body, and the last id looked at.
+    pub fn prunable_events(
+        &self,
+        before_ms: u64,
+        after: Option<&str>,
+        scan: usize,
+    ) -> Result<(Vec<String>, Option<String>), StoreError> {
+        use std::ops::Bound;
+        let table = self.r.open_table(EVENTS)?;
+        let lower = match after {
+            Some(a) => Bound::Excluded(a),
+            None => Bound::Unbounded,
+        };
+        let mut old = Vec::new();
+        let (mut last, mut looked) = (None, 0);
+        for entry in table.range::<&str>((lower, Bound::Unbounded))?.take(scan) {
+            let (k, v) = entry?;
+            let id = k.value();
+            last = Some(id.to_string());
+            looked += 1;
+            let (rec, raw) = split(id, v.value())?;
+            if raw.is_empty() {
+                continue;
+            }
+            match decode::<EventRecord>(id, rec) {
+                Ok(rec) if rec.received_at_ms < before_ms => old.push(id.to_string()),
+                Ok(_) => {}
+                // Left as it is: the record is what a person would need to see.
+                Err(e) => {
+                    tracing::warn!(event = id, error = %e, "not pruning an event whose record cannot be read")
+                }
+            }
+        }
+        // Fewer than asked for: the end of the log.
+        let next = if looked == scan { last } else { None };
+        Ok((old, next))
     }
 
     pub fn notification(&self, id: &str) -> Result<Option<Notification>, StoreError> {

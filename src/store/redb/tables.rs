@@ -321,6 +321,18 @@ impl<'t> Tx<'t> {
         Ok(())
     }
 
+    /// Removes an event's raw body if it is still there and was received
+    /// before `before_ms`, keeping its record; true when removed.
+    pub(super) fn prune_event(&mut self, id: &str, before_ms: u64) -> Result<bool, StoreError> {
+        match get_event(&self.events, id)? {
+            Some((rec, raw)) if !raw.is_empty() && rec.received_at_ms < before_ms => {
+                self.put_event(&rec, &[])?;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
     /// Updates an event's record, keeping its body.
     pub fn update_event(&mut self, rec: &EventRecord) -> Result<(), StoreError> {
         let raw = get_event(&self.events, &rec.id)?

@@ -636,7 +636,10 @@ fn event_retention_is_between_a_day_and_ten_years() {
             }
             Err(e) => {
                 assert!(!ok, "{days} refused: {e}");
-                assert!(e.to_string().contains("storage.event_retention_days"), "{e}");
+                assert!(
+                    e.to_string().contains("storage.event_retention_days"),
+                    "{e}"
+                );
             }
         }
     }

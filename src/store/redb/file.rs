@@ -8,6 +8,19 @@ use redb::{Database, ReadableDatabase};
 use super::tables;
 use crate::store::{BackupStats, Result, StoreError};
 
+/// Whether the file was left open by a process that stopped without
+/// closing it (redb's header flag `RECOVERY_REQUIRED`, bit 1 of byte 9):
+/// its next open repairs it.
+pub(super) fn needs_recovery(path: &Path) -> Result<bool> {
+    let mut header = [0u8; 10];
+    match std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut header)) {
+        Ok(()) => Ok(header[9] & 0b10 != 0),
+        // Too short to say: check everything (redb then refuses it).
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(true),
+        Err(e) => Err(StoreError::Io(e)),
+    }
+}
+
 /// Refuses a file that cannot be a redb database, before redb sees it.
 pub(super) fn check_header(path: &Path) -> Result<()> {
     let not_a_db = |reason: &str| StoreError::NotADatabase {

@@ -52,7 +52,7 @@ use reader::Reader;
 use tables::Tx;
 
 pub use file::backup_file;
-use file::{check_header, check_tables, copy_snapshot, create_private};
+use file::{check_header, check_tables, copy_snapshot, create_private, needs_recovery};
 
 /// Operations waiting for the writer beyond this many make callers wait
 /// (backpressure) instead of growing memory without bound.
@@ -139,16 +139,18 @@ pub struct RedbStore {
 impl RedbStore {
     /// Opens the database at `path`, or creates it (mode 0600, in a folder
     /// made 0700) when nothing is there. An existing file that is empty or
-    /// not a redb database is refused, never replaced; every page's checksum
-    /// is verified first so a damaged file is refused rather than trusted.
+    /// not a redb database is refused, never replaced. A file that was not
+    /// closed cleanly (a crash, a kill, a lost disk) has every page's
+    /// checksum verified before it is trusted, so a damaged file is refused;
+    /// one closed cleanly opens without reading every page (the check costs
+    /// about 1.5 ms per MB here, 0.8-1.2 s for 100,000 sessions).
     pub fn open(path: &Path) -> Result<RedbStore> {
         let mut builder = Database::builder();
-        builder
-            .set_cache_size(CACHE_BYTES)
-            .set_check_integrity_on_open(true);
+        builder.set_cache_size(CACHE_BYTES);
         match std::fs::symlink_metadata(path) {
             Ok(_) => {
                 check_header(path)?;
+                builder.set_check_integrity_on_open(needs_recovery(path)?);
                 let db = builder.open(path)?;
                 check_tables(&db, path)?;
                 Self::start(db)

@@ -165,6 +165,11 @@ pub enum Input {
         force: bool,
         actor: Option<String>,
         created: Option<i64>,
+        /// The session's `version` when the read started (0 when it was
+        /// unknown). When an event has moved it since, the read is dropped:
+        /// the step is the claim alone (`Claimed`, nothing pending), and the
+        /// caller reads again under it.
+        seen_version: u64,
         read: Read,
     },
     /// The claim's fresh read of the session.

@@ -287,10 +287,24 @@ impl Fulfiller {
             force: opts.force,
             actor: opts.actor.clone(),
             created: read.as_ref().ok().map(|r| r.snapshot.created),
+            seen_version: known.as_ref().map_or(0, |r| r.version),
             read: read_input(read),
         };
-        let reply = self.step(id, input).await?;
-        self.after_record(id, None, reply, error).await
+        let (reply, claim, error) = match self.step(id, input).await? {
+            // An event came during the read: it is dropped, and the claim
+            // taken instead is used for a fresh read.
+            Reply::Claimed {
+                token,
+                pending: None,
+                ..
+            } => {
+                let read = self.read(id, None).await;
+                let (reply, error) = self.record_read(id, token.clone(), read).await?;
+                (reply, Some(token), error)
+            }
+            other => (other, None, error),
+        };
+        self.after_record(id, claim, reply, error).await
     }
 
     /// The session fresh from Stripe (or as the caller just retrieved it).

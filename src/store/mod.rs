@@ -200,9 +200,8 @@ pub trait Storage: Send + Sync + 'static {
     async fn due_jobs(&self, now: u64, limit: usize, kind: JobKind) -> Result<Vec<(u64, Job)>>;
     async fn job_due(&self, key: &str) -> Result<Option<u64>>;
     async fn queue_stats(&self) -> Result<QueueStats>;
-    /// Notified when a commit queued a job due no later than every job
-    /// queued before it: the worker waits on this instead of rescanning
-    /// after every write.
+    /// Notified when a commit queued a job: the worker waits on this
+    /// instead of rescanning after every write.
     fn queue_changed(&self) -> Arc<tokio::sync::Notify>;
 
     // Reads.

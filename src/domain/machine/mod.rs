@@ -29,6 +29,7 @@ pub fn step(id: &str, current: Option<Session>, input: Input, env: &Env<'_>) -> 
             force,
             actor,
             created,
+            seen_version,
             read,
         } => {
             let claim = Input::Claim {
@@ -37,7 +38,7 @@ pub fn step(id: &str, current: Option<Session>, input: Input, env: &Env<'_>) -> 
                 actor,
                 created,
             };
-            return claim_and_record(id, current, claim, read, env);
+            return claim_and_record(id, current, claim, seen_version, read, env);
         }
         other => other,
     };
@@ -98,11 +99,16 @@ fn claim_and_record(
     id: &str,
     current: Option<Session>,
     claim: Input,
+    seen_version: u64,
     read: Read,
     env: &Env<'_>,
 ) -> Step {
     let first = step(id, current, claim, env);
     let (token, fresh) = match &first.reply {
+        // The read started before an event that moved the session on: the
+        // event wins, the read is dropped, and the caller, holding the
+        // claim, reads again.
+        Reply::Claimed { token, .. } if token.version != seen_version => return first,
         Reply::Claimed {
             token,
             pending: None,

@@ -527,6 +527,7 @@ fn claim_and_record(trigger: Trigger, read: Read) -> Input {
         force: false,
         actor: None,
         created: None,
+        seen_version: in_state(State::Fulfilling).rec.version,
         read,
     }
 }
@@ -620,4 +621,33 @@ fn a_claim_and_its_read_are_one_step_that_a_live_lease_or_a_settled_session_refu
     assert!(retry.effects.iter().any(
         |e| matches!(e, Effect::ScheduleFulfill { trigger: Trigger::Retry, due, .. } if *due > NOW)
     ));
+
+    // An event during the read wins over it: the read is dropped and the
+    // claim alone is taken, for a fresh read under it.
+    let mut moved = in_state(State::Fulfilling);
+    moved.rec.lease = None;
+    moved.rec.version += 1;
+    let stale = Input::ClaimAndRecord {
+        trigger: Trigger::Webhook,
+        force: false,
+        actor: None,
+        created: None,
+        seen_version: moved.rec.version - 1,
+        read: Read::Fetched(Box::new(fetched("unpaid", "complete"))),
+    };
+    let over = step(ID, Some(moved), stale, &env(&p, ME, NOW));
+    assert!(
+        matches!(over.reply, Reply::Claimed { pending: None, .. }),
+        "{:?}",
+        over.reply
+    );
+    let s = over.session.unwrap();
+    assert_eq!(
+        (
+            s.rec.state,
+            s.detail.fulfillments.len(),
+            s.rec.lease.map(|l| l.owner)
+        ),
+        (State::Fulfilling, 0, Some(ME.to_string()))
+    );
 }

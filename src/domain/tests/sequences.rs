@@ -22,8 +22,8 @@ enum Op {
     /// Process `p`'s attempt gets its read: 0 true, 1 stale unpaid, 2 transient error, 3 not found.
     Read(u8, u8),
     /// Process `p` reads first (as `Read`), then claims and records in one
-    /// step (trigger index; force; read).
-    ClaimRead(u8, u8, bool, u8),
+    /// step (trigger index; force; read; an event came during the read).
+    ClaimRead(u8, u8, bool, u8, bool),
     /// Process `p`'s callback: acknowledged or not.
     Callback(u8, bool),
     /// Every process crashes; a new one starts and takes over.
@@ -41,8 +41,14 @@ fn op() -> impl Strategy<Value = Op> {
         (0u8..2).prop_map(Op::Settle),
         (0u8..2, 0u8..5, proptest::bool::weighted(0.1)).prop_map(|(p, t, f)| Op::Claim(p, t, f)),
         (0u8..2, 0u8..4).prop_map(|(p, r)| Op::Read(p, r)),
-        (0u8..2, 0u8..5, proptest::bool::weighted(0.1), 0u8..4)
-            .prop_map(|(p, t, f, r)| Op::ClaimRead(p, t, f, r)),
+        (
+            0u8..2,
+            0u8..5,
+            proptest::bool::weighted(0.1),
+            0u8..4,
+            proptest::bool::weighted(0.2)
+        )
+            .prop_map(|(p, t, f, r, e)| Op::ClaimRead(p, t, f, r, e)),
         (0u8..2, any::<bool>()).prop_map(|(p, ok)| Op::Callback(p, ok)),
         Just(Op::Restart),
         (0u32..120_000).prop_map(Op::Wait),
@@ -113,7 +119,7 @@ proptest! {
                     };
                     (proc.owner.clone(), input)
                 }
-                Op::ClaimRead(i, t, force, r) => {
+                Op::ClaimRead(i, t, force, r, event_meanwhile) => {
                     let trigger = [Trigger::Webhook, Trigger::LandingPage, Trigger::Admin, Trigger::Retry, Trigger::Reconcile][t as usize];
                     let force = force && trigger == Trigger::Admin;
                     if procs[i as usize].token.is_some() { continue; }
@@ -124,7 +130,9 @@ proptest! {
                         3 => Read::Failed { error: "404".into(), permanent: true },
                         _ => Read::Fetched(Box::new(fetched(status, "complete"))),
                     };
-                    (procs[i as usize].owner.clone(), Input::ClaimAndRecord { trigger, force, actor: None, created: None, read })
+                    let version = session.as_ref().map_or(0, |s| s.rec.version);
+                    let seen_version = if event_meanwhile { version.wrapping_sub(1) } else { version };
+                    (procs[i as usize].owner.clone(), Input::ClaimAndRecord { trigger, force, actor: None, created: None, seen_version, read })
                 }
                 Op::Callback(i, ok) => {
                     let proc = &procs[i as usize];

@@ -70,8 +70,9 @@ impl Queue {
 pub(super) struct Memory {
     queue: Mutex<Queue>,
     counts: Mutex<Counts>,
-    /// Notified when a commit queued a job due no later than every job
-    /// queued before it: the worker's cue to look again.
+    /// Notified when a commit queued a job: the worker's cue to look again
+    /// (once per commit, however many webhooks it holds; a commit that
+    /// queues nothing, like an unpaid session's webhook, wakes nobody).
     wake: Arc<Notify>,
 }
 
@@ -101,13 +102,11 @@ impl Memory {
     pub(super) fn apply(&self, changes: Changes) {
         if !changes.jobs.is_empty() {
             let mut queue = lock(&self.queue);
-            let mut earliest_before = queue.by_due.keys().next().map(|(due, _)| *due);
             let mut wake = false;
             for change in changes.jobs {
                 match change {
                     JobChange::Put { due, job } => {
-                        wake |= earliest_before.is_none_or(|e| due <= e);
-                        earliest_before = Some(earliest_before.map_or(due, |e| e.min(due)));
+                        wake = true;
                         queue.put(due, job);
                     }
                     JobChange::Remove { key } => queue.remove(&key),
@@ -169,7 +168,7 @@ mod tests {
     }
 
     #[test]
-    fn the_queue_follows_committed_changes_and_wakes_only_for_a_new_earliest_job() {
+    fn the_queue_follows_committed_changes_and_wakes_only_when_a_commit_queues_work() {
         let m = Memory::rebuilt(vec![(50, fulfill("cs_test_a"))], [0; 7]);
         let woken = || {
             let n = m.wake();
@@ -185,8 +184,10 @@ mod tests {
             }],
             ..Changes::default()
         };
+        m.apply(Changes::default());
+        assert!(!woken(), "a commit that queues nothing wakes nobody");
         m.apply(later);
-        assert!(!woken(), "a job behind the earliest needs no wake");
+        assert!(woken(), "a job behind a running one is looked at too");
         m.apply(Changes {
             jobs: vec![
                 JobChange::Put {

@@ -11,12 +11,13 @@ use redb::{ReadableTable, TableDefinition, WriteTransaction};
 use serde::Deserialize;
 
 use super::tables::{
-    BODIES, LAYOUT, META, SESSIONS, Tx, decode, encode, encode_job, encode_session,
+    BODIES, EVENTS, LAYOUT, META, NOTIFICATIONS, SESSIONS, Tx, copy_table, decode, encode,
+    encode_job, encode_session,
 };
 use crate::{
     domain::Session,
-    model::{Job, SessionDetail, SessionRecord},
-    store::StoreError,
+    model::{Job, SessionDetail, SessionRecord, State, Trigger},
+    store::{BackupStats, StoreError},
 };
 
 const V1_DETAILS: TableDefinition<&str, &[u8]> = TableDefinition::new("session_details");
@@ -64,14 +65,49 @@ pub(super) fn upgrade(w: &WriteTransaction) -> Result<u64, StoreError> {
     w.delete_table(V1_BY_TERM)?;
     w.delete_table(V1_JOB_DUE)?;
     w.delete_table(V1_STATE_COUNTS)?;
-    let converted = convert_sessions(w)?;
+    let (converted, pending) = convert_sessions(w)?;
     w.delete_table(V1_DETAILS)?;
     let mut tx = Tx::open(w)?;
     for (due, job) in jobs {
         tx.schedule(&job, due)?;
     }
+    // Never stuck: a session to be fulfilled or retried whose job was lost
+    // (an unreadable row) is due at once.
+    for id in pending {
+        let job = Job::Fulfill {
+            session_id: id,
+            trigger: Trigger::Retry,
+        };
+        if tx.job_due(&job.key())?.is_none() {
+            tx.schedule(&job, 0)?;
+        }
+    }
     tx.set_layout()?;
     Ok(converted)
+}
+
+/// Copies a layout-1 snapshot table by table, as it is.
+pub(super) fn copy_v1(
+    from: &redb::ReadTransaction,
+    to: &WriteTransaction,
+) -> Result<BackupStats, StoreError> {
+    let sessions = copy_table(from, to, SESSIONS)?;
+    let events = copy_table(from, to, EVENTS)?;
+    let rows = sessions
+        + events
+        + copy_table(from, to, V1_DETAILS)?
+        + copy_table(from, to, NOTIFICATIONS)?
+        + copy_table(from, to, V1_BY_STATE)?
+        + copy_table(from, to, V1_BY_TERM)?
+        + copy_table(from, to, V1_JOBS)?
+        + copy_table(from, to, V1_JOB_DUE)?
+        + copy_table(from, to, V1_STATE_COUNTS)?
+        + copy_table(from, to, META)?;
+    Ok(BackupStats {
+        sessions,
+        events,
+        rows,
+    })
 }
 
 /// Every queued job of layout 1; its two queue tables are then deleted.
@@ -110,9 +146,13 @@ struct RawOnly {
 }
 
 /// Rewrites every session as one value, its raw object into `session_bodies`,
-/// and builds the index, `CHUNK` sessions at a time.
-fn convert_sessions(w: &WriteTransaction) -> Result<u64, StoreError> {
+/// and builds the index, `CHUNK` sessions at a time. A record that does not
+/// decode is logged and left as it is (it reads as damaged, as before),
+/// never a reason to refuse the whole file. Returns how many were converted
+/// and the ids of those to be fulfilled or retried.
+fn convert_sessions(w: &WriteTransaction) -> Result<(u64, Vec<String>), StoreError> {
     let mut converted = 0u64;
+    let mut pending = Vec::new();
     let mut after: Option<String> = None;
     loop {
         let chunk: Vec<(String, Vec<u8>)> = {
@@ -140,16 +180,35 @@ fn convert_sessions(w: &WriteTransaction) -> Result<u64, StoreError> {
         };
         let mut sessions = Vec::with_capacity(chunk.len());
         for (id, rec) in chunk {
-            let rec: SessionRecord = decode(&id, &rec)?;
-            let (mut detail, raw) =
-                match details.as_ref().map(|d| d.get(id.as_str())).transpose()? {
-                    Some(Some(v)) => (
-                        decode::<SessionDetail>(&id, v.value())?,
-                        decode::<RawOnly>(&id, v.value())?.raw,
-                    ),
-                    _ => (SessionDetail::default(), None),
-                };
+            let rec: SessionRecord = match decode(&id, &rec) {
+                Ok(rec) => rec,
+                Err(e) => {
+                    tracing::error!(session = %id, error = %e, "leaving a session record that cannot be read as it is while upgrading the database");
+                    continue;
+                }
+            };
+            let stored = details
+                .as_ref()
+                .map(|d| d.get(id.as_str()))
+                .transpose()?
+                .flatten();
+            let (mut detail, raw) = match stored {
+                Some(v) => match (
+                    decode::<SessionDetail>(&id, v.value()),
+                    decode::<RawOnly>(&id, v.value()),
+                ) {
+                    (Ok(detail), Ok(raw)) => (detail, raw.raw),
+                    (Err(e), _) | (_, Err(e)) => {
+                        tracing::error!(session = %id, error = %e, "a session's history cannot be read; upgrading its record without it");
+                        (SessionDetail::default(), None)
+                    }
+                },
+                None => (SessionDetail::default(), None),
+            };
             detail.raw = raw;
+            if matches!(rec.state, State::Fulfilling | State::Retrying) {
+                pending.push(rec.id.clone());
+            }
             sessions.push(Session { rec, detail });
         }
         drop(details);
@@ -170,7 +229,7 @@ fn convert_sessions(w: &WriteTransaction) -> Result<u64, StoreError> {
         }
         converted += sessions.len() as u64;
     }
-    Ok(converted)
+    Ok((converted, pending))
 }
 
 #[cfg(test)]
@@ -240,6 +299,25 @@ mod tests {
                 }
             }
             counts.insert("fulfilled", 1).unwrap();
+            // One record that no longer decodes, and one retrying session
+            // whose job row is unreadable.
+            sessions
+                .insert("cs_test_v1_broken", b"{not json".as_slice())
+                .unwrap();
+            let mut rec = SessionRecord::new("cs_test_v1_lostjob", 1_600_000_000, 5);
+            rec.state = State::Retrying;
+            sessions
+                .insert(
+                    "cs_test_v1_lostjob",
+                    serde_json::to_vec(&rec).unwrap().as_slice(),
+                )
+                .unwrap();
+            by_state
+                .insert(("retrying", rec.created, "cs_test_v1_lostjob"), ())
+                .unwrap();
+            jobs.insert((5, "fulfill:cs_test_v1_lostjob"), b"??".as_slice())
+                .unwrap();
+            job_due.insert("fulfill:cs_test_v1_lostjob", 5).unwrap();
         }
         w.commit().unwrap();
     }
@@ -251,21 +329,35 @@ mod tests {
         // More than one chunk, so the pass-by-pass conversion is exercised.
         let n = CHUNK * 2 + 7;
         write_v1(&path, n);
+        // An offline backup of the old file copies it as it is...
+        let backup = dir.path().join("backup.redb");
+        let copied = super::super::backup_file(&path, &backup).unwrap();
+        assert_eq!(copied.sessions, n as u64 + 2);
+        // ...and both upgrade when opened.
+        let restored = RedbStore::open(&backup).unwrap();
+        assert_eq!(restored.session_count().await.unwrap(), n as u64 + 2);
+        restored.close().await;
         let store = RedbStore::open(&path).unwrap();
-        assert_eq!(store.session_count().await.unwrap(), n as u64);
+        // The unreadable record stays (and reads as damaged); the rest upgrade.
+        assert_eq!(store.session_count().await.unwrap(), n as u64 + 2);
+        let broken = crate::model::SessionId::parse("cs_test_v1_broken").unwrap();
+        assert!(store.session(&broken).await.is_err());
         let counts = store.state_counts().await.unwrap();
         let fulfilled = n.div_ceil(3) as u64;
+        let retrying = n as u64 - fulfilled + 1;
         assert!(
             counts.contains(&(State::Fulfilled, fulfilled)),
             "{counts:?}"
         );
-        assert!(
-            counts.contains(&(State::Retrying, n as u64 - fulfilled)),
-            "{counts:?}"
-        );
+        assert!(counts.contains(&(State::Retrying, retrying)), "{counts:?}");
+        // The retrying session whose job was unreadable is due at once.
         let stats = store.queue_stats().await.unwrap();
-        assert_eq!(stats.queued, n as u64 - fulfilled);
-        assert_eq!(stats.next_due, Some(901));
+        assert_eq!(stats.queued, retrying);
+        assert_eq!(stats.next_due, Some(0));
+        assert_eq!(
+            store.job_due("fulfill:cs_test_v1_lostjob").await.unwrap(),
+            Some(0)
+        );
         let id = crate::model::SessionId::parse("cs_test_v1_00001").unwrap();
         let view = store.session_view(&id).await.unwrap().unwrap();
         assert_eq!(view.session.detail.line_items[0].amount_total, 2400);
@@ -301,7 +393,7 @@ mod tests {
         drop(store);
         // Opening again finds layout 2 and changes nothing.
         let again = super::super::tests::reopen(&path).await.unwrap();
-        assert_eq!(again.session_count().await.unwrap(), n as u64);
+        assert_eq!(again.session_count().await.unwrap(), n as u64 + 2);
         assert_eq!(again.queue_stats().await.unwrap(), stats);
     }
 }

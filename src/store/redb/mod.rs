@@ -4,9 +4,15 @@
 //!   in one write transaction and commits it (two-phase, `Durability::
 //!   Immediate`) before answering any of them: group commit, so concurrent
 //!   webhooks share one sync. Two-phase commit makes the newest commit the
-//!   one a restart sees even if its pages are later damaged: a checksum
-//!   failure is then reported at open instead of silently rolling back to
-//!   the commit before it (and losing acknowledged events).
+//!   one a restart sees even if its pages are later damaged: when the file
+//!   was not closed cleanly, every page's checksum is verified at open and
+//!   a failure is reported instead of silently rolling back to the commit
+//!   before it (and losing acknowledged events). A file closed cleanly is
+//!   opened without that full read (see `open`); damage at rest in it shows
+//!   when a damaged record is read, as a decode or corruption error.
+//! * A commit that wrote nothing is not made (no syncs for nothing).
+//! * The queue's due order and the per-state counts are kept in memory
+//!   (`memory`), changed only after the commit that made a change durable.
 //! * An operation that fails (a record that does not decode) aborts the
 //!   batch's transaction; the batch then runs again without it, so one bad
 //!   record never takes its neighbours down. An operation is a pure

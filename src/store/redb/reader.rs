@@ -66,7 +66,14 @@ impl Reader {
             let id = k.value();
             last = Some(id.to_string());
             looked += 1;
-            let (rec, raw) = split(id, v.value())?;
+            let (rec, raw) = match split(id, v.value()) {
+                Ok(parts) => parts,
+                // Damaged: left alone, and the walk goes on past it.
+                Err(e) => {
+                    tracing::warn!(event = id, error = %e, "not pruning an event that cannot be read");
+                    continue;
+                }
+            };
             if raw.is_empty() {
                 continue;
             }

@@ -142,14 +142,20 @@ pub(super) fn encode_job(due: u64, job: &Job) -> Result<Vec<u8>, StoreError> {
     Ok(out)
 }
 
-pub(super) fn decode_job(key: &str, bytes: &[u8]) -> Result<(u64, Job), StoreError> {
+/// A job's due time alone: a job whose body no longer decodes still has one,
+/// so its session's writes (and webhooks) never fail over it.
+fn job_due_of(key: &str, bytes: &[u8]) -> Result<u64, StoreError> {
     let due: [u8; 8] = bytes
         .get(..8)
         .and_then(|b| b.try_into().ok())
         .ok_or_else(|| {
             StoreError::Corrupted(format!("job {key}: the stored value is truncated"))
         })?;
-    Ok((u64::from_le_bytes(due), decode(key, &bytes[8..])?))
+    Ok(u64::from_le_bytes(due))
+}
+
+pub(super) fn decode_job(key: &str, bytes: &[u8]) -> Result<(u64, Job), StoreError> {
+    Ok((job_due_of(key, bytes)?, decode(key, &bytes[8..])?))
 }
 
 pub(super) fn email_term(email: &str) -> String {
@@ -355,7 +361,9 @@ impl<'t> Tx<'t> {
     /// When the job with this key is due, if it is queued (as of this transaction).
     pub fn job_due(&self, key: &str) -> Result<Option<u64>, StoreError> {
         match self.jobs.get(key)? {
-            Some(v) => Ok(Some(decode_job(key, v.value())?.0)),
+            // A value too short to hold even a due time is treated as due
+            // now, so the next schedule replaces it.
+            Some(v) => Ok(Some(job_due_of(key, v.value()).unwrap_or(0))),
             None => Ok(None),
         }
     }
@@ -409,7 +417,7 @@ pub(super) fn read_memory(r: &ReadTransaction) -> Result<(Vec<(u64, Job)>, Count
 }
 
 /// Copies `def` from a snapshot into a write transaction; returns the rows copied.
-fn copy_table<K: redb::Key + 'static, V: redb::Value + 'static>(
+pub(super) fn copy_table<K: redb::Key + 'static, V: redb::Value + 'static>(
     from: &ReadTransaction,
     to: &WriteTransaction,
     def: TableDefinition<K, V>,
@@ -429,11 +437,21 @@ fn copy_table<K: redb::Key + 'static, V: redb::Value + 'static>(
     Ok(rows)
 }
 
-/// Copies every table of one snapshot into `to` (a fresh database).
+/// Copies every table of one snapshot into `to` (a fresh database), in the
+/// layout it is in (a stopped file of an older version is copied as it is,
+/// and upgraded when it is first opened).
 pub(super) fn copy_all(
     from: &ReadTransaction,
     to: &WriteTransaction,
 ) -> Result<BackupStats, StoreError> {
+    let layout = match from.open_table(META) {
+        Ok(meta) => meta.get("layout")?.and_then(|v| v.value().first().copied()),
+        Err(redb::TableError::TableDoesNotExist(_)) => None,
+        Err(e) => return Err(e.into()),
+    };
+    if layout != Some(LAYOUT) {
+        return super::migrate::copy_v1(from, to);
+    }
     let sessions = copy_table(from, to, SESSIONS)?;
     let events = copy_table(from, to, EVENTS)?;
     let rows = sessions

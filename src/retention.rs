@@ -5,7 +5,10 @@
 //!
 //! The log is walked by event id in rounds of `SCAN`, removals written in
 //! small transactions (see `Storage::prune_event_bodies`), so webhooks
-//! never wait long behind a round.
+//! never wait long behind a round. A walk reads every stored event, so it
+//! runs at most once a day, and not at all while the oldest body the last
+//! walk kept is still inside the retention (a young installation, or one
+//! whose last walk pruned all it could).
 
 use std::time::Duration;
 
@@ -16,14 +19,15 @@ use crate::{
     time::Clock,
 };
 
-/// Events looked at per round.
-pub const SCAN: usize = 2_000;
+/// Events looked at per round (a round reads them whole: some 2 MB).
+pub const SCAN: usize = 500;
 /// Pause between rounds while a walk of the log is under way.
 const BETWEEN_ROUNDS: Duration = Duration::from_secs(1);
-/// Pause after a walk has reached the end of the log.
-const BETWEEN_WALKS: Duration = Duration::from_secs(3600);
-/// The first walk after a start: out of the way of startup itself.
-const FIRST: Duration = Duration::from_secs(30);
+/// How often a walk may start.
+const BETWEEN_WALKS: Duration = Duration::from_secs(24 * 3600);
+/// The first walk after a start: out of the way of startup, and of the
+/// traffic a deploy's restart brings.
+const FIRST: Duration = Duration::from_secs(600);
 
 const DAY_MS: u64 = 24 * 3600 * 1000;
 
@@ -34,6 +38,16 @@ pub struct Walk {
     pub after: Option<String>,
     /// Bodies removed in this walk so far.
     pub pruned: u64,
+    /// When the oldest body this walk kept was received.
+    pub oldest_kept_ms: Option<u64>,
+}
+
+/// Whether a walk can find anything at `now_ms`: not while the oldest body
+/// the last complete walk kept is inside the retention (events received
+/// since are newer still).
+pub fn walk_due(last_oldest_kept_ms: Option<u64>, now_ms: u64, days: u32) -> bool {
+    let before = now_ms.saturating_sub(u64::from(days) * DAY_MS);
+    last_oldest_kept_ms.is_none_or(|oldest| oldest < before)
 }
 
 /// One round: prunes bodies older than `days` at `now_ms` among the next
@@ -51,6 +65,10 @@ pub async fn round(
         .await?;
     walk.pruned += done.pruned;
     walk.after = done.next;
+    walk.oldest_kept_ms = match (walk.oldest_kept_ms, done.oldest_kept_ms) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
     Ok(walk.after.is_none())
 }
 
@@ -189,6 +207,13 @@ mod tests {
         let mut walk = Walk::default();
         assert!(round(&store, now, 90, &mut walk).await.unwrap());
         assert_eq!(walk.pruned, 0);
+        // The oldest body kept was received 89 days ago: no walk can find
+        // anything until it is past the retention, a day later.
+        assert_eq!(walk.oldest_kept_ms, Some(11 * day));
+        assert!(!walk_due(walk.oldest_kept_ms, now, 90));
+        assert!(!walk_due(walk.oldest_kept_ms, now + day, 90));
+        assert!(walk_due(walk.oldest_kept_ms, now + day + 1, 90));
+        assert!(walk_due(None, now, 90), "before any walk");
         let mut walk = Walk::default();
         assert!(round(&store, now, 2, &mut walk).await.unwrap());
         assert_eq!(walk.pruned, 1);

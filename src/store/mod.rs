@@ -129,6 +129,8 @@ pub struct Pruned {
     /// Where the next round goes on (the last event id looked at); `None`
     /// once the whole log has been looked at.
     pub next: Option<String>,
+    /// When the oldest body this round kept was received.
+    pub oldest_kept_ms: Option<u64>,
 }
 
 /// What a backup holds.

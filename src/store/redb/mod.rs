@@ -632,7 +632,11 @@ impl Storage for RedbStore {
         /// group this size keeps the writer's turn short for the webhooks
         /// queued behind it.
         const GROUP: usize = 64;
-        let (old, next) = self
+        let reader::Prunable {
+            old,
+            next,
+            oldest_kept_ms,
+        } = self
             .read(move |r| r.prunable_events(before_ms, after.as_deref(), scan))
             .await?;
         let mut pruned = 0;
@@ -648,7 +652,11 @@ impl Storage for RedbStore {
                 })
                 .await?;
         }
-        Ok(super::Pruned { pruned, next })
+        Ok(super::Pruned {
+            pruned,
+            next,
+            oldest_kept_ms,
+        })
     }
 
     async fn probe(&self) -> Result<()> {

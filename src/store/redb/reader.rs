@@ -17,6 +17,16 @@ pub struct Reader {
     r: ReadTransaction,
 }
 
+/// What a look at part of the event log found (`Reader::prunable_events`).
+pub struct Prunable {
+    /// Events received before the cutoff that still hold a body.
+    pub old: Vec<String>,
+    /// The last id looked at; `None` at the end of the log.
+    pub next: Option<String>,
+    /// When the oldest body kept was received.
+    pub oldest_kept_ms: Option<u64>,
+}
+
 /// The most prefix matches a search looks at.
 const SEARCH_CAP: usize = 1000;
 
@@ -46,13 +56,14 @@ impl Reader {
     }
 
     /// Up to `scan` events after `after`: the ids of those received before
-    /// `before_ms` that still hold a body, and the last id looked at.
+    /// `before_ms` that still hold a body, the last id looked at (`None` at
+    /// the end of the log), and when the oldest body kept was received.
     pub fn prunable_events(
         &self,
         before_ms: u64,
         after: Option<&str>,
         scan: usize,
-    ) -> Result<(Vec<String>, Option<String>), StoreError> {
+    ) -> Result<Prunable, StoreError> {
         use std::ops::Bound;
         let table = self.r.open_table(EVENTS)?;
         let lower = match after {
@@ -60,7 +71,7 @@ impl Reader {
             None => Bound::Unbounded,
         };
         let mut old = Vec::new();
-        let (mut last, mut looked) = (None, 0);
+        let (mut last, mut looked, mut oldest_kept) = (None, 0, None::<u64>);
         for entry in table.range::<&str>((lower, Bound::Unbounded))?.take(scan) {
             let (k, v) = entry?;
             let id = k.value();
@@ -79,7 +90,10 @@ impl Reader {
             }
             match decode::<EventRecord>(id, rec) {
                 Ok(rec) if rec.received_at_ms < before_ms => old.push(id.to_string()),
-                Ok(_) => {}
+                Ok(rec) => {
+                    oldest_kept =
+                        Some(oldest_kept.map_or(rec.received_at_ms, |o| o.min(rec.received_at_ms)));
+                }
                 // Left as it is: the record is what a person would need to see.
                 Err(e) => {
                     tracing::warn!(event = id, error = %e, "not pruning an event whose record cannot be read")
@@ -88,7 +102,11 @@ impl Reader {
         }
         // Fewer than asked for: the end of the log.
         let next = if looked == scan { last } else { None };
-        Ok((old, next))
+        Ok(Prunable {
+            old,
+            next,
+            oldest_kept_ms: oldest_kept,
+        })
     }
 
     pub fn notification(&self, id: &str) -> Result<Option<Notification>, StoreError> {

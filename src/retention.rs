@@ -112,27 +112,14 @@ pub async fn prune_until_stopped(
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use super::*;
     use crate::{
-        domain::{Channels, Policy, RetryPolicy},
         model::EventRecord,
         store::{Ctx, Ingested, NewEvent, open_redb},
     };
 
     fn ctx() -> Ctx {
-        let retry = RetryPolicy {
-            base_ms: 1000,
-            max_ms: 60_000,
-            give_up_ms: 600_000,
-        };
-        Ctx {
-            policy: Arc::new(Policy::new(retry, 60_000, false, Channels::default())),
-            owner: "boot_test".into(),
-            now: 0,
-            entropy: 0,
-        }
+        crate::store::test_ctx(0)
     }
 
     fn event(id: &str, received_at_ms: u64) -> NewEvent {

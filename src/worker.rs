@@ -193,17 +193,21 @@ pub const MISSED_EVENTS_BATCH: usize = 1000;
 /// events were missed), but not in the way of startup itself.
 pub const MISSED_EVENTS_FIRST: Duration = Duration::from_secs(60);
 
+/// Waits `wait` for a background loop's next round; false once `stop` is
+/// cancelled (the loop then ends).
+pub async fn pause(stop: &CancellationToken, wait: Duration) -> bool {
+    stop.run_until_cancelled(tokio::time::sleep(wait))
+        .await
+        .is_some()
+}
+
 /// Periodically recovers events Stripe could not deliver and queues re-checks
 /// of sessions that have awaited their payment for long (see
 /// `Fulfiller::reconcile_missed_events` and `reconcile_awaiting`), until `stop`.
 pub async fn reconcile_until_stopped(fulfiller: Arc<Fulfiller>, stop: CancellationToken) {
     let mut wait = MISSED_EVENTS_FIRST;
     loop {
-        if stop
-            .run_until_cancelled(tokio::time::sleep(wait))
-            .await
-            .is_none()
-        {
+        if !pause(&stop, wait).await {
             return;
         }
         wait = RECONCILE_EVERY;

@@ -81,6 +81,27 @@ pub struct Ctx {
     pub entropy: u64,
 }
 
+/// A context for store tests: a default policy without callbacks, at `now`.
+#[cfg(test)]
+pub(crate) fn test_ctx(now: u64) -> Ctx {
+    let retry = crate::domain::RetryPolicy {
+        base_ms: 1000,
+        max_ms: 60_000,
+        give_up_ms: 600_000,
+    };
+    Ctx {
+        policy: Arc::new(Policy::new(
+            retry,
+            60_000,
+            false,
+            crate::domain::Channels::default(),
+        )),
+        owner: "boot_test".into(),
+        now,
+        entropy: 0,
+    }
+}
+
 /// A webhook delivery to record.
 #[derive(Debug, Clone)]
 pub struct NewEvent {

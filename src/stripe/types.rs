@@ -23,9 +23,10 @@ pub struct Event {
     pub failed_object: Value,
 }
 
-/// The envelope, borrowing `data` from the body.
+/// The envelope; `D` is what `data` is read as: a slice borrowed from the
+/// body (the tolerant path) or `Data<Session>` (one pass).
 #[derive(Deserialize)]
-struct Envelope<'a> {
+struct Envelope<D> {
     id: String,
     #[serde(rename = "type")]
     kind: String,
@@ -33,37 +34,21 @@ struct Envelope<'a> {
     created: i64,
     #[serde(default, deserialize_with = "lenient")]
     livemode: bool,
-    #[serde(default, borrow)]
-    data: Option<&'a serde_json::value::RawValue>,
+    #[serde(default = "none")]
+    data: Option<D>,
 }
 
 #[derive(Deserialize)]
-struct Data<'a> {
-    #[serde(default, borrow)]
-    object: Option<&'a serde_json::value::RawValue>,
+struct Data<O> {
+    #[serde(default = "none")]
+    object: Option<O>,
 }
 
-/// The common shape, read in one pass: `data.object` straight into a
-/// `Session` (whose fields are lenient; one that is not a Checkout Session
-/// is told apart by its id).
-#[derive(Deserialize)]
-struct Typed {
-    id: String,
-    #[serde(rename = "type")]
-    kind: String,
-    #[serde(default, deserialize_with = "lenient")]
-    created: i64,
-    #[serde(default, deserialize_with = "lenient")]
-    livemode: bool,
-    #[serde(default)]
-    data: Option<TypedData>,
+fn none<T>() -> Option<T> {
+    None
 }
 
-#[derive(Deserialize)]
-struct TypedData {
-    #[serde(default)]
-    object: Option<Session>,
-}
+type RawSlice<'a> = &'a serde_json::value::RawValue;
 
 impl Event {
     /// Parses an event body. Only a body that is not a JSON object with a
@@ -73,7 +58,7 @@ impl Event {
         // One pass for the usual shape; anything unusual (and a failed
         // payment, whose callback needs the object as a tree) takes the
         // tolerant path below.
-        if let Ok(t) = serde_json::from_str::<Typed>(body)
+        if let Ok(t) = serde_json::from_str::<Envelope<Data<Session>>>(body)
             && t.kind != SESSION_ASYNC_FAILED
         {
             return Ok(Event {
@@ -93,10 +78,10 @@ impl Event {
 
     /// The envelope first, then `data.object` from its borrowed slice.
     fn parse_tolerant(body: &str) -> Result<Event, serde_json::Error> {
-        let env: Envelope<'_> = serde_json::from_str(body)?;
+        let env: Envelope<RawSlice<'_>> = serde_json::from_str(body)?;
         let object = env
             .data
-            .and_then(|d| serde_json::from_str::<Data<'_>>(d.get()).ok())
+            .and_then(|d| serde_json::from_str::<Data<RawSlice<'_>>>(d.get()).ok())
             .and_then(|d| d.object);
         let session = object.and_then(|o| Session::from_json(o.get()));
         let failed_object = match object {

@@ -17,6 +17,7 @@ pub(super) fn transition(
     key: &Key,
 ) -> Result<Reply> {
     let current = tx.load(id)?;
+    let old = current.as_ref().map(|s| s.rec.clone());
     let env = Env {
         now: ctx.now,
         entropy: ctx.entropy,
@@ -27,7 +28,7 @@ pub(super) fn transition(
     };
     let step = domain::step(id, current, input, &env);
     if let Some(s) = &step.session {
-        tx.store(s)?;
+        tx.store_over(old.as_ref(), s)?;
     }
     for effect in step.effects {
         apply(tx, id, effect, ctx.now)?;
@@ -119,8 +120,9 @@ pub(super) fn record_delivery(tx: &mut Tx<'_>, d: &Delivered, ctx: &Ctx, key: &K
         return Ok(());
     };
     if let Some(mut s) = tx.load(session_id)? {
+        let old = s.rec.clone();
         push_bounded(&mut s.detail.deliveries, d.attempt.clone());
-        tx.store(&s)?;
+        tx.store_over(Some(&old), &s)?;
     }
     let Some(mut n) = tx.notification(notification_id)? else {
         return tx.unschedule(&d.job.key());

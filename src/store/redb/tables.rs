@@ -241,9 +241,19 @@ impl<'t> Tx<'t> {
     /// retrieved object is written only when `detail.raw` is set (a read
     /// just brought it); `None` leaves the stored one as it is.
     pub fn store(&mut self, s: &Session) -> Result<(), StoreError> {
-        self.dirty = true;
         let old = get_record(&self.sessions, &s.rec.id)?;
-        self.reindex(old.as_ref(), &s.rec)?;
+        self.store_over(old.as_ref(), s)
+    }
+
+    /// `store`, for a caller that loaded the session in this transaction
+    /// and passes its record as it was (saves decoding it again).
+    pub fn store_over(
+        &mut self,
+        old: Option<&SessionRecord>,
+        s: &Session,
+    ) -> Result<(), StoreError> {
+        self.dirty = true;
+        self.reindex(old, &s.rec)?;
         self.sessions
             .insert(s.rec.id.as_str(), encode_session(s)?.as_slice())?;
         if let Some(raw) = &s.detail.raw {

@@ -8,23 +8,12 @@ use std::sync::{
 
 use super::RedbStore;
 use crate::{
-    domain::{Channels, Policy, RetryPolicy},
     model::EventRecord,
     store::{Ctx, Ingested, NewEvent, Storage, StoreError},
 };
 
 fn ctx() -> Ctx {
-    let retry = RetryPolicy {
-        base_ms: 1000,
-        max_ms: 60_000,
-        give_up_ms: 600_000,
-    };
-    Ctx {
-        policy: Arc::new(Policy::new(retry, 60_000, false, Channels::default())),
-        owner: "boot_test".into(),
-        now: 1_000,
-        entropy: 0,
-    }
+    crate::store::test_ctx(1_000)
 }
 
 fn event(n: u32) -> NewEvent {

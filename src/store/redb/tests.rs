@@ -373,3 +373,73 @@ async fn counts_and_the_queue_follow_commits_only_and_are_rebuilt_at_open() {
     assert_eq!(again.job_due("fulfill:cs_test_3").await.unwrap(), Some(7));
     assert_eq!(again.queue_stats().await.unwrap().queued, 1);
 }
+
+/// Storage that counts its syncs.
+#[derive(Debug)]
+struct CountsSyncs {
+    inner: redb::backends::InMemoryBackend,
+    syncs: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl redb::StorageBackend for CountsSyncs {
+    fn len(&self) -> Result<u64, std::io::Error> {
+        self.inner.len()
+    }
+    fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), std::io::Error> {
+        self.inner.read(offset, out)
+    }
+    fn set_len(&self, len: u64) -> Result<(), std::io::Error> {
+        self.inner.set_len(len)
+    }
+    fn sync_data(&self) -> Result<(), std::io::Error> {
+        self.syncs.fetch_add(1, Ordering::SeqCst);
+        self.inner.sync_data()
+    }
+    fn write(&self, offset: u64, data: &[u8]) -> Result<(), std::io::Error> {
+        self.inner.write(offset, data)
+    }
+}
+
+#[tokio::test]
+async fn a_write_that_changes_nothing_costs_no_sync_and_a_probe_still_commits() {
+    use crate::model::{Job, Trigger};
+    let syncs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let store = RedbStore::open_on(CountsSyncs {
+        inner: redb::backends::InMemoryBackend::new(),
+        syncs: syncs.clone(),
+    })
+    .unwrap();
+    let count = || syncs.load(Ordering::SeqCst);
+    let before = count();
+    // Nothing written; a job that is not there finished again.
+    store.write(|_| Ok(())).await.unwrap();
+    store.finish_job("fulfill:cs_test_none", 5).await.unwrap();
+    store
+        .write(|tx| tx.unschedule("fulfill:cs_test_none"))
+        .await
+        .unwrap();
+    assert_eq!(
+        count(),
+        before,
+        "no commit for a write that changed nothing"
+    );
+    store
+        .write(|tx| {
+            tx.schedule(
+                &Job::Fulfill {
+                    session_id: "cs_test_one".into(),
+                    trigger: Trigger::Retry,
+                },
+                5,
+            )
+        })
+        .await
+        .unwrap();
+    let after_schedule = count();
+    assert!(
+        after_schedule > before,
+        "a write that changed something syncs"
+    );
+    store.probe().await.unwrap();
+    assert!(count() > after_schedule, "a probe proves a committed write");
+}

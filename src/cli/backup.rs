@@ -12,7 +12,15 @@ use crate::{
 pub fn run(source: &ConfigSource, path: &Path) -> Result<ExitCode, CliError> {
     let config = Config::load(source)?;
     let dest = std::path::absolute(path).map_err(CliError::BackupPath)?;
-    match store::redb::backup_file(&config.storage.path, &dest) {
+    let mut copied = store::redb::backup_file(&config.storage.path, &dest);
+    if let Err(store::StoreError::Unapplied { deliveries, .. }) = &copied {
+        // The server stopped without a checkpoint (a crash): apply what it
+        // acknowledged, as its next start would, then copy the file.
+        println!("applying {deliveries} webhook deliveries the stopped server acknowledged");
+        apply_acknowledged(&config)?;
+        copied = store::redb::backup_file(&config.storage.path, &dest);
+    }
+    match copied {
         Ok(stats) => {
             println!(
                 "backup written to {}: {} sessions, {} events",
@@ -84,5 +92,21 @@ pub fn run(source: &ConfigSource, path: &Path) -> Result<ExitCode, CliError> {
             body["events"]
         );
         Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// Starts the application on the database without serving (which replays
+/// the acknowledgement log and takes over interrupted claims, like a start)
+/// and closes it again with a checkpoint.
+fn apply_acknowledged(config: &Config) -> Result<(), CliError> {
+    runtime()?.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(|e| CliError::Backup(format!("cannot prepare the database: {e}")))?;
+        let app = crate::app::Application::build(config, listener)
+            .await
+            .map_err(|e| CliError::Backup(format!("cannot apply the acknowledgement log: {e}")))?;
+        app.store().close().await;
+        Ok(())
     })
 }

@@ -90,7 +90,12 @@ impl Fulfiller {
     /// (with redb: any earlier process, since the file lock is exclusive),
     /// so a restart finishes what a crash interrupted without waiting for
     /// their leases to expire.
+    ///
+    /// First it applies the webhook deliveries such a stop acknowledged but
+    /// did not make part of the tables (a crash before a checkpoint), so
+    /// nothing reads or takes over a state without them.
     pub async fn take_over_claims(&self) -> Result<usize, StoreError> {
+        self.replay_acknowledged().await?;
         let count = self.store.take_over(self.ctx()).await?;
         if count > 0 {
             tracing::info!(

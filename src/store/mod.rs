@@ -60,6 +60,13 @@ pub enum StoreError {
     /// A request the store refuses, in words for the person who made it.
     #[error("{0}")]
     Refused(String),
+    /// A copy of the file alone would miss webhook deliveries that were
+    /// acknowledged: they are in the acknowledgement log, applied at the
+    /// next start.
+    #[error(
+        "{deliveries} acknowledged webhook deliveries are in {log} but not yet in the database (fulfilld stopped without a checkpoint)"
+    )]
+    Unapplied { deliveries: usize, log: String },
 }
 
 impl StoreError {
@@ -256,6 +263,19 @@ pub trait Storage: Send + Sync + 'static {
         after: Option<String>,
         scan: usize,
     ) -> Result<Pruned>;
+
+    /// Applies again the deliveries acknowledged but not yet in the tables
+    /// when the last process stopped without a checkpoint (a crash): each
+    /// body with the time it was received, turned into an event by
+    /// `to_event` (None: it no longer parses; left out and logged). Call
+    /// once at start, before serving. Returns how many were applied.
+    async fn replay(
+        &self,
+        _ctx: Ctx,
+        _to_event: &(dyn Fn(Vec<u8>, u64) -> Option<NewEvent> + Sync),
+    ) -> Result<usize> {
+        Ok(0)
+    }
 
     // Operations.
     /// A read and a committed write: the database answers and can write.

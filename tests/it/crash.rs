@@ -90,3 +90,35 @@ async fn killed_during_the_callback_resends_the_same_fulfillment() {
         "recorded, not refetched"
     );
 }
+
+/// `kill -9` right after webhooks were answered: what no checkpoint holds
+/// yet is in the acknowledgement log, and the restart has every event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_right_after_acknowledging_loses_no_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let stripe = StripeDouble::start(SECRET_KEY).await.unwrap();
+    let receiver = Receiver::start().await;
+    let bin = Binary::start(dir.path(), &stripe, &receiver).await;
+    let mut ids = Vec::new();
+    for n in 0..20 {
+        let id = session_id(&format!("ack{n}"));
+        let mut sample = SampleSession::paid(&id, 1);
+        sample.payment_status = "unpaid";
+        sample.payment_method = "sepa_debit";
+        let (session, items) = sample.build();
+        stripe.insert(session.clone(), items);
+        let event = format!("evt_ack{n}");
+        assert_eq!(
+            bin.send(&event, "checkout.session.completed", &session)
+                .await,
+            200
+        );
+        ids.push(id);
+    }
+    bin.kill_9();
+    let bin = Binary::start(dir.path(), &stripe, &receiver).await;
+    for id in &ids {
+        let s = bin.session(id).await;
+        assert_eq!(s["state"], "awaiting_payment", "{id}: {s}");
+    }
+}

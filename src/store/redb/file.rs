@@ -100,6 +100,14 @@ pub fn backup_file(src: &Path, dest: &Path) -> Result<BackupStats> {
     let db = Database::builder()
         .set_check_integrity_on_open(true)
         .open(src)?;
+    let generation = tables::log_generation_of(&db.begin_read()?)?;
+    let unapplied = super::acklog::pending(src, generation)?;
+    if unapplied > 0 {
+        return Err(StoreError::Unapplied {
+            deliveries: unapplied,
+            log: super::acklog::path_for(src).display().to_string(),
+        });
+    }
     copy_snapshot(&db, dest)
 }
 

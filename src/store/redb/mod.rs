@@ -10,6 +10,10 @@
 //!   before it (and losing acknowledged events). A file closed cleanly is
 //!   opened without that full read (see `open`); damage at rest in it shows
 //!   when a damaged record is read, as a decode or corruption error.
+//! * A batch of webhook deliveries only is made durable by the
+//!   acknowledgement log instead (one append and one data sync, `acklog`):
+//!   its commit is not durable until a checkpoint, and a restart after a
+//!   crash applies the log's entries again (`Storage::replay`).
 //! * A commit that wrote nothing is not made (no syncs for nothing).
 //! * The queue's due order and the per-state counts are kept in memory
 //!   (`memory`), changed only after the commit that made a change durable.
@@ -23,6 +27,7 @@
 //! * The file lock is exclusive, so any lease not owned by this process
 //!   belongs to one that is gone (`take_over`).
 
+mod acklog;
 mod file;
 mod memory;
 mod migrate;
@@ -35,8 +40,9 @@ mod writer;
 
 use std::{
     path::Path,
-    sync::{Arc, RwLock},
+    sync::{Arc, Mutex, RwLock},
     thread,
+    time::Duration,
 };
 
 use redb::{Database, ReadableDatabase};
@@ -51,10 +57,11 @@ use crate::{
     domain::{Input, Reply, Session, ids::InstallationKey},
     model::{EventRecord, Job, JobKind, Notification, SessionId, SessionRecord, State},
 };
+use acklog::{AckLog, Entry};
 use memory::Memory;
 use reader::Reader;
 use tables::Tx;
-use writer::{Pending, Shared, WriteOp, writer_loop};
+use writer::{Logging, Pending, Shared, WriteOp, writer_loop};
 
 pub use file::backup_file;
 use file::{check_header, check_tables, copy_snapshot, create_private, needs_recovery};
@@ -66,6 +73,9 @@ const QUEUE_DEPTH: usize = 16_384;
 /// with 100,000 sessions, 16 MiB made the dashboard no faster (p50 within
 /// run-to-run spread) and peak RSS 12 MB higher under a draining backlog.
 const CACHE_BYTES: usize = 8 * 1024 * 1024;
+/// How often a checkpoint is offered when the log holds entries: how long
+/// a delivery may stay in the log only, when traffic is light.
+const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
 
 fn backend(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
     StoreError::Backend(Box::new(e))
@@ -105,6 +115,8 @@ pub struct RedbStore {
     failed: CancellationToken,
     key: Key,
     memory: Arc<Memory>,
+    /// Acknowledged deliveries found in the log at open, until `replay`.
+    unreplayed: Arc<Mutex<Vec<Entry>>>,
 }
 
 impl RedbStore {
@@ -116,6 +128,12 @@ impl RedbStore {
     /// one closed cleanly opens without reading every page (the check costs
     /// about 1.5 ms per MB here, 0.8-1.2 s for 100,000 sessions).
     pub fn open(path: &Path) -> Result<RedbStore> {
+        Self::open_with(path, true)
+    }
+
+    /// `open`; without `checkpoints` only writes and `close` checkpoint
+    /// (tests that need the log to keep its entries).
+    fn open_with(path: &Path, checkpoints: bool) -> Result<RedbStore> {
         let mut builder = Database::builder();
         builder.set_cache_size(CACHE_BYTES);
         match std::fs::symlink_metadata(path) {
@@ -124,9 +142,11 @@ impl RedbStore {
                 builder.set_check_integrity_on_open(needs_recovery(path)?);
                 let db = builder.open(path)?;
                 check_tables(&db, path)?;
-                Self::start(db)
+                Self::start(db, Some(path), checkpoints)
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Self::create(&builder, path),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Self::create(&builder, path, checkpoints)
+            }
             Err(e) => Err(StoreError::Io(e)),
         }
     }
@@ -134,7 +154,7 @@ impl RedbStore {
     /// Creates the database under a temporary name and gives it its real
     /// name only once its tables and key are committed: a first start that
     /// dies half way leaves no empty file behind to be refused at the next.
-    fn create(builder: &redb::Builder, path: &Path) -> Result<RedbStore> {
+    fn create(builder: &redb::Builder, path: &Path, checkpoints: bool) -> Result<RedbStore> {
         let name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -149,7 +169,7 @@ impl RedbStore {
         let store = builder
             .create_with_backend(redb::backends::FileBackend::new(file)?)
             .map_err(StoreError::from)
-            .and_then(Self::start);
+            .and_then(|db| Self::start(db, Some(path), checkpoints));
         let named = store.and_then(|store| {
             // A link never replaces a file that appeared meanwhile; a
             // filesystem without links gets a rename (checked just before).
@@ -171,18 +191,26 @@ impl RedbStore {
     /// A store on any redb backend (tests inject failing storage this way).
     #[cfg(test)]
     fn open_on(backend: impl redb::StorageBackend) -> Result<RedbStore> {
-        Self::start(Database::builder().create_with_backend(backend)?)
+        Self::start(
+            Database::builder().create_with_backend(backend)?,
+            None,
+            false,
+        )
     }
 
     /// Prepares an open database (an older layout upgraded, the
-    /// installation key), reads the queue and the counts into memory, and
-    /// starts its writer thread.
-    fn start(db: Database) -> Result<RedbStore> {
-        let key = {
+    /// installation key), opens the acknowledgement log beside `path` (none
+    /// without a path: tests on other backends), reads the queue and the
+    /// counts into memory, and starts its writer thread.
+    fn start(db: Database, path: Option<&Path>, checkpoints: bool) -> Result<RedbStore> {
+        let (key, generation) = {
             let mut w = db.begin_write()?;
             w.set_two_phase_commit(true);
             let upgraded = migrate::upgrade(&w)?;
-            let key = Tx::open(&w)?.installation_key()?;
+            let mut tx = Tx::open(&w)?;
+            let key = tx.installation_key()?;
+            let generation = tx.log_generation()?;
+            drop(tx);
             w.commit()?;
             if upgraded > 0 {
                 tracing::info!(
@@ -190,8 +218,23 @@ impl RedbStore {
                     "upgraded the database to its new layout"
                 );
             }
-            key
+            (key, generation)
         };
+        let (log, unreplayed) = match path {
+            Some(path) => {
+                let (log, entries) = AckLog::open(path, generation)?;
+                if !entries.is_empty() {
+                    tracing::warn!(
+                        deliveries = entries.len(),
+                        log = %log.path().display(),
+                        "fulfilld stopped without a checkpoint: applying the webhook deliveries it acknowledged since"
+                    );
+                }
+                (Some(log), entries)
+            }
+            None => (None, Vec::new()),
+        };
+        let logs = log.is_some();
         let (jobs, counts) = tables::read_memory(&db.begin_read()?)?;
         let memory = Arc::new(Memory::rebuilt(jobs, counts));
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
@@ -201,19 +244,44 @@ impl RedbStore {
             (db.clone(), failed.clone(), memory.clone());
         thread::Builder::new()
             .name("fulfilld-writer".into())
-            .spawn(move || writer_loop(writer_db, rx, writer_failed, &writer_memory))
+            .spawn(move || writer_loop(writer_db, rx, writer_failed, &writer_memory, log))
             .map_err(StoreError::Io)?;
+        if logs && checkpoints {
+            start_checkpoints(tx.downgrade())?;
+        }
         Ok(RedbStore {
             db,
             tx,
             failed,
             key: Arc::new(key),
             memory,
+            unreplayed: Arc::new(Mutex::new(unreplayed)),
         })
     }
 
     /// Runs `f` in a write transaction; returns once that is durably committed.
     async fn write<R, F>(&self, f: F) -> Result<R>
+    where
+        F: FnMut(&mut Tx<'_>) -> Result<R> + Send + 'static,
+        R: Send + 'static,
+    {
+        self.write_as(Logging::No, f).await
+    }
+
+    /// `write`, made durable as `logging` says.
+    async fn write_as<R, F>(&self, logging: Logging, f: F) -> Result<R>
+    where
+        F: FnMut(&mut Tx<'_>) -> Result<R> + Send + 'static,
+        R: Send + 'static,
+    {
+        self.enqueue(logging, f)
+            .await?
+            .await
+            .map_err(|_| StoreError::Stopped)?
+    }
+
+    /// Queues a write; operations are applied in the order they are queued.
+    async fn enqueue<R, F>(&self, logging: Logging, f: F) -> Result<oneshot::Receiver<Result<R>>>
     where
         F: FnMut(&mut Tx<'_>) -> Result<R> + Send + 'static,
         R: Send + 'static,
@@ -226,9 +294,10 @@ impl RedbStore {
             f,
             out: None,
             reply,
+            logging,
         });
         self.tx.send(op).await.map_err(|_| StoreError::Stopped)?;
-        rx.await.map_err(|_| StoreError::Stopped)?
+        Ok(rx)
     }
 
     /// Applies `input` to each session in `ids`, one operation each, until
@@ -304,8 +373,93 @@ impl RedbStore {
 impl Storage for RedbStore {
     async fn ingest(&self, event: NewEvent, ctx: Ctx) -> Result<Ingested> {
         let key = self.key.clone();
-        self.write(move |tx| ops::ingest(tx, &event, &ctx, &key))
-            .await
+        let entry = Entry::payload(ctx.now, ctx.entropy, &event.raw);
+        self.write_as(Logging::Entry(entry), move |tx| {
+            ops::ingest(tx, &event, &ctx, &key)
+        })
+        .await
+    }
+
+    async fn replay(
+        &self,
+        ctx: Ctx,
+        to_event: &(dyn Fn(Vec<u8>, u64) -> Option<NewEvent> + Sync),
+    ) -> Result<usize> {
+        let entries =
+            std::mem::take(&mut *self.unreplayed.lock().unwrap_or_else(|p| p.into_inner()));
+        if entries.is_empty() {
+            return Ok(0);
+        }
+        // Queued in the order they were logged (one session's events must
+        // apply in order), each its own operation so a record that cannot
+        // be read fails alone. They are durable once committed, but the log
+        // keeps its generation until the last is (below).
+        let mut events = Vec::with_capacity(entries.len());
+        let mut unreadable = 0usize;
+        for entry in entries {
+            match to_event(entry.raw, entry.received_at_ms) {
+                Some(event) => events.push((event, entry.received_at_ms, entry.entropy)),
+                None => unreadable += 1,
+            }
+        }
+        // Events the tables hold already: redb made its last commit durable
+        // on its own (a close without a checkpoint). Replaying them would
+        // count their deliveries twice.
+        let ids: Vec<String> = events.iter().map(|(e, ..)| e.record.id.clone()).collect();
+        let present: Arc<std::collections::HashSet<String>> = Arc::new(
+            self.read(move |r| {
+                let mut present = std::collections::HashSet::new();
+                for id in ids {
+                    if r.event(&id)?.is_some() {
+                        present.insert(id);
+                    }
+                }
+                Ok(present)
+            })
+            .await?,
+        );
+        let mut queued = Vec::with_capacity(events.len());
+        for (event, now, entropy) in events {
+            let ctx = Ctx {
+                now,
+                entropy,
+                ..ctx.clone()
+            };
+            let (key, present) = (self.key.clone(), present.clone());
+            queued.push(
+                self.enqueue(Logging::No, move |tx| {
+                    if present.contains(&event.record.id) {
+                        return Ok(Ingested::Duplicate);
+                    }
+                    ops::ingest(tx, &event, &ctx, &key)
+                })
+                .await?,
+            );
+        }
+        let mut applied = 0;
+        for reply in queued {
+            match reply.await.map_err(|_| StoreError::Stopped)? {
+                Ok(_) => applied += 1,
+                Err(e @ (StoreError::Decode { .. } | StoreError::Corrupted(_))) => {
+                    unreadable += 1;
+                    tracing::error!(error = %crate::report::chain(&e), "an acknowledged delivery could not be applied again");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        if unreadable > 0 {
+            tracing::error!(
+                unreadable,
+                "acknowledged deliveries left out of the replay; they stay in the log file until the next checkpoint"
+            );
+        }
+        // The checkpoint: the log may start again once this is durable.
+        self.write_as(Logging::ReplayDone, |_tx| Ok(())).await?;
+        tracing::info!(
+            applied,
+            "applied again the webhook deliveries acknowledged before the stop"
+        );
+        Ok(applied)
     }
 
     async fn transition(&self, id: &SessionId, input: Input, ctx: Ctx) -> Result<Reply> {
@@ -528,6 +682,13 @@ impl Storage for RedbStore {
     }
 
     async fn close(&self) {
+        // A last checkpoint, so the next start has nothing to apply again
+        // (skipped when writes have stopped: the log then keeps its entries).
+        if let Err(e) = self.checkpoint().await
+            && !matches!(e, StoreError::Stopped)
+        {
+            tracing::warn!(error = %crate::report::chain(&e), "no checkpoint before closing; the next start applies the log again");
+        }
         // Waits for the batch being committed and the reads in progress,
         // then drops the database: redb closes the file cleanly, so the next
         // start needs no repair, and the file lock is released.
@@ -548,3 +709,36 @@ impl Storage for RedbStore {
 
 /// The installation key as read at open.
 type Key = Arc<InstallationKey>;
+
+impl RedbStore {
+    /// A durable commit of everything logged so far; none when the log is
+    /// empty or a replay is pending (`AckLog::checkpoint_generation`).
+    async fn checkpoint(&self) -> Result<()> {
+        self.write(|_tx| Ok(())).await
+    }
+}
+
+/// Offers the writer a checkpoint every `CHECKPOINT_INTERVAL` until the store
+/// is dropped; a queue that is full has work that will commit anyway.
+fn start_checkpoints(tx: mpsc::WeakSender<Box<dyn WriteOp>>) -> Result<()> {
+    thread::Builder::new()
+        .name("fulfilld-checkpoint".into())
+        .spawn(move || {
+            loop {
+                thread::sleep(CHECKPOINT_INTERVAL);
+                let Some(tx) = tx.upgrade() else { return };
+                let (reply, _) = oneshot::channel::<Result<()>>();
+                let op: Box<dyn WriteOp> = Box::new(Pending {
+                    f: |_tx: &mut Tx<'_>| Ok(()),
+                    out: None,
+                    reply,
+                    logging: Logging::No,
+                });
+                if let Err(mpsc::error::TrySendError::Closed(_)) = tx.try_send(op) {
+                    return;
+                }
+            }
+        })
+        .map(drop)
+        .map_err(StoreError::Io)
+}

@@ -312,6 +312,28 @@ impl<'t> Tx<'t> {
         Ok(())
     }
 
+    /// The acknowledgement log's generation whose entries this commit does
+    /// not hold (`acklog`); 1 in a database that has none yet.
+    pub(super) fn log_generation(&mut self) -> Result<u64, StoreError> {
+        const NAME: &str = "ack_log_generation";
+        if let Some(v) = self.meta.get(NAME)? {
+            return <[u8; 8]>::try_from(v.value())
+                .map(u64::from_le_bytes)
+                .map_err(|_| {
+                    StoreError::Corrupted("the log generation has the wrong length".into())
+                });
+        }
+        self.set_log_generation(1)?;
+        Ok(1)
+    }
+
+    pub(super) fn set_log_generation(&mut self, generation: u64) -> Result<(), StoreError> {
+        self.meta
+            .insert("ack_log_generation", generation.to_le_bytes().as_slice())?;
+        self.dirty = true;
+        Ok(())
+    }
+
     /// Records that the database answers writes (`Storage::probe`).
     pub(super) fn touch(&mut self, now_ms: u64) -> Result<(), StoreError> {
         self.meta
@@ -400,6 +422,21 @@ impl<'t> Tx<'t> {
             });
         }
         Ok(())
+    }
+}
+
+/// The log generation a snapshot's commit does not hold (see `Tx::log_generation`).
+pub(super) fn log_generation_of(r: &ReadTransaction) -> Result<u64, StoreError> {
+    let meta = match r.open_table(META) {
+        Ok(meta) => meta,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(1),
+        Err(e) => return Err(e.into()),
+    };
+    match meta.get("ack_log_generation")? {
+        Some(v) => <[u8; 8]>::try_from(v.value())
+            .map(u64::from_le_bytes)
+            .map_err(|_| StoreError::Corrupted("the log generation has the wrong length".into())),
+        None => Ok(1),
     }
 }
 

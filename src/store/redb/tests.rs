@@ -90,23 +90,31 @@ async fn a_new_database_and_its_folder_are_private() {
     assert_eq!(mode(path.parent().unwrap()), 0o700);
 }
 
-/// A bit flip in the pages of the newest commit: redb's one-phase commit
-/// would fall back to the commit before it at open and silently lose the
-/// acknowledged event. With two-phase commit the damage is found instead,
-/// so the store either refuses to open or still has the event.
+/// A bit flip in the pages of the newest commit (the checkpoint that
+/// holds an acknowledged event): redb's one-phase commit would fall back to
+/// the commit before it at open and silently lose the event. With
+/// two-phase commit the damage is found instead, so the store either
+/// refuses to open or still has the event. (Damage to the log: `acklog`.)
 #[tokio::test]
 async fn a_damaged_newest_commit_never_opens_without_its_acknowledged_event() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("f.redb");
-    let store = RedbStore::open(&path).unwrap();
+    let store = RedbStore::open_with(&path, false).unwrap();
     for n in 0..20 {
         store.ingest(event(n), ctx()).await.unwrap();
     }
+    store.checkpoint().await.unwrap();
     let before = std::fs::read(&path).unwrap();
     assert_eq!(
         store.ingest(event(20), ctx()).await.unwrap(),
         Ingested::Ignored
     );
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        before,
+        "logged, not committed"
+    );
+    store.checkpoint().await.unwrap();
     let after = std::fs::read(&path).unwrap();
     drop(store);
     // The bytes the newest commit wrote, past the file's first header bytes.
@@ -442,4 +450,113 @@ async fn a_write_that_changes_nothing_costs_no_sync_and_a_probe_still_commits() 
     );
     store.probe().await.unwrap();
     assert!(count() > after_schedule, "a probe proves a committed write");
+}
+
+/// Events turned back from the bodies `event` makes (replay's `to_event`).
+fn from_raw(raw: Vec<u8>, received_at_ms: u64) -> Option<NewEvent> {
+    let v: serde_json::Value = serde_json::from_slice(&raw).ok()?;
+    let n: u32 = v["id"].as_str()?.strip_prefix("evt_")?.parse().ok()?;
+    let mut e = event(n);
+    e.record.received_at_ms = received_at_ms;
+    Some(e)
+}
+
+/// A crash after webhooks were acknowledged but before a checkpoint: the
+/// files as the disk has them then (the tables at their last durable
+/// commit, the log synced) open without the events, and replay brings
+/// each back once, in order, with the time it was received.
+#[tokio::test]
+async fn acknowledged_deliveries_survive_a_crash_before_the_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("f.redb");
+    let store = RedbStore::open_with(&path, false).unwrap();
+    store.ingest(event(0), ctx()).await.unwrap();
+    store.checkpoint().await.unwrap();
+    for n in 1..=30 {
+        let ctx = crate::store::test_ctx(2_000 + u64::from(n));
+        assert_eq!(
+            store.ingest(event(n), ctx).await.unwrap(),
+            Ingested::Ignored
+        );
+    }
+    // A redelivery, logged too.
+    assert_eq!(
+        store.ingest(event(7), ctx()).await.unwrap(),
+        Ingested::Duplicate
+    );
+    assert_eq!(
+        store.event_count().await.unwrap(),
+        31,
+        "readers see logged commits"
+    );
+    // What a power cut leaves: the database file, then the log (the order
+    // a crash image has them in, since every reply waited for the log).
+    let crashed = dir.path().join("crashed.redb");
+    std::fs::copy(&path, &crashed).unwrap();
+    std::fs::copy(
+        super::acklog::path_for(&path),
+        super::acklog::path_for(&crashed),
+    )
+    .unwrap();
+    let err = super::backup_file(&crashed, &dir.path().join("offline.redb")).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("31 acknowledged webhook deliveries"),
+        "{err}"
+    );
+
+    let again = RedbStore::open_with(&crashed, false).unwrap();
+    assert_eq!(
+        again.event_count().await.unwrap(),
+        1,
+        "only the checkpoint's"
+    );
+    assert!(again.event("evt_5").await.unwrap().is_none());
+    // Until the replay nothing is logged: a write meanwhile is durable and
+    // keeps the log's entries for the replay.
+    again.ingest(event(100), ctx()).await.unwrap();
+    assert_eq!(again.replay(ctx(), &from_raw).await.unwrap(), 31);
+    assert_eq!(again.event_count().await.unwrap(), 32);
+    let e5 = again.event("evt_5").await.unwrap().unwrap();
+    assert_eq!(e5.received_at_ms, 2_005);
+    assert_eq!(again.event("evt_7").await.unwrap().unwrap().deliveries, 2);
+    assert_eq!(again.replay(ctx(), &from_raw).await.unwrap(), 0, "once");
+    // Logging again; a clean close checkpoints, so the next open applies nothing.
+    again.ingest(event(101), ctx()).await.unwrap();
+    again.close().await;
+    drop(again);
+    let reopened = reopen(&crashed).await.unwrap();
+    assert_eq!(reopened.replay(ctx(), &from_raw).await.unwrap(), 0);
+    assert_eq!(reopened.event_count().await.unwrap(), 33);
+    assert!(
+        super::backup_file(&crashed, &dir.path().join("offline2.redb")).is_err(),
+        "open: locked"
+    );
+}
+
+/// A crash image whose tables already hold what the log holds (redb made
+/// its last commit durable at a close without a checkpoint): replay finds
+/// every event present and counts no delivery twice.
+#[tokio::test]
+async fn replay_adds_nothing_the_tables_already_hold() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("f.redb");
+    let store = RedbStore::open_with(&path, false).unwrap();
+    for n in 1..=3 {
+        store.ingest(event(n), ctx()).await.unwrap();
+    }
+    let log = std::fs::read(super::acklog::path_for(&path)).unwrap();
+    store.close().await;
+    drop(store);
+    // The closed file holds all three (and generation 2); put the log of
+    // generation 1 back and the generation with it.
+    let again = reopen(&path).await.unwrap();
+    again.write(|tx| tx.set_log_generation(1)).await.unwrap();
+    again.close().await;
+    drop(again);
+    std::fs::write(super::acklog::path_for(&path), &log).unwrap();
+    let store = reopen(&path).await.unwrap();
+    assert_eq!(store.replay(ctx(), &from_raw).await.unwrap(), 3);
+    assert_eq!(store.event_count().await.unwrap(), 3);
+    assert_eq!(store.event("evt_2").await.unwrap().unwrap().deliveries, 1);
 }

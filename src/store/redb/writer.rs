@@ -1,6 +1,7 @@
 //! The writer thread: batches of queued operations applied in one write
 //! transaction and committed together (group commit); see the module docs
-//! of `redb` for what a batch guarantees.
+//! of `redb` for what a batch guarantees, and `acklog` for the batches of
+//! webhook deliveries that are logged instead of committed durably.
 
 use std::{
     sync::{
@@ -10,28 +11,42 @@ use std::{
     thread,
 };
 
-use redb::{Database, WriteTransaction};
+use redb::{Database, Durability, WriteTransaction};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::{memory::Memory, tables::Tx};
+use super::{acklog::AckLog, memory::Memory, tables::Tx};
 use crate::store::{Result, StoreError};
 
 /// The most operations one transaction commits.
-const MAX_BATCH: usize = 512;
+pub(super) const MAX_BATCH: usize = 512;
 
 type OpResult = std::result::Result<(), StoreError>;
+
+/// How an operation is made durable.
+pub(super) enum Logging {
+    /// By a durable commit.
+    No,
+    /// By this log entry, when every operation of its batch has one and no
+    /// checkpoint is due (`acklog`); else by a durable commit.
+    Entry(Vec<u8>),
+    /// The end of a replay: its durable commit is the checkpoint that
+    /// holds every entry found at open.
+    ReplayDone,
+}
 
 /// One queued write. `apply` may run again after an abort (see the module docs).
 pub(super) trait WriteOp: Send {
     fn apply(&mut self, tx: &mut Tx<'_>) -> OpResult;
     fn finish(self: Box<Self>, committed: OpResult);
+    fn logging(&self) -> &Logging;
 }
 
 pub(super) struct Pending<F, R> {
     pub(super) f: F,
     pub(super) out: Option<R>,
     pub(super) reply: oneshot::Sender<Result<R>>,
+    pub(super) logging: Logging,
 }
 
 impl<F, R> WriteOp for Pending<F, R>
@@ -52,6 +67,10 @@ where
         };
         let _ = self.reply.send(result);
     }
+
+    fn logging(&self) -> &Logging {
+        &self.logging
+    }
 }
 
 /// The database, shared by reads, the writer thread and backups, until
@@ -63,6 +82,7 @@ pub(super) fn writer_loop(
     mut rx: mpsc::Receiver<Box<dyn WriteOp>>,
     failed: CancellationToken,
     memory: &Memory,
+    mut log: Option<AckLog>,
 ) {
     /// Should the writer thread die (a panic in redb or an operation), the
     /// process is told to stop like after a failed commit: every later write
@@ -102,7 +122,7 @@ pub(super) fn writer_loop(
                 .for_each(|op| op.finish(Err(StoreError::Stopped)));
             continue;
         };
-        let committed = commit_batch(open, &mut batch, memory);
+        let committed = commit_batch(open, &mut batch, memory, log.as_mut());
         drop(guard);
         if let Err(e) = committed {
             // The commit may or may not be on disk: nothing written from now
@@ -122,12 +142,35 @@ pub(super) fn writer_loop(
 /// Applies and commits a batch. Operations that fail are answered with
 /// their error and left out; the rest run again in a new transaction.
 /// Returns an error only when a commit (or a transaction) itself failed.
-/// Memory follows a commit before any operation of it is answered, so a
-/// caller that saw its write done finds the queue and counts up to date.
-fn commit_batch(db: &Database, batch: &mut Vec<Box<dyn WriteOp>>, memory: &Memory) -> Result<()> {
+/// Memory follows a commit (and its log entries) before any operation of
+/// it is answered, so a caller that saw its write done finds the queue and
+/// counts up to date, and no job runs on a change not yet durable.
+fn commit_batch(
+    db: &Database,
+    batch: &mut Vec<Box<dyn WriteOp>>,
+    memory: &Memory,
+    mut log: Option<&mut AckLog>,
+) -> Result<()> {
     loop {
+        let logged = log.as_ref().is_some_and(|l| l.may_log())
+            && batch
+                .iter()
+                .all(|op| matches!(op.logging(), Logging::Entry(_)));
+        let replays = batch
+            .iter()
+            .any(|op| matches!(op.logging(), Logging::ReplayDone));
+        // A durable commit also holds everything logged before it: it is
+        // the checkpoint that lets the log start again.
+        let checkpoint = match (&log, logged) {
+            (Some(l), false) => l.checkpoint_generation(replays),
+            _ => None,
+        };
         let mut w: WriteTransaction = db.begin_write()?;
         w.set_two_phase_commit(true);
+        if logged {
+            w.set_durability(Durability::None)
+                .map_err(|e| StoreError::Backend(Box::new(e)))?;
+        }
         let mut failed_at = None;
         let (changes, dirty) = {
             let mut tx = Tx::open(&w)?;
@@ -136,6 +179,9 @@ fn commit_batch(db: &Database, batch: &mut Vec<Box<dyn WriteOp>>, memory: &Memor
                     failed_at = Some((i, e));
                     break;
                 }
+            }
+            if let (None, Some(generation)) = (&failed_at, checkpoint) {
+                tx.set_log_generation(generation)?;
             }
             (std::mem::take(&mut tx.changes), tx.dirty)
         };
@@ -151,6 +197,20 @@ fn commit_batch(db: &Database, batch: &mut Vec<Box<dyn WriteOp>>, memory: &Memor
             None => {
                 w.commit()
                     .map_err(|e| StoreError::CommitUnknown(Box::new(e)))?;
+                if let Some(log) = log.as_deref_mut() {
+                    if logged {
+                        let entries = batch.iter().filter_map(|op| match op.logging() {
+                            Logging::Entry(p) => Some(p.as_slice()),
+                            _ => None,
+                        });
+                        // Not in the log, not acknowledged: the tables'
+                        // copy is not durable, so nothing may follow it.
+                        log.append(entries)
+                            .map_err(|e| StoreError::CommitUnknown(Box::new(StoreError::Io(e))))?;
+                    } else if let Some(generation) = checkpoint {
+                        log.checkpointed(generation);
+                    }
+                }
                 memory.apply(changes);
                 for op in batch.drain(..) {
                     op.finish(Ok(()));

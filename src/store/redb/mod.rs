@@ -223,6 +223,12 @@ impl RedbStore {
         let (log, unreplayed) = match path {
             Some(path) => {
                 let (log, entries) = AckLog::open(path, generation)?;
+                if !log.direct() {
+                    tracing::info!(
+                        log = %log.path().display(),
+                        "the filesystem refuses direct I/O: the acknowledgement log is written through the page cache"
+                    );
+                }
                 if !entries.is_empty() {
                     tracing::warn!(
                         deliveries = entries.len(),

@@ -69,10 +69,13 @@ use file::{check_header, check_tables, copy_snapshot, create_private, needs_reco
 /// Operations waiting for the writer beyond this many make callers wait
 /// (backpressure) instead of growing memory without bound.
 const QUEUE_DEPTH: usize = 16_384;
-/// redb's page cache: enough for the hot part of the indexes. Measured
-/// with 100,000 sessions, 16 MiB made the dashboard no faster (p50 within
-/// run-to-run spread) and peak RSS 12 MB higher under a draining backlog.
-const CACHE_BYTES: usize = 8 * 1024 * 1024;
+/// redb's page cache (its read cache and write buffer together): enough
+/// for the hot part of the indexes. Measured with 100,000 sessions, 16 MiB
+/// made the dashboard no faster (p50 within run-to-run spread) and peak
+/// RSS 12 MB higher under a draining backlog; 6 MiB instead of 8 kept the
+/// dashboard as fast (lists p50 0.33-0.34 ms) and fulfilling with callbacks
+/// under 64 MB once webhooks went through the log (59-61 MB, was 65-69).
+const CACHE_BYTES: usize = 6 * 1024 * 1024;
 /// How often a checkpoint is offered when the log holds entries: how long
 /// a delivery may stay in the log only, when traffic is light.
 const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);

@@ -100,8 +100,11 @@ pub fn backup_file(src: &Path, dest: &Path) -> Result<BackupStats> {
     let db = Database::builder()
         .set_check_integrity_on_open(true)
         .open(src)?;
-    let generation = tables::log_generation_of(&db.begin_read()?)?;
-    let unapplied = super::acklog::pending(src, generation)?;
+    let (at, key) = tables::log_position_of(&db.begin_read()?)?;
+    let unapplied = match key.and_then(|k| <[u8; 32]>::try_from(k).ok()) {
+        Some(key) => super::acklog::pending(src, super::acklog::database_id(&key), at)?,
+        None => 0,
+    };
     if unapplied > 0 {
         return Err(StoreError::Unapplied {
             deliveries: unapplied,

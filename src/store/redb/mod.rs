@@ -58,6 +58,7 @@ use crate::{
     model::{EventRecord, Job, JobKind, Notification, SessionId, SessionRecord, State},
 };
 use acklog::{AckLog, Entry};
+
 use memory::Memory;
 use reader::Reader;
 use tables::Tx;
@@ -118,8 +119,11 @@ pub struct RedbStore {
     failed: CancellationToken,
     key: Key,
     memory: Arc<Memory>,
-    /// Acknowledged deliveries found in the log at open, until `replay`.
-    unreplayed: Arc<Mutex<Vec<Entry>>>,
+    /// Acknowledged deliveries found in the log at open, until `replay`,
+    /// and their generation.
+    unreplayed: Arc<Mutex<(Vec<Entry>, u64)>>,
+    /// The database file (none for tests on other backends).
+    path: Option<std::path::PathBuf>,
 }
 
 impl RedbStore {
@@ -206,13 +210,13 @@ impl RedbStore {
     /// without a path: tests on other backends), reads the queue and the
     /// counts into memory, and starts its writer thread.
     fn start(db: Database, path: Option<&Path>, checkpoints: bool) -> Result<RedbStore> {
-        let (key, generation) = {
+        let (key, position) = {
             let mut w = db.begin_write()?;
             w.set_two_phase_commit(true);
             let upgraded = migrate::upgrade(&w)?;
             let mut tx = Tx::open(&w)?;
             let key = tx.installation_key()?;
-            let generation = tx.log_generation()?;
+            let position = tx.log_position()?;
             drop(tx);
             w.commit()?;
             if upgraded > 0 {
@@ -221,11 +225,11 @@ impl RedbStore {
                     "upgraded the database to its new layout"
                 );
             }
-            (key, generation)
+            (key, position)
         };
         let (log, unreplayed) = match path {
             Some(path) => {
-                let (log, entries) = AckLog::open(path, generation)?;
+                let (log, entries) = AckLog::open(path, acklog::database_id(&key), position)?;
                 if !log.direct() {
                     tracing::info!(
                         log = %log.path().display(),
@@ -264,7 +268,8 @@ impl RedbStore {
             failed,
             key: Arc::new(key),
             memory,
-            unreplayed: Arc::new(Mutex::new(unreplayed)),
+            unreplayed: Arc::new(Mutex::new((unreplayed, position.generation))),
+            path: path.map(Path::to_path_buf),
         })
     }
 
@@ -382,7 +387,7 @@ impl RedbStore {
 impl Storage for RedbStore {
     async fn ingest(&self, event: NewEvent, ctx: Ctx) -> Result<Ingested> {
         let key = self.key.clone();
-        let entry = Entry::payload(ctx.now, ctx.entropy, &event.raw);
+        let entry = acklog::payload(ctx.now, ctx.entropy, &event.raw);
         self.write_as(Logging::Entry(entry), move |tx| {
             ops::ingest(tx, &event, &ctx, &key)
         })
@@ -394,78 +399,76 @@ impl Storage for RedbStore {
         ctx: Ctx,
         to_event: &(dyn Fn(Vec<u8>, u64) -> Option<NewEvent> + Sync),
     ) -> Result<usize> {
-        let entries =
-            std::mem::take(&mut *self.unreplayed.lock().unwrap_or_else(|p| p.into_inner()));
+        let (entries, generation) = {
+            let mut pending = self.unreplayed.lock().unwrap_or_else(|p| p.into_inner());
+            (std::mem::take(&mut pending.0), pending.1)
+        };
         if entries.is_empty() {
             return Ok(0);
         }
-        // Queued in the order they were logged (one session's events must
-        // apply in order), each its own operation so a record that cannot
-        // be read fails alone. They are durable once committed, but the log
-        // keeps its generation until the last is (below).
-        let mut events = Vec::with_capacity(entries.len());
-        let mut unreadable = 0usize;
-        for entry in entries {
-            match to_event(entry.raw, entry.received_at_ms) {
-                Some(event) => events.push((event, entry.received_at_ms, entry.entropy)),
-                None => unreadable += 1,
-            }
-        }
-        // Events the tables hold already: redb made its last commit durable
-        // on its own (a close without a checkpoint). Replaying them would
-        // count their deliveries twice.
-        let ids: Vec<String> = events.iter().map(|(e, ..)| e.record.id.clone()).collect();
-        let present: Arc<std::collections::HashSet<String>> = Arc::new(
-            self.read(move |r| {
-                let mut present = std::collections::HashSet::new();
-                for id in ids {
-                    if r.event(&id)?.is_some() {
-                        present.insert(id);
-                    }
-                }
-                Ok(present)
-            })
-            .await?,
-        );
-        let mut queued = Vec::with_capacity(events.len());
-        for (event, now, entropy) in events {
-            let ctx = Ctx {
-                now,
-                entropy,
-                ..ctx.clone()
-            };
-            let (key, present) = (self.key.clone(), present.clone());
-            queued.push(
-                self.enqueue(Logging::No, move |tx| {
-                    if present.contains(&event.record.id) {
-                        return Ok(Ingested::Duplicate);
-                    }
-                    ops::ingest(tx, &event, &ctx, &key)
-                })
-                .await?,
-            );
-        }
+        let log = acklog::path_for(&self.path.clone().unwrap_or_default());
         let mut applied = 0;
-        for reply in queued {
-            match reply.await.map_err(|_| StoreError::Stopped)? {
-                Ok(_) => applied += 1,
-                Err(e @ (StoreError::Decode { .. } | StoreError::Corrupted(_))) => {
-                    unreadable += 1;
-                    tracing::error!(error = %crate::report::chain(&e), "an acknowledged delivery could not be applied again");
-                }
-                Err(e) => return Err(e),
+        let mut left_out = 0;
+        // Batch by batch, in the order they were logged (one session's
+        // events must apply in order), each entry its own operation so one
+        // that cannot be applied fails alone. Once a batch is applied (or
+        // what could not be is set aside for a person), a commit records
+        // the batch's end: a crash in the middle of a replay repeats none.
+        let mut entries = entries.into_iter().peekable();
+        while let Some(first) = entries.next() {
+            let end = first.batch_end;
+            let mut batch = vec![first];
+            while let Some(e) = entries.next_if(|e| e.batch_end == end) {
+                batch.push(e);
             }
-        }
-        if unreadable > 0 {
-            tracing::error!(
-                unreadable,
-                "acknowledged deliveries left out of the replay; they stay in the log file until the next checkpoint"
-            );
+            let mut queued = Vec::with_capacity(batch.len());
+            let mut aside = Vec::new();
+            for entry in batch {
+                let Some(event) = to_event(entry.raw.clone(), entry.received_at_ms) else {
+                    aside.push((entry.received_at_ms, entry.raw));
+                    continue;
+                };
+                let ctx = Ctx {
+                    now: entry.received_at_ms,
+                    entropy: entry.entropy,
+                    ..ctx.clone()
+                };
+                let key = self.key.clone();
+                let reply = self
+                    .enqueue(Logging::No, move |tx| ops::ingest(tx, &event, &ctx, &key))
+                    .await?;
+                queued.push((reply, entry.received_at_ms, entry.raw));
+            }
+            for (reply, received_at_ms, raw) in queued {
+                match reply.await.map_err(|_| StoreError::Stopped)? {
+                    Ok(_) => applied += 1,
+                    Err(e @ (StoreError::Decode { .. } | StoreError::Corrupted(_))) => {
+                        tracing::error!(error = %crate::report::chain(&e), "an acknowledged delivery could not be applied again");
+                        aside.push((received_at_ms, raw));
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            if !aside.is_empty() {
+                left_out += aside.len();
+                let file = acklog::set_aside(&log, generation, &aside)?;
+                tracing::error!(
+                    deliveries = aside.len(),
+                    file = %file.display(),
+                    "acknowledged webhook deliveries could not be applied; their bodies are kept in this file for a person to look at"
+                );
+            }
+            let at = acklog::Position {
+                generation,
+                offset: end,
+            };
+            self.write(move |tx| tx.set_log_position(at)).await?;
         }
         // The checkpoint: the log may start again once this is durable.
         self.write_as(Logging::ReplayDone, |_tx| Ok(())).await?;
         tracing::info!(
             applied,
+            left_out,
             "applied again the webhook deliveries acknowledged before the stop"
         );
         Ok(applied)

@@ -22,7 +22,10 @@
 use redb::{ReadTransaction, ReadableTable, Table, TableDefinition, WriteTransaction};
 use serde::{Serialize, de::DeserializeOwned};
 
-use super::memory::{Changes, Counts, JobChange};
+use super::{
+    acklog::Position,
+    memory::{Changes, Counts, JobChange},
+};
 use crate::{
     domain::Session,
     model::{EventRecord, Job, Notification, SessionRecord, State},
@@ -209,8 +212,7 @@ impl<'t> Tx<'t> {
     pub(super) fn installation_key(
         &mut self,
     ) -> Result<crate::domain::ids::InstallationKey, StoreError> {
-        const NAME: &str = "installation_key";
-        if let Some(v) = self.meta.get(NAME)? {
+        if let Some(v) = self.meta.get(INSTALLATION_KEY)? {
             return <[u8; 32]>::try_from(v.value()).map_err(|_| {
                 StoreError::Corrupted("the installation key has the wrong length".into())
             });
@@ -221,7 +223,7 @@ impl<'t> Tx<'t> {
                 "the operating system's random number generator failed: {e}"
             ))
         })?;
-        self.meta.insert(NAME, key.as_slice())?;
+        self.meta.insert(INSTALLATION_KEY, key.as_slice())?;
         self.dirty = true;
         Ok(key)
     }
@@ -312,24 +314,17 @@ impl<'t> Tx<'t> {
         Ok(())
     }
 
-    /// The acknowledgement log's generation whose entries this commit does
-    /// not hold (`acklog`); 1 in a database that has none yet.
-    pub(super) fn log_generation(&mut self) -> Result<u64, StoreError> {
-        const NAME: &str = "ack_log_generation";
-        if let Some(v) = self.meta.get(NAME)? {
-            return <[u8; 8]>::try_from(v.value())
-                .map(u64::from_le_bytes)
-                .map_err(|_| {
-                    StoreError::Corrupted("the log generation has the wrong length".into())
-                });
+    /// How far into the acknowledgement log this commit's tables are
+    /// (`acklog`); the start of generation 1 in a database that has none.
+    pub(super) fn log_position(&mut self) -> Result<Position, StoreError> {
+        match self.meta.get(LOG_POSITION)? {
+            Some(v) => Position::from_bytes(v.value()).ok_or_else(bad_position),
+            None => Ok(Position::FIRST),
         }
-        self.set_log_generation(1)?;
-        Ok(1)
     }
 
-    pub(super) fn set_log_generation(&mut self, generation: u64) -> Result<(), StoreError> {
-        self.meta
-            .insert("ack_log_generation", generation.to_le_bytes().as_slice())?;
+    pub(super) fn set_log_position(&mut self, at: Position) -> Result<(), StoreError> {
+        self.meta.insert(LOG_POSITION, at.to_bytes().as_slice())?;
         self.dirty = true;
         Ok(())
     }
@@ -425,19 +420,29 @@ impl<'t> Tx<'t> {
     }
 }
 
-/// The log generation a snapshot's commit does not hold (see `Tx::log_generation`).
-pub(super) fn log_generation_of(r: &ReadTransaction) -> Result<u64, StoreError> {
+/// A snapshot's `Tx::log_position`, and its installation key (none in a
+/// database that has never been opened for writing).
+pub(super) fn log_position_of(
+    r: &ReadTransaction,
+) -> Result<(Position, Option<Vec<u8>>), StoreError> {
     let meta = match r.open_table(META) {
         Ok(meta) => meta,
-        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(1),
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok((Position::FIRST, None)),
         Err(e) => return Err(e.into()),
     };
-    match meta.get("ack_log_generation")? {
-        Some(v) => <[u8; 8]>::try_from(v.value())
-            .map(u64::from_le_bytes)
-            .map_err(|_| StoreError::Corrupted("the log generation has the wrong length".into())),
-        None => Ok(1),
-    }
+    let at = match meta.get(LOG_POSITION)? {
+        Some(v) => Position::from_bytes(v.value()).ok_or_else(bad_position)?,
+        None => Position::FIRST,
+    };
+    let key = meta.get(INSTALLATION_KEY)?.map(|v| v.value().to_vec());
+    Ok((at, key))
+}
+
+const LOG_POSITION: &str = "ack_log_position";
+const INSTALLATION_KEY: &str = "installation_key";
+
+fn bad_position() -> StoreError {
+    StoreError::Corrupted("the acknowledgement log position has the wrong length".into())
 }
 
 /// Reads what memory holds (every queued job, the per-state counts) from a

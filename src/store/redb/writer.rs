@@ -15,7 +15,11 @@ use redb::{Database, Durability, WriteTransaction};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::{acklog::AckLog, memory::Memory, tables::Tx};
+use super::{
+    acklog::{self, AckLog},
+    memory::Memory,
+    tables::Tx,
+};
 use crate::store::{Result, StoreError};
 
 /// The most operations one transaction commits.
@@ -152,17 +156,19 @@ fn commit_batch(
     mut log: Option<&mut AckLog>,
 ) -> Result<()> {
     loop {
-        let logged = log.as_ref().is_some_and(|l| l.may_log())
-            && batch
-                .iter()
-                .all(|op| matches!(op.logging(), Logging::Entry(_)));
+        let logged = batch
+            .iter()
+            .all(|op| matches!(op.logging(), Logging::Entry(_)))
+            && log
+                .as_ref()
+                .is_some_and(|l| l.may_log(acklog::batch_len(entries(batch))));
         let replays = batch
             .iter()
             .any(|op| matches!(op.logging(), Logging::ReplayDone));
         // A durable commit also holds everything logged before it: it is
         // the checkpoint that lets the log start again.
         let checkpoint = match (&log, logged) {
-            (Some(l), false) => l.checkpoint_generation(replays),
+            (Some(l), false) => l.checkpoint(replays),
             _ => None,
         };
         let mut w: WriteTransaction = db.begin_write()?;
@@ -180,8 +186,19 @@ fn commit_batch(
                     break;
                 }
             }
-            if let (None, Some(generation)) = (&failed_at, checkpoint) {
-                tx.set_log_generation(generation)?;
+            if failed_at.is_none() {
+                match (log.as_deref_mut(), checkpoint) {
+                    (Some(l), _) if logged => {
+                        // Durable in the log before redb commits, so no
+                        // reader sees what a crash could take back.
+                        let at = l
+                            .append(entries(batch))
+                            .map_err(|e| StoreError::CommitUnknown(Box::new(StoreError::Io(e))))?;
+                        tx.set_log_position(at)?;
+                    }
+                    (_, Some(at)) => tx.set_log_position(at)?,
+                    _ => {}
+                }
             }
             (std::mem::take(&mut tx.changes), tx.dirty)
         };
@@ -197,19 +214,8 @@ fn commit_batch(
             None => {
                 w.commit()
                     .map_err(|e| StoreError::CommitUnknown(Box::new(e)))?;
-                if let Some(log) = log.as_deref_mut() {
-                    if logged {
-                        let entries = batch.iter().filter_map(|op| match op.logging() {
-                            Logging::Entry(p) => Some(p.as_slice()),
-                            _ => None,
-                        });
-                        // Not in the log, not acknowledged: the tables'
-                        // copy is not durable, so nothing may follow it.
-                        log.append(entries)
-                            .map_err(|e| StoreError::CommitUnknown(Box::new(StoreError::Io(e))))?;
-                    } else if let Some(generation) = checkpoint {
-                        log.checkpointed(generation);
-                    }
+                if let (Some(log), Some(at)) = (log.as_deref_mut(), checkpoint) {
+                    log.checkpointed(at);
                 }
                 memory.apply(changes);
                 for op in batch.drain(..) {
@@ -233,4 +239,12 @@ fn commit_batch(
             }
         }
     }
+}
+
+/// The log entries of a batch's operations.
+fn entries(batch: &[Box<dyn WriteOp>]) -> impl Iterator<Item = &[u8]> {
+    batch.iter().filter_map(|op| match op.logging() {
+        Logging::Entry(p) => Some(p.as_slice()),
+        _ => None,
+    })
 }

@@ -15,6 +15,7 @@ mod layers;
 mod limits;
 mod notifications;
 mod ops;
+mod pg;
 mod processes;
 mod races;
 mod storage;

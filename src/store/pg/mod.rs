@@ -1,0 +1,213 @@
+//! The PostgreSQL backend, for several replicas on one database (issue 12),
+//! built in steps. Landed so far: connecting (TLS through rustls, with
+//! libpq's `sslmode` and `sslrootcert`) and the versioned schema, migrated
+//! at startup under an advisory lock so replicas may start together. The
+//! `Storage` implementation and `storage.url` come next; nothing in `serve`
+//! uses this module yet.
+
+pub mod migrate;
+
+use std::{str::FromStr, sync::Arc};
+
+use tokio_postgres::{Client, config::SslMode};
+
+/// What can go wrong talking to PostgreSQL. Messages never carry the URL
+/// (it may hold a password).
+#[derive(Debug, thiserror::Error)]
+pub enum PgError {
+    #[error("storage.url is not a PostgreSQL URL fulfilld can use: {0}")]
+    Url(String),
+    #[error("cannot read sslrootcert {path}: {reason}")]
+    RootCert { path: String, reason: String },
+    #[error("cannot connect to PostgreSQL")]
+    Connect(#[source] tokio_postgres::Error),
+    #[error("PostgreSQL")]
+    Query(#[from] tokio_postgres::Error),
+    #[error(
+        "the database's schema is version {found}, newer than this fulfilld knows ({known}); run the newer version, or restore a backup taken before the upgrade"
+    )]
+    NewerSchema { found: i32, known: i32 },
+    #[error(
+        "schema version {version} in the database differs from this fulfilld's (checksum {found}, expected {expected}); it was changed by hand or by another build"
+    )]
+    ChangedMigration {
+        version: i32,
+        found: String,
+        expected: String,
+    },
+}
+
+/// How to reach the database: the client settings, and how TLS is used.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub config: tokio_postgres::Config,
+    /// `sslmode=disable`: no TLS at all.
+    pub tls: bool,
+    /// `sslrootcert`: certificates trusted besides the bundled web roots.
+    pub root_cert: Option<String>,
+}
+
+impl Target {
+    /// Parses a `postgres://` (or `postgresql://`) URL with libpq's TLS
+    /// parameters. tokio-postgres knows only `disable`, `prefer` and
+    /// `require`; `verify-ca` and `verify-full` mean `require` here, since
+    /// fulfilld always verifies the server's certificate and name when it
+    /// uses TLS (unlike libpq's `require`). `sslrootcert` names a PEM file of
+    /// CAs to trust (managed databases' CAs are often not public ones).
+    pub fn parse(url: &str) -> Result<Target, PgError> {
+        let mut parsed = reqwest::Url::parse(url)
+            .map_err(|e| PgError::Url(format!("it does not parse ({e})")))?;
+        if !matches!(parsed.scheme(), "postgres" | "postgresql") {
+            return Err(PgError::Url(format!(
+                "the scheme is {:?}, not postgres",
+                parsed.scheme()
+            )));
+        }
+        let mut sslmode = None;
+        let mut root_cert = None;
+        let mut rest = Vec::new();
+        for (k, v) in parsed.query_pairs() {
+            match k.as_ref() {
+                "sslmode" => sslmode = Some(v.into_owned()),
+                "sslrootcert" => root_cert = Some(v.into_owned()),
+                _ => rest.push((k.into_owned(), v.into_owned())),
+            }
+        }
+        let (mode, tls) = match sslmode.as_deref() {
+            None | Some("prefer") => (SslMode::Prefer, true),
+            Some("disable") => (SslMode::Disable, false),
+            Some("require" | "verify-ca" | "verify-full") => (SslMode::Require, true),
+            Some(other) => {
+                return Err(PgError::Url(format!(
+                    "sslmode={other} is not one of disable, prefer, require, verify-ca, verify-full"
+                )));
+            }
+        };
+        if rest.is_empty() {
+            parsed.set_query(None);
+        } else {
+            parsed.query_pairs_mut().clear().extend_pairs(rest);
+        }
+        let mut config = tokio_postgres::Config::from_str(parsed.as_str())
+            .map_err(|e| PgError::Url(e.to_string()))?;
+        config.ssl_mode(mode);
+        if config.get_dbname().is_none() {
+            return Err(PgError::Url("it names no database".into()));
+        }
+        Ok(Target {
+            config,
+            tls,
+            root_cert,
+        })
+    }
+
+    /// Connects, driving the connection on a task of its own (it ends, and
+    /// logs why, when the connection does).
+    pub async fn connect(&self) -> Result<Client, PgError> {
+        if !self.tls {
+            let (client, connection) = self
+                .config
+                .connect(tokio_postgres::NoTls)
+                .await
+                .map_err(PgError::Connect)?;
+            drive(connection);
+            return Ok(client);
+        }
+        let tls = tokio_postgres_rustls::MakeRustlsConnect::new(self.rustls()?);
+        let (client, connection) = self.config.connect(tls).await.map_err(PgError::Connect)?;
+        drive(connection);
+        Ok(client)
+    }
+
+    fn rustls(&self) -> Result<rustls::ClientConfig, PgError> {
+        use rustls::pki_types::{CertificateDer, pem::PemObject};
+        let mut roots = rustls::RootCertStore::empty();
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        if let Some(path) = &self.root_cert {
+            let bad = |reason: String| PgError::RootCert {
+                path: path.clone(),
+                reason,
+            };
+            let certs = CertificateDer::pem_file_iter(path)
+                .map_err(|e| bad(e.to_string()))?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| bad(e.to_string()))?;
+            if certs.is_empty() {
+                return Err(bad("it holds no certificate".into()));
+            }
+            for cert in certs {
+                roots.add(cert).map_err(|e| bad(e.to_string()))?;
+            }
+        }
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        Ok(rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| PgError::Url(format!("TLS: {e}")))?
+            .with_root_certificates(roots)
+            .with_no_client_auth())
+    }
+}
+
+fn drive<S, T>(connection: tokio_postgres::Connection<S, T>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::warn!(error = %crate::report::chain(&e), "a PostgreSQL connection ended");
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn libpq_tls_parameters_are_understood_and_others_kept() {
+        let t = Target::parse("postgres://app:s3cret@db.example:6543/shop?sslmode=verify-full&sslrootcert=/etc/ca.pem&application_name=fulfilld").unwrap();
+        assert!(t.tls);
+        assert_eq!(t.config.get_ssl_mode(), SslMode::Require);
+        assert_eq!(t.root_cert.as_deref(), Some("/etc/ca.pem"));
+        assert_eq!(t.config.get_dbname(), Some("shop"));
+        assert_eq!(t.config.get_user(), Some("app"));
+        assert_eq!(t.config.get_ports(), &[6543]);
+        assert_eq!(t.config.get_application_name(), Some("fulfilld"));
+        let t = Target::parse("postgresql://app@localhost/shop?sslmode=disable").unwrap();
+        assert!(!t.tls);
+        let t = Target::parse("postgres://app@localhost/shop").unwrap();
+        assert_eq!(t.config.get_ssl_mode(), SslMode::Prefer);
+    }
+
+    #[test]
+    fn a_bad_url_is_refused_without_showing_its_password() {
+        for url in [
+            "mysql://app:s3cret@db/shop",
+            "postgres://app:s3cret@db/shop?sslmode=always",
+            "postgres://app:s3cret@db",
+            "not a url s3cret",
+        ] {
+            let e = Target::parse(url).unwrap_err();
+            assert!(matches!(e, PgError::Url(_)), "{url}: {e}");
+            assert!(!e.to_string().contains("s3cret"), "{e}");
+        }
+    }
+
+    #[test]
+    fn an_unreadable_root_certificate_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("ca.pem");
+        std::fs::write(&empty, "not a certificate\n").unwrap();
+        for path in [empty.display().to_string(), "/nonexistent/ca.pem".into()] {
+            let t = Target::parse(&format!(
+                "postgres://app@localhost/shop?sslmode=require&sslrootcert={path}"
+            ))
+            .unwrap();
+            match t.rustls() {
+                Err(e @ PgError::RootCert { .. }) => assert!(e.to_string().contains(&path)),
+                other => panic!("{path}: {:?}", other.map(|_| ())),
+            }
+        }
+    }
+}

@@ -1,0 +1,178 @@
+//! The PostgreSQL backend against a real server (issue 12, first step: the
+//! connection and the versioned schema). The server is the one `.ci/run`
+//! starts; `TEST_DATABASE_URL` names a database the tests may create
+//! databases from. Without it these tests skip, unless CI (`CI=true`) or
+//! `REQUIRE_PG_TEST=1` says PostgreSQL must be there: then they fail.
+
+use std::{
+    io::Write,
+    sync::atomic::{AtomicU32, Ordering},
+};
+
+use fulfilld::store::pg::{
+    PgError, Target,
+    migrate::{LATEST, migrate, schema_version},
+};
+
+const REQUIRE_VARS: [&str; 2] = ["CI", "REQUIRE_PG_TEST"];
+
+/// A database of its own for one test, dropped when it ends.
+struct Fresh {
+    admin: tokio_postgres::Client,
+    name: String,
+    target: Target,
+}
+
+impl Fresh {
+    async fn create(test: &str) -> Option<Fresh> {
+        let Ok(url) = std::env::var("TEST_DATABASE_URL") else {
+            let required = REQUIRE_VARS.iter().any(|v| {
+                std::env::var(v).is_ok_and(|x| x.eq_ignore_ascii_case("true") || x == "1")
+            });
+            assert!(
+                !required,
+                "{test}: TEST_DATABASE_URL is not set, and PostgreSQL is required here (CI or REQUIRE_PG_TEST); .ci/run starts one"
+            );
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED {test}: set TEST_DATABASE_URL to a PostgreSQL server's database (.ci/run starts one) to run it"
+            );
+            return None;
+        };
+        static N: AtomicU32 = AtomicU32::new(0);
+        let name = format!(
+            "fulfilld_t_{}_{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        );
+        let admin = Target::parse(&url).unwrap().connect().await.unwrap();
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .unwrap();
+        let mut target = Target::parse(&url).unwrap();
+        target.config.dbname(&name);
+        Some(Fresh {
+            admin,
+            name,
+            target,
+        })
+    }
+}
+
+impl Drop for Fresh {
+    fn drop(&mut self) {
+        // Best effort: the server is the test run's own.
+        let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            let _ = tokio::task::block_in_place(|| handle.block_on(self.admin.batch_execute(&sql)));
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_migrating_at_once_end_with_one_schema() {
+    let Some(db) = Fresh::create("replicas_migrating_at_once_end_with_one_schema").await else {
+        return;
+    };
+    let mut starts = Vec::new();
+    for _ in 0..3 {
+        let target = db.target.clone();
+        starts.push(tokio::spawn(async move {
+            let mut client = target.connect().await.unwrap();
+            migrate(&mut client).await.unwrap()
+        }));
+    }
+    let mut applied = Vec::new();
+    for s in starts {
+        applied.push(s.await.unwrap());
+    }
+    applied.sort();
+    assert_eq!(
+        applied,
+        vec![0, 0, LATEST as usize],
+        "one replica applied the schema"
+    );
+    let mut client = db.target.connect().await.unwrap();
+    assert_eq!(schema_version(&client).await.unwrap(), Some(LATEST));
+    let tables: i64 = client
+        .query_one(
+            "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public' AND table_name IN ('sessions','events','jobs','notifications','meta')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(tables, 5);
+    assert_eq!(
+        migrate(&mut client).await.unwrap(),
+        0,
+        "a restart applies nothing"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newer_or_changed_schema_is_refused() {
+    let Some(db) = Fresh::create("a_newer_or_changed_schema_is_refused").await else {
+        return;
+    };
+    let mut client = db.target.connect().await.unwrap();
+    assert_eq!(
+        schema_version(&client).await.unwrap(),
+        None,
+        "a new database"
+    );
+    migrate(&mut client).await.unwrap();
+    client
+        .execute(
+            "UPDATE fulfilld_schema SET checksum = 'edited' WHERE version = 1",
+            &[],
+        )
+        .await
+        .unwrap();
+    match migrate(&mut client).await {
+        Err(e @ PgError::ChangedMigration { version: 1, .. }) => {
+            assert!(e.to_string().contains("changed by hand"), "{e}")
+        }
+        other => panic!("{other:?}"),
+    }
+    client
+        .execute(
+            "INSERT INTO fulfilld_schema (version, checksum) VALUES ($1, 'future')",
+            &[&(LATEST + 1)],
+        )
+        .await
+        .unwrap();
+    match migrate(&mut client).await {
+        Err(e @ PgError::NewerSchema { .. }) => {
+            assert!(e.to_string().contains("newer than this fulfilld"), "{e}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(schema_version(&client).await.unwrap(), Some(LATEST + 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_absent_server_or_one_without_required_tls_is_a_connect_error() {
+    let Some(db) =
+        Fresh::create("an_absent_server_or_one_without_required_tls_is_a_connect_error").await
+    else {
+        return;
+    };
+    let mut nowhere = db.target.clone();
+    nowhere.config.port(1);
+    // The test server has no TLS: `require` must not fall back to plain text.
+    let mut plain_only = db.target.clone();
+    plain_only
+        .config
+        .ssl_mode(tokio_postgres::config::SslMode::Require);
+    plain_only.tls = true;
+    for target in [nowhere, plain_only] {
+        match target.connect().await {
+            Err(e @ PgError::Connect(_)) => {
+                assert!(e.to_string().contains("cannot connect"), "{e}")
+            }
+            other => panic!("{:?}", other.map(|_| ())),
+        }
+    }
+}

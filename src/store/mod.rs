@@ -12,6 +12,7 @@
 //!   `StoreError::Stopped` and cancels `failed()`, so the process exits and
 //!   its supervisor restarts it on a database it can trust again.
 
+pub mod ops;
 pub mod pg;
 pub mod redb;
 

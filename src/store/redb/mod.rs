@@ -31,7 +31,6 @@ mod acklog;
 mod file;
 mod memory;
 mod migrate;
-mod ops;
 mod reader;
 mod tables;
 #[cfg(test)]
@@ -59,6 +58,7 @@ use crate::{
 };
 use acklog::{AckLog, Entry};
 
+use crate::store::ops;
 use memory::Memory;
 use reader::Reader;
 use tables::Tx;

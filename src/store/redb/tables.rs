@@ -519,3 +519,40 @@ pub(super) fn copy_all(
         rows,
     })
 }
+
+/// The shared operations (`store::ops`) on a redb write transaction.
+impl crate::store::ops::Txn for Tx<'_> {
+    fn load(&self, id: &str) -> Result<Option<Session>, StoreError> {
+        Tx::load(self, id)
+    }
+    fn store_over(&mut self, old: Option<&SessionRecord>, s: &Session) -> Result<(), StoreError> {
+        Tx::store_over(self, old, s)
+    }
+    fn notification(&self, id: &str) -> Result<Option<Notification>, StoreError> {
+        Tx::notification(self, id)
+    }
+    fn put_notification(&mut self, n: &Notification) -> Result<(), StoreError> {
+        Tx::put_notification(self, n)
+    }
+    fn put_notification_if_absent(&mut self, n: &Notification) -> Result<bool, StoreError> {
+        Tx::put_notification_if_absent(self, n)
+    }
+    fn event(&self, id: &str) -> Result<Option<EventRecord>, StoreError> {
+        Tx::event(self, id)
+    }
+    fn put_event(&mut self, rec: &EventRecord, raw: &[u8]) -> Result<(), StoreError> {
+        Tx::put_event(self, rec, raw)
+    }
+    fn update_event(&mut self, rec: &EventRecord) -> Result<(), StoreError> {
+        Tx::update_event(self, rec)
+    }
+    fn job_due(&self, key: &str) -> Result<Option<u64>, StoreError> {
+        Tx::job_due(self, key)
+    }
+    fn schedule(&mut self, job: &Job, due_ms: u64) -> Result<(), StoreError> {
+        Tx::schedule(self, job, due_ms)
+    }
+    fn unschedule(&mut self, key: &str) -> Result<(), StoreError> {
+        Tx::unschedule(self, key)
+    }
+}

@@ -1,20 +1,50 @@
-//! The seam's write operations on one redb transaction: load, let the domain
-//! decide, store what it decided and apply its effects.
+//! The seam's write operations, shared by every backend: load, let the
+//! domain decide, store what it decided and apply its effects, all inside
+//! one of the backend's transactions (`Txn`). The rules live in `domain`;
+//! this is the one place a domain step meets stored records.
 
-use super::{Key, tables::Tx};
 use crate::{
-    domain::{self, Effect, Env, Input, Reply, outbox},
-    model::{Job, NotificationKind, OutboxStatus, fulfill_key, push_bounded},
+    domain::{self, Effect, Env, Input, Reply, Session, ids::InstallationKey, outbox},
+    model::{
+        EventRecord, Job, Notification, NotificationKind, OutboxStatus, SessionRecord, fulfill_key,
+        push_bounded,
+    },
     store::{Ctx, Delivered, Ingested, NewEvent, Result},
 };
 
+/// What the shared operations need from a backend's transaction: one
+/// atomic unit in which a session, its outbox, its events and its queued
+/// jobs are read and written (redb: its write transaction; a backend on a
+/// server: the locked rows of a batch). Reads see this transaction's own
+/// writes.
+pub trait Txn {
+    /// The session and its detail, if stored.
+    fn load(&self, id: &str) -> Result<Option<Session>>;
+    /// Stores `s`; `old` is its record as loaded in this transaction (for
+    /// the indexes), None when it is new.
+    fn store_over(&mut self, old: Option<&SessionRecord>, s: &Session) -> Result<()>;
+    fn notification(&self, id: &str) -> Result<Option<Notification>>;
+    fn put_notification(&mut self, n: &Notification) -> Result<()>;
+    /// Stores an outbox entry unless one with its id exists; true when new.
+    fn put_notification_if_absent(&mut self, n: &Notification) -> Result<bool>;
+    fn event(&self, id: &str) -> Result<Option<EventRecord>>;
+    /// Records a first delivery with its body exactly as received.
+    fn put_event(&mut self, rec: &EventRecord, raw: &[u8]) -> Result<()>;
+    fn update_event(&mut self, rec: &EventRecord) -> Result<()>;
+    /// When the job with this key is due, if queued.
+    fn job_due(&self, key: &str) -> Result<Option<u64>>;
+    /// Queues `job` (replacing one with its key) at `due_ms`.
+    fn schedule(&mut self, job: &Job, due_ms: u64) -> Result<()>;
+    fn unschedule(&mut self, key: &str) -> Result<()>;
+}
+
 /// Applies one input to session `id` (see `domain::step`).
-pub(super) fn transition(
-    tx: &mut Tx<'_>,
+pub fn transition(
+    tx: &mut impl Txn,
     id: &str,
     input: Input,
     ctx: &Ctx,
-    key: &Key,
+    key: &InstallationKey,
 ) -> Result<Reply> {
     let current = tx.load(id)?;
     let old = current.as_ref().map(|s| s.rec.clone());
@@ -36,7 +66,7 @@ pub(super) fn transition(
     Ok(step.reply)
 }
 
-fn apply(tx: &mut Tx<'_>, id: &str, effect: Effect, now: u64) -> Result<()> {
+fn apply(tx: &mut impl Txn, id: &str, effect: Effect, now: u64) -> Result<()> {
     match effect {
         Effect::ScheduleFulfill {
             trigger,
@@ -92,7 +122,12 @@ fn apply(tx: &mut Tx<'_>, id: &str, effect: Effect, now: u64) -> Result<()> {
 
 /// A webhook delivery: dedup by event id, the event with its raw body, and
 /// its session's transition.
-pub(super) fn ingest(tx: &mut Tx<'_>, ev: &NewEvent, ctx: &Ctx, key: &Key) -> Result<Ingested> {
+pub fn ingest(
+    tx: &mut impl Txn,
+    ev: &NewEvent,
+    ctx: &Ctx,
+    key: &InstallationKey,
+) -> Result<Ingested> {
     if let Some(mut seen) = tx.event(&ev.record.id)? {
         seen.deliveries = seen.deliveries.saturating_add(1);
         tx.update_event(&seen)?;
@@ -109,7 +144,12 @@ pub(super) fn ingest(tx: &mut Tx<'_>, ev: &NewEvent, ctx: &Ctx, key: &Key) -> Re
 }
 
 /// One delivery attempt of an outbox entry and what follows it.
-pub(super) fn record_delivery(tx: &mut Tx<'_>, d: &Delivered, ctx: &Ctx, key: &Key) -> Result<()> {
+pub fn record_delivery(
+    tx: &mut impl Txn,
+    d: &Delivered,
+    ctx: &Ctx,
+    key: &InstallationKey,
+) -> Result<()> {
     let Job::Deliver {
         session_id,
         notification_id,
@@ -174,7 +214,7 @@ pub(super) fn record_delivery(tx: &mut Tx<'_>, d: &Delivered, ctx: &Ctx, key: &K
 }
 
 /// Queues a `failed` outbox entry of `session_id` again.
-pub(super) fn resend(tx: &mut Tx<'_>, session_id: &str, id: &str, now: u64) -> Result<bool> {
+pub fn resend(tx: &mut impl Txn, session_id: &str, id: &str, now: u64) -> Result<bool> {
     let Some(mut n) = tx.notification(id)? else {
         return Ok(false);
     };

@@ -62,6 +62,29 @@ impl AppError {
     }
 }
 
+/// Opens the configured backend: PostgreSQL at `storage.url`, else the
+/// redb file at `storage.path`.
+pub async fn open_store(config: &Config) -> Result<Store, AppError> {
+    if let Some(url) = &config.storage.url {
+        let store = crate::store::pg::PgStore::open(url.expose().clone())
+            .await
+            .map_err(|error| AppError::Store {
+                path: "PostgreSQL (storage.url)".into(),
+                error,
+                hint: "",
+            })?;
+        return Ok(Arc::new(store));
+    }
+    let path = config.storage.path.clone();
+    tokio::task::spawn_blocking({
+        let path = path.clone();
+        move || crate::store::open_redb(&path)
+    })
+    .await
+    .map_err(|e| AppError::Setup(e.to_string()))?
+    .map_err(|error| AppError::store(&path, error))
+}
+
 /// Where the per-boot local token lives: beside the database.
 pub fn local_token_path(db: &std::path::Path) -> std::path::PathBuf {
     db.with_file_name(".fulfilld-local-token")
@@ -97,14 +120,7 @@ impl Application {
     /// Opens the database (checking its integrity), takes over claims left by
     /// an earlier process, and prepares to serve on `listener`.
     pub async fn build(config: &Config, listener: TcpListener) -> Result<Application, AppError> {
-        let path = config.storage.path.clone();
-        let store = tokio::task::spawn_blocking({
-            let path = path.clone();
-            move || crate::store::open_redb(&path)
-        })
-        .await
-        .map_err(|e| AppError::Setup(e.to_string()))?
-        .map_err(|error| AppError::store(&path, error))?;
+        let store = open_store(config).await?;
         Self::build_with_store(config, listener, store).await
     }
 
@@ -148,7 +164,14 @@ impl Application {
         fulfiller
             .take_over_claims()
             .await
-            .map_err(|error| AppError::store(&path, error))?;
+            .map_err(|error| match config.storage.url {
+                Some(_) => AppError::Store {
+                    path: "PostgreSQL (storage.url)".into(),
+                    error,
+                    hint: "",
+                },
+                None => AppError::store(&path, error),
+            })?;
         let mut state = AppState::new(
             fulfiller.clone(),
             config.stripe.webhook_secrets.clone(),
@@ -166,14 +189,18 @@ impl Application {
         );
         state.live_key = config.is_live();
         state.trusted_proxies = config.server.trusted_proxies.clone();
-        state.db_path = path.clone();
-        state.local_token = match write_local_token(&path) {
-            Ok(token) => Some(token),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot write the local backup token; `fulfilld backup` will need admin.api_token");
-                None
-            }
-        };
+        // The local token lets `fulfilld backup` ask this server for a
+        // copy of its file; PostgreSQL is backed up with pg_dump instead.
+        if config.storage.url.is_none() {
+            state.db_path = path.clone();
+            state.local_token = match write_local_token(&path) {
+                Ok(token) => Some(token),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot write the local backup token; `fulfilld backup` will need admin.api_token");
+                    None
+                }
+            };
+        }
         let state = Arc::new(state);
         let addr = listener.local_addr()?;
         Ok(Application {

@@ -115,10 +115,13 @@ impl Worker {
         // Each kind is read on its own, and only while it has a free slot:
         // a backlog of one (emails to a stalled mail server) never hides the
         // other's due jobs.
+        // No more than there are free slots: on a shared database, reading
+        // a due job takes it from the other replicas for a while.
         let mut due = Vec::new();
         for kind in JobKind::ALL {
-            if self.slots(kind).available_permits() > 0 {
-                due.extend(self.fulfiller.store().due_jobs(now, 64, kind).await?);
+            let free = self.slots(kind).available_permits().min(64);
+            if free > 0 {
+                due.extend(self.fulfiller.store().due_jobs(now, free, kind).await?);
             }
         }
         let mut started = 0;

@@ -11,6 +11,10 @@ use crate::{
 
 pub fn run(source: &ConfigSource, path: &Path) -> Result<ExitCode, CliError> {
     let config = Config::load(source)?;
+    if config.storage.url.is_some() {
+        eprintln!("fulfilld backup: {}", store::pg::BACKUP_WITH_PG_DUMP);
+        return Ok(ExitCode::from(2));
+    }
     let dest = std::path::absolute(path).map_err(CliError::BackupPath)?;
     let mut copied = store::redb::backup_file(&config.storage.path, &dest);
     if let Err(store::StoreError::Unapplied { deliveries, .. }) = &copied {

@@ -15,11 +15,70 @@ pub fn run(source: &ConfigSource) -> ExitCode {
         config.refuse_placeholders()?;
         Ok((config, env_warnings))
     });
-    ExitCode::from(report(
+    let code = report(
         &loaded,
         &mut std::io::stdout().lock(),
         &mut std::io::stderr().lock(),
-    ))
+    );
+    if code != 0 {
+        return ExitCode::from(code);
+    }
+    match &loaded {
+        Ok((config, _)) if config.storage.url.is_some() => ExitCode::from(check_database(config)),
+        _ => ExitCode::from(code),
+    }
+}
+
+/// How long check-config waits for PostgreSQL to answer.
+const DATABASE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Connects to `storage.url` and reads the schema version: the database
+/// answers, and its schema is one this build can use (or none yet: the
+/// first start creates it).
+fn check_database(config: &Config) -> u8 {
+    use crate::store::pg::{Target, migrate};
+    let Some(url) = &config.storage.url else {
+        return 0;
+    };
+    let target: Target = url.expose().clone();
+    let checked = super::runtime().map_err(|e| e.to_string()).and_then(|rt| {
+        rt.block_on(async {
+            let client = tokio::time::timeout(DATABASE_TIMEOUT, target.connect())
+                .await
+                .map_err(|_| format!("PostgreSQL did not answer within {DATABASE_TIMEOUT:?}"))?
+                .map_err(|e| crate::report::chain(&e))?;
+            migrate::schema_version(&client)
+                .await
+                .map_err(|e| crate::report::chain(&e))
+        })
+    });
+    match checked {
+        Ok(None) => {
+            eprintln!(
+                "storage.url: PostgreSQL answers; it has no fulfilld schema yet (the first start creates version {})",
+                migrate::LATEST
+            );
+            0
+        }
+        Ok(Some(v)) if v <= migrate::LATEST => {
+            eprintln!(
+                "storage.url: PostgreSQL answers; schema version {v} (this build knows up to {})",
+                migrate::LATEST
+            );
+            0
+        }
+        Ok(Some(v)) => {
+            eprintln!(
+                "fulfilld: storage.url: the database's schema is version {v}, newer than this build knows ({}); run the newer version",
+                migrate::LATEST
+            );
+            INVALID
+        }
+        Err(e) => {
+            eprintln!("fulfilld: storage.url: {e}");
+            INVALID
+        }
+    }
 }
 
 /// Writes the verdict on `loaded` (a configuration with the warnings about

@@ -194,6 +194,11 @@ impl Config {
         )?;
         take("smtp.url", &mut self.smtp.url, &mut self.smtp.url_file)?;
         take(
+            "storage.url",
+            &mut self.storage.url,
+            &mut self.storage.url_file,
+        )?;
+        take(
             "notifications.webhook_url",
             &mut self.notifications.webhook_url,
             &mut self.notifications.webhook_url_file,

@@ -78,6 +78,12 @@ pub struct ServerConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct StorageConfig {
     pub path: PathBuf,
+    /// `postgres://…`: keep all state in PostgreSQL instead of the redb
+    /// file at `path`, so several replicas can share it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<Secret<crate::store::pg::Target>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url_file: Option<PathBuf>,
     /// Raw Stripe event bodies older than this many days are pruned (their
     /// records, and everything about sessions, are kept).
     pub event_retention_days: u32,
@@ -205,6 +211,8 @@ impl Default for StorageConfig {
     fn default() -> Self {
         StorageConfig {
             path: PathBuf::from("./data/fulfilld.redb"),
+            url: None,
+            url_file: None,
             event_retention_days: 90,
         }
     }

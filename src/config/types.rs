@@ -16,6 +16,15 @@ pub trait ConfigValue: Sized {
     fn parse_value(raw: &str) -> Result<Self, String>;
 }
 
+impl ConfigValue for crate::store::pg::Target {
+    fn parse_value(raw: &str) -> Result<Self, String> {
+        crate::store::pg::Target::parse(raw).map_err(|e| e.to_string())
+    }
+}
+
+/// Masked entirely: the URL may hold a password.
+impl Mask for crate::store::pg::Target {}
+
 impl ConfigValue for String {
     fn parse_value(raw: &str) -> Result<Self, String> {
         Ok(raw.to_string())

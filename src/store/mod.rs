@@ -228,7 +228,10 @@ pub trait Storage: Send + Sync + 'static {
     async fn resend(&self, session: &SessionId, notification_id: &str, now: u64) -> Result<bool>;
     /// Removes the job `key` if it is still queued at `due` (its work is done).
     async fn finish_job(&self, key: &str, due: u64) -> Result<()>;
-    /// Jobs of `kind` due at or before `now`, earliest first.
+    /// Jobs of `kind` due at or before `now`, earliest first. A backend
+    /// shared by replicas hands them to this process: the others do not see
+    /// them until they are queued again or a while has passed (PostgreSQL:
+    /// `pg::TAKE_MS`), so ask only for as many as will run now.
     async fn due_jobs(&self, now: u64, limit: usize, kind: JobKind) -> Result<Vec<(u64, Job)>>;
     async fn job_due(&self, key: &str) -> Result<Option<u64>>;
     async fn queue_stats(&self) -> Result<QueueStats>;

@@ -310,7 +310,7 @@ async fn reloading_a_settled_orders_page_commits_nothing() {
         .await;
     app.wait_for_state(&waiting, "awaiting_payment").await;
     app.settle().await;
-    let before = std::fs::read(app.db_path()).unwrap();
+    let before = app.written().await;
     for _ in 0..10 {
         let (status, _) = app.landing(&id).await;
         assert_eq!(status, 200);
@@ -319,10 +319,7 @@ async fn reloading_a_settled_orders_page_commits_nothing() {
         assert!(page.to_lowercase().contains("processing"), "{page}");
     }
     app.settle().await;
-    assert!(
-        std::fs::read(app.db_path()).unwrap() == before,
-        "the database file changed"
-    );
+    assert!(app.written().await == before, "the database changed");
 }
 
 /// Made-up ids from many clients (a botnet behind the merchant's proxy)

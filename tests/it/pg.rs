@@ -4,71 +4,12 @@
 //! databases from. Without it these tests skip, unless CI (`CI=true`) or
 //! `REQUIRE_PG_TEST=1` says PostgreSQL must be there: then they fail.
 
-use std::{
-    io::Write,
-    sync::atomic::{AtomicU32, Ordering},
-};
-
 use fulfilld::store::pg::{
-    PgError, Target,
+    PgError,
     migrate::{LATEST, migrate, schema_version},
 };
 
-const REQUIRE_VARS: [&str; 2] = ["CI", "REQUIRE_PG_TEST"];
-
-/// A database of its own for one test, dropped when it ends.
-struct Fresh {
-    admin: tokio_postgres::Client,
-    name: String,
-    target: Target,
-}
-
-impl Fresh {
-    async fn create(test: &str) -> Option<Fresh> {
-        let Ok(url) = std::env::var("TEST_DATABASE_URL") else {
-            let required = REQUIRE_VARS.iter().any(|v| {
-                std::env::var(v).is_ok_and(|x| x.eq_ignore_ascii_case("true") || x == "1")
-            });
-            assert!(
-                !required,
-                "{test}: TEST_DATABASE_URL is not set, and PostgreSQL is required here (CI or REQUIRE_PG_TEST); .ci/run starts one"
-            );
-            let _ = writeln!(
-                std::io::stderr(),
-                "SKIPPED {test}: set TEST_DATABASE_URL to a PostgreSQL server's database (.ci/run starts one) to run it"
-            );
-            return None;
-        };
-        static N: AtomicU32 = AtomicU32::new(0);
-        let name = format!(
-            "fulfilld_t_{}_{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        );
-        let admin = Target::parse(&url).unwrap().connect().await.unwrap();
-        admin
-            .batch_execute(&format!("CREATE DATABASE {name}"))
-            .await
-            .unwrap();
-        let mut target = Target::parse(&url).unwrap();
-        target.config.dbname(&name);
-        Some(Fresh {
-            admin,
-            name,
-            target,
-        })
-    }
-}
-
-impl Drop for Fresh {
-    fn drop(&mut self) {
-        // Best effort: the server is the test run's own.
-        let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
-        if let Ok(handle) = tokio::runtime::Handle::try_current() {
-            let _ = tokio::task::block_in_place(|| handle.block_on(self.admin.batch_execute(&sql)));
-        }
-    }
-}
+use crate::helpers::pg::FreshDb as Fresh;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_migrating_at_once_end_with_one_schema() {

@@ -252,6 +252,9 @@ async fn a_store_that_cannot_write_is_a_calm_503_and_a_failed_commit_stops_the_s
 #[tokio::test]
 async fn the_database_file_is_private() {
     use std::os::unix::fs::PermissionsExt;
+    if crate::helpers::pg::redb_only("the_database_file_is_private") {
+        return;
+    }
     let app = spawn_app().await;
     let mode = std::fs::metadata(app.db_path())
         .unwrap()

@@ -1,11 +1,18 @@
-//! The PostgreSQL backend, for several replicas on one database (issue 12),
-//! built in steps. Landed so far: connecting (TLS through rustls, with
-//! libpq's `sslmode` and `sslrootcert`) and the versioned schema, migrated
-//! at startup under an advisory lock so replicas may start together. The
-//! `Storage` implementation and `storage.url` come next; nothing in `serve`
-//! uses this module yet.
+//! The PostgreSQL backend (`storage.url`), for several replicas on one
+//! database with the guarantees of one process: connecting (TLS through
+//! rustls, with libpq's `sslmode` and `sslrootcert`), the versioned schema
+//! migrated at startup under an advisory lock (`migrate`), the writer's
+//! batches (`writer`, on the shared operations through `txn`) and the
+//! `Storage` implementation (`store`).
+//!
+//! Values are the same serde JSON the redb backend stores.
 
 pub mod migrate;
+mod store;
+mod txn;
+mod writer;
+
+pub use store::{BACKUP_WITH_PG_DUMP, PgStore, TAKE_MS};
 
 use std::{str::FromStr, sync::Arc};
 
@@ -145,6 +152,44 @@ impl Target {
             .map_err(|e| PgError::Url(format!("TLS: {e}")))?
             .with_root_certificates(roots)
             .with_no_client_auth())
+    }
+}
+
+/// Any PostgreSQL failure, as the store reports it.
+pub(crate) fn pg_error(e: impl Into<PgError>) -> crate::store::StoreError {
+    crate::store::StoreError::Backend(Box::new(e.into()))
+}
+
+pub(crate) fn decode<T: serde::de::DeserializeOwned>(
+    key: &str,
+    bytes: &[u8],
+) -> Result<T, crate::store::StoreError> {
+    serde_json::from_slice(bytes).map_err(|source| crate::store::StoreError::Decode {
+        key: key.to_string(),
+        source,
+    })
+}
+
+pub(crate) fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, crate::store::StoreError> {
+    serde_json::to_vec(value).map_err(crate::store::StoreError::Encode)
+}
+
+/// Milliseconds as a `bigint` (they fit until the year 292,278,994).
+pub(crate) fn ms(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+pub(crate) fn kind_name(kind: crate::model::JobKind) -> &'static str {
+    match kind {
+        crate::model::JobKind::Fulfill => "fulfill",
+        crate::model::JobKind::Deliver => "deliver",
+    }
+}
+
+pub(crate) fn job_session(job: &crate::model::Job) -> &str {
+    match job {
+        crate::model::Job::Fulfill { session_id, .. }
+        | crate::model::Job::Deliver { session_id, .. } => session_id,
     }
 }
 

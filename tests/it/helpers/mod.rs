@@ -3,6 +3,7 @@
 //! own database, ports and fakes, so tests run in parallel.
 
 pub mod binary;
+pub mod pg;
 pub mod receiver;
 pub mod smtp;
 pub mod webdriver;
@@ -45,6 +46,8 @@ pub struct TestApp {
     pub fulfiller: std::sync::Arc<fulfilld::fulfill::Fulfiller>,
     stop: CancellationToken,
     _dir: tempfile::TempDir,
+    /// The app's PostgreSQL database (`TEST_STORAGE=postgres`).
+    pub db: Option<pg::FreshDb>,
 }
 
 /// A configuration for tests: fast retries, a callback to `receiver`.
@@ -72,6 +75,13 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
+    // `TEST_LOG=fulfilld=debug` shows the apps' logs (a tracing filter).
+    if let Ok(filter) = std::env::var("TEST_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_test_writer()
+            .try_init();
+    }
     let dir = tempfile::tempdir().unwrap();
     let stripe = StripeDouble::start(SECRET_KEY).await.unwrap();
     let receiver = Receiver::start().await;
@@ -80,6 +90,13 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
         stripe.url(),
         Some(&receiver.url),
     );
+    let db = if pg::on_postgres() {
+        let db = pg::FreshDb::create("spawn_app").await.expect("required");
+        config.storage.url = Some(Secret::from_value(db.target.clone()));
+        Some(db)
+    } else {
+        None
+    };
     tweak(&mut config);
     // Bound before the server starts, so requests never race its startup.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -98,6 +115,7 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
         fulfiller,
         stop,
         _dir: dir,
+        db,
     }
 }
 
@@ -120,6 +138,28 @@ impl TestApp {
     /// The app's database file.
     pub fn db_path(&self) -> std::path::PathBuf {
         self._dir.path().join("fulfilld.redb")
+    }
+
+    /// What changes with any commit: the redb file's bytes, or on
+    /// PostgreSQL every row's id and the transaction that last wrote it.
+    pub async fn written(&self) -> Vec<u8> {
+        let Some(db) = &self.db else {
+            return std::fs::read(self.db_path()).unwrap();
+        };
+        let client = db.target.connect().await.unwrap();
+        let row = client
+            .query_one(
+                "SELECT concat_ws(';',
+                   (SELECT string_agg(id || ':' || xmin::text, ',' ORDER BY id) FROM sessions),
+                   (SELECT string_agg(id || ':' || xmin::text, ',' ORDER BY id) FROM session_bodies),
+                   (SELECT string_agg(id || ':' || xmin::text, ',' ORDER BY id) FROM events),
+                   (SELECT string_agg(id || ':' || xmin::text, ',' ORDER BY id) FROM notifications),
+                   (SELECT string_agg(key || ':' || xmin::text, ',' ORDER BY key) FROM jobs))",
+                &[],
+            )
+            .await
+            .unwrap();
+        row.get::<_, String>(0).into_bytes()
     }
 
     pub fn url(&self, path: &str) -> String {

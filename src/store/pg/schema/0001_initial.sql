@@ -1,20 +1,21 @@
--- fulfilld's PostgreSQL schema, version 1 (unreleased: the storage backend
--- that uses it is being built; see issue 12). Values are the same serde
+-- fulfilld's PostgreSQL schema, version 1. Values are the same serde JSON
 -- bytes the redb backend stores (bytea, not jsonb: raw events and signed
--- bodies must stay byte-exact). Times are UTC milliseconds since the epoch.
+-- bodies must stay byte-exact). Times are UTC milliseconds since the epoch,
+-- except sessions.created (Stripe's, Unix seconds). Keys sort bytewise
+-- (COLLATE "C"), as on redb: lists, cursors and prefix searches agree.
 
 CREATE TABLE meta (
-    name  text PRIMARY KEY,
+    name  text COLLATE "C" PRIMARY KEY,
     value bytea NOT NULL
 );
 
 CREATE TABLE sessions (
-    id             text PRIMARY KEY,
+    id             text COLLATE "C" PRIMARY KEY,
     state          text NOT NULL,
     created        bigint NOT NULL,
-    email_lc       text,
-    payment_intent text,
-    version        bigint NOT NULL,
+    -- Search terms: the customer's email lowercased, the payment intent.
+    email_lc       text COLLATE "C",
+    payment_intent text COLLATE "C",
     record         bytea NOT NULL,
     detail         bytea NOT NULL
 );
@@ -23,32 +24,36 @@ CREATE INDEX sessions_by_created ON sessions (created DESC, id DESC);
 CREATE INDEX sessions_by_email ON sessions (email_lc) WHERE email_lc IS NOT NULL;
 CREATE INDEX sessions_by_payment_intent ON sessions (payment_intent) WHERE payment_intent IS NOT NULL;
 
+-- The Checkout Session as last retrieved from Stripe, with its line items.
 CREATE TABLE session_bodies (
-    id   text PRIMARY KEY REFERENCES sessions (id) ON DELETE CASCADE,
+    id   text COLLATE "C" PRIMARY KEY,
     body bytea NOT NULL
 );
 
 CREATE TABLE events (
-    id             text PRIMARY KEY,
-    session_id     text,
+    id             text COLLATE "C" PRIMARY KEY,
+    session_id     text COLLATE "C",
     received_at_ms bigint NOT NULL,
     record         bytea NOT NULL,
-    -- NULL once pruned (storage.event_retention_days).
+    -- The body exactly as received; NULL once pruned
+    -- (storage.event_retention_days).
     raw            bytea
 );
-CREATE INDEX events_by_received ON events (received_at_ms) WHERE raw IS NOT NULL;
+CREATE INDEX events_by_session ON events (session_id) WHERE session_id IS NOT NULL;
 
 CREATE TABLE notifications (
-    id         text PRIMARY KEY,
-    session_id text NOT NULL,
+    id         text COLLATE "C" PRIMARY KEY,
+    session_id text COLLATE "C" NOT NULL,
     value      bytea NOT NULL
 );
 CREATE INDEX notifications_by_session ON notifications (session_id);
 
+-- The durable queue: at most one job per key. A replica running a job has
+-- taken it until taken_until_ms; past that any replica may take it again.
 CREATE TABLE jobs (
-    key            text PRIMARY KEY,
+    key            text COLLATE "C" PRIMARY KEY,
     kind           text NOT NULL,
-    session_id     text NOT NULL,
+    session_id     text COLLATE "C" NOT NULL,
     due_ms         bigint NOT NULL,
     job            bytea NOT NULL,
     taken_by       text,
@@ -59,11 +64,11 @@ CREATE INDEX jobs_by_due ON jobs (kind, due_ms);
 -- Shared across replicas: dashboard sign-in and its throttle.
 CREATE TABLE admin_sessions (
     token_sha256 bytea PRIMARY KEY,
-    csrf         text NOT NULL,
+    value        bytea NOT NULL,
     expires_ms   bigint NOT NULL
 );
 CREATE TABLE login_throttle (
-    key       text PRIMARY KEY,
-    failures  integer NOT NULL,
-    next_ms   bigint NOT NULL
+    key      text COLLATE "C" PRIMARY KEY,
+    value    bytea NOT NULL,
+    until_ms bigint NOT NULL
 );

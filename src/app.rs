@@ -184,7 +184,8 @@ impl Application {
                 config.server.public_url.is_https(),
             )
             .map_err(|e| AppError::Setup(e.to_string()))?
-            .with_device_key(fulfiller.store().derived_key("admin device cookies")),
+            .with_device_key(fulfiller.store().derived_key("admin device cookies"))
+            .with_shared(fulfiller.store().sign_ins()),
             config.server.public_url.as_str(),
         );
         state.live_key = config.is_live();

@@ -89,6 +89,20 @@ pub async fn prune_until_stopped(
         {
             return;
         }
+        match store.lead("retention").await {
+            Ok(true) => {}
+            // Another replica prunes; look again as soon as after a start,
+            // so a replica that stopped is replaced within that long.
+            Ok(false) => {
+                wait = FIRST;
+                continue;
+            }
+            Err(e) => {
+                tracing::warn!(error = %crate::report::chain(&e), "cannot tell whether this replica prunes; trying again later");
+                wait = BETWEEN_WALKS;
+                continue;
+            }
+        }
         wait = match round(&store, clock.now_ms(), days, &mut walk).await {
             Ok(true) => {
                 if walk.pruned > 0 {

@@ -214,6 +214,14 @@ pub async fn reconcile_until_stopped(fulfiller: Arc<Fulfiller>, stop: Cancellati
             return;
         }
         wait = RECONCILE_EVERY;
+        match fulfiller.store().lead("reconcile").await {
+            Ok(true) => {}
+            Ok(false) => continue,
+            Err(e) => {
+                tracing::warn!(error = %crate::report::chain(&e), "cannot tell whether this replica reconciles; skipping a round");
+                continue;
+            }
+        }
         let since =
             (fulfiller.clock().now_ms() / 1000) as i64 - MISSED_EVENTS_WINDOW.as_secs() as i64;
         match fulfiller

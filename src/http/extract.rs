@@ -123,19 +123,22 @@ pub(crate) fn bearer(req: &Request) -> Option<&str> {
 }
 
 impl Gate<'_> {
-    fn signed_in(&self, req: &Request) -> Result<AdminSession, HttpError> {
-        self.auth.session(req).ok_or_else(|| HttpError::SignIn {
-            login: login_location(req),
-        })
+    async fn signed_in(&self, req: &Request) -> Result<AdminSession, HttpError> {
+        self.auth
+            .session(req)
+            .await
+            .ok_or_else(|| HttpError::SignIn {
+                login: login_location(req),
+            })
     }
 
     /// A login, a same-site request, and the session's CSRF token.
-    pub(crate) fn csrf_checked(
+    pub(crate) async fn csrf_checked(
         &self,
         req: &Request,
         csrf: Option<&str>,
     ) -> Result<AdminSession, HttpError> {
-        let s = self.auth.session(req).ok_or(HttpError::NotSignedIn)?;
+        let s = self.auth.session(req).await.ok_or(HttpError::NotSignedIn)?;
         if !(same_origin(req, self.public_origin) && csrf_ok(&s, csrf)) {
             return Err(HttpError::Forbidden("missing or invalid csrf token"));
         }
@@ -144,7 +147,7 @@ impl Gate<'_> {
 
     /// Who called the API from `client`: `api` for the token, the admin's
     /// name for a login.
-    fn api_caller(&self, req: &Request, client: IpAddr) -> Result<String, ApiDenied> {
+    async fn api_caller(&self, req: &Request, client: IpAddr) -> Result<String, ApiDenied> {
         if let (Some(given), Some(token)) = (bearer(req), self.api_token) {
             // A wrong token is refused even if a cookie would have passed.
             if secret_eq(given.as_bytes(), token.expose().as_bytes()) {
@@ -155,7 +158,11 @@ impl Gate<'_> {
                 None => ApiDenied::Http(HttpError::Unauthenticated),
             });
         }
-        let session = self.auth.session(req).ok_or(HttpError::Unauthenticated)?;
+        let session = self
+            .auth
+            .session(req)
+            .await
+            .ok_or(HttpError::Unauthenticated)?;
         if !req.method().is_safe() {
             let token = req
                 .headers()
@@ -178,7 +185,7 @@ pub struct SignedIn(pub AdminSession);
 impl<'a> FromRequest<'a> for SignedIn {
     async fn from_request(req: &'a Request, _body: &mut RequestBody) -> poem::Result<Self> {
         let state = app_state(req).map_err(AsText)?;
-        Ok(SignedIn(state.gate().signed_in(req).map_err(AsText)?))
+        Ok(SignedIn(state.gate().signed_in(req).await.map_err(AsText)?))
     }
 }
 
@@ -202,6 +209,7 @@ impl<'a, F: DeserializeOwned + CsrfForm + Send> FromRequest<'a> for CsrfChecked<
         let admin = state
             .gate()
             .csrf_checked(req, form.csrf())
+            .await
             .map_err(AsText)?;
         Ok(CsrfChecked { admin, form })
     }
@@ -216,7 +224,10 @@ pub struct ApiCaller {
 impl<'a> FromRequest<'a> for ApiCaller {
     async fn from_request(req: &'a Request, _body: &mut RequestBody) -> poem::Result<Self> {
         let state = app_state(req)?;
-        let actor = state.gate().api_caller(req, client_addr(req, state))?;
+        let actor = state
+            .gate()
+            .api_caller(req, client_addr(req, state))
+            .await?;
         Ok(ApiCaller { actor })
     }
 }
@@ -344,6 +355,7 @@ mod tests {
         let a = auth();
         let e = gate(&a, None)
             .signed_in(&request(Method::GET, &[]))
+            .await
             .unwrap_err();
         let HttpError::SignIn { login } = &e else {
             panic!("{e:?}");
@@ -355,6 +367,7 @@ mod tests {
         let c = cookie(&a).await;
         let s = gate(&a, None)
             .signed_in(&request(Method::GET, &[("cookie", &c)]))
+            .await
             .unwrap();
         assert_eq!(s.username, "admin");
     }
@@ -366,13 +379,16 @@ mod tests {
         let c = cookie(&a).await;
         let csrf = g
             .signed_in(&request(Method::POST, &[("cookie", &c)]))
+            .await
             .unwrap()
             .csrf;
-        let no_login = g.csrf_checked(&request(Method::POST, &[]), Some(&csrf));
+        let no_login = g
+            .csrf_checked(&request(Method::POST, &[]), Some(&csrf))
+            .await;
         assert!(matches!(no_login, Err(HttpError::NotSignedIn)));
         let post = request(Method::POST, &[("cookie", &c)]);
         for bad in [None, Some(""), Some("forged")] {
-            let e = g.csrf_checked(&post, bad).unwrap_err();
+            let e = g.csrf_checked(&post, bad).await.unwrap_err();
             assert_eq!(e.status(), StatusCode::FORBIDDEN);
         }
         let cross_site = request(
@@ -383,12 +399,12 @@ mod tests {
                 ("host", "orders.example.com"),
             ],
         );
-        assert!(g.csrf_checked(&cross_site, Some(&csrf)).is_err());
+        assert!(g.csrf_checked(&cross_site, Some(&csrf)).await.is_err());
         let same_site = request(
             Method::POST,
             &[("cookie", &c), ("origin", "https://orders.example.com")],
         );
-        assert!(g.csrf_checked(&same_site, Some(&csrf)).is_ok());
+        assert!(g.csrf_checked(&same_site, Some(&csrf)).await.is_ok());
     }
 
     #[tokio::test]
@@ -396,10 +412,12 @@ mod tests {
         let a = auth();
         let token = Secret::new("tok_123");
         let g = gate(&a, Some(&token));
-        let ok = g.api_caller(
-            &request(Method::POST, &[("authorization", "Bearer tok_123")]),
-            peer(),
-        );
+        let ok = g
+            .api_caller(
+                &request(Method::POST, &[("authorization", "Bearer tok_123")]),
+                peer(),
+            )
+            .await;
         assert_eq!(ok.unwrap(), "api");
         for refused in [
             request(Method::GET, &[("authorization", "Bearer tok_12")]),
@@ -407,36 +425,41 @@ mod tests {
             request(Method::GET, &[]),
         ] {
             assert!(matches!(
-                g.api_caller(&refused, peer()),
+                g.api_caller(&refused, peer()).await,
                 Err(ApiDenied::Http(HttpError::Unauthenticated))
             ));
         }
         let c = cookie(&a).await;
-        let s = a.session(&request(Method::GET, &[("cookie", &c)])).unwrap();
+        let s = a
+            .session(&request(Method::GET, &[("cookie", &c)]))
+            .await
+            .unwrap();
         assert_eq!(
             g.api_caller(&request(Method::GET, &[("cookie", &c)]), peer())
+                .await
                 .unwrap(),
             "admin"
         );
         let e = g
             .api_caller(&request(Method::POST, &[("cookie", &c)]), peer())
+            .await
             .unwrap_err();
         assert!(matches!(e, ApiDenied::Http(e) if e.status() == StatusCode::FORBIDDEN));
         let with_csrf = request(Method::POST, &[("cookie", &c), ("x-csrf-token", &s.csrf)]);
-        assert_eq!(g.api_caller(&with_csrf, peer()).unwrap(), "admin");
+        assert_eq!(g.api_caller(&with_csrf, peer()).await.unwrap(), "admin");
         // A wrong bearer token is not rescued by a valid cookie.
         let both = request(
             Method::GET,
             &[("cookie", &c), ("authorization", "Bearer nope")],
         );
         assert!(matches!(
-            g.api_caller(&both, peer()),
+            g.api_caller(&both, peer()).await,
             Err(ApiDenied::Http(HttpError::Unauthenticated))
         ));
     }
 
-    #[test]
-    fn wrong_tokens_are_throttled_per_address_and_the_right_one_still_passes() {
+    #[tokio::test]
+    async fn wrong_tokens_are_throttled_per_address_and_the_right_one_still_passes() {
         let a = auth();
         let token = Secret::new("tok_123");
         let g = gate(&a, Some(&token));
@@ -445,20 +468,20 @@ mod tests {
         // `both` above already counted one failure for peer(); this is a fresh gate.
         for _ in 0..crate::http::auth::API_FREE_FAILURES {
             assert!(matches!(
-                g.api_caller(&wrong, other),
+                g.api_caller(&wrong, other).await,
                 Err(ApiDenied::Http(HttpError::Unauthenticated))
             ));
         }
-        let Err(ApiDenied::Throttled(wait)) = g.api_caller(&wrong, other) else {
+        let Err(ApiDenied::Throttled(wait)) = g.api_caller(&wrong, other).await else {
             panic!("throttled after the limit");
         };
         let r = too_many_tokens(wait);
         assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
         assert!(r.headers().contains_key(header::RETRY_AFTER));
         let right = request(Method::GET, &[("authorization", "Bearer tok_123")]);
-        assert_eq!(g.api_caller(&right, other).unwrap(), "api");
+        assert_eq!(g.api_caller(&right, other).await.unwrap(), "api");
         assert!(matches!(
-            g.api_caller(&wrong, peer()),
+            g.api_caller(&wrong, peer()).await,
             Err(ApiDenied::Http(HttpError::Unauthenticated))
         ));
     }

@@ -37,7 +37,7 @@ pub async fn login_page(
     Query(q): Query<LoginQuery>,
     state: Data<&Arc<AppState>>,
 ) -> Response {
-    if state.auth.session(req).is_some() {
+    if state.auth.session(req).await.is_some() {
         return see_other(safe_next(q.next.as_deref()).unwrap_or("/admin"));
     }
     let message = q.logged_out.is_some().then_some("You are signed out.");
@@ -162,7 +162,7 @@ pub async fn logout(
         }
         Err(e) => return Err(e),
     };
-    state.auth.logout(req);
+    state.auth.logout(req).await;
     tracing::info!(user = %admin.username, "admin signed out");
     let mut r = see_other("/admin/login?logged_out=1");
     if let Ok(v) = state.auth.clear_cookie().parse() {

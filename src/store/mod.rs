@@ -299,6 +299,33 @@ pub trait Storage: Send + Sync + 'static {
     /// A secret for `purpose`, derived from the database's own: the same for
     /// every process on this database and after every restart.
     fn derived_key(&self, purpose: &str) -> [u8; 32];
+    /// Whether this process should run the background loop `role` now
+    /// (the missed-event sweep, reconciliation, retention): loops that must
+    /// run once however many processes share the database. A process that
+    /// owns its database always leads; on a shared one, one process at a
+    /// time holds each role, until it stops or loses its connection.
+    async fn lead(&self, _role: &str) -> Result<bool> {
+        Ok(true)
+    }
+    /// Where dashboard sign-ins live when several processes share this
+    /// database; None: one process owns the database and keeps them in
+    /// memory (a restart signs the admin out).
+    fn sign_ins(&self) -> Option<Arc<dyn SignIns>> {
+        None
+    }
+}
+
+/// Dashboard sign-ins kept in the database, so that every replica knows
+/// them (`Storage::sign_ins`). Keys are SHA-256 digests of the cookie's
+/// token: the token itself is never stored.
+#[async_trait::async_trait]
+pub trait SignIns: Send + Sync + 'static {
+    /// Stores a sign-in until `expires_ms`.
+    async fn put(&self, token_sha256: [u8; 32], value: Vec<u8>, expires_ms: u64) -> Result<()>;
+    /// The sign-in under this digest, unless it expired by `now_ms`.
+    async fn get(&self, token_sha256: [u8; 32], now_ms: u64) -> Result<Option<Vec<u8>>>;
+    /// Ends a sign-in (logout), for every replica at once.
+    async fn remove(&self, token_sha256: [u8; 32]) -> Result<()>;
 }
 
 /// A shared handle to the configured backend.

@@ -18,6 +18,7 @@ mod ops;
 mod pg;
 mod processes;
 mod races;
+mod replicas;
 mod storage;
 mod stripe_faults;
 mod webhook;

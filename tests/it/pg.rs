@@ -117,3 +117,69 @@ async fn an_absent_server_or_one_without_required_tls_is_a_connect_error() {
         }
     }
 }
+
+fn ctx() -> fulfilld::store::Ctx {
+    use fulfilld::domain::{Channels, Policy, RetryPolicy};
+    let retry = RetryPolicy {
+        base_ms: 1000,
+        max_ms: 60_000,
+        give_up_ms: 600_000,
+    };
+    fulfilld::store::Ctx {
+        policy: std::sync::Arc::new(Policy::new(retry, 60_000, false, Channels::default())),
+        owner: "boot_pg_test".into(),
+        now: fulfilld::time::now_ms(),
+        entropy: 0,
+    }
+}
+
+/// Background roles go to one replica at a time and pass on when it stops;
+/// work queued on one replica wakes the others (LISTEN/NOTIFY).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_replica_leads_each_role_and_queued_work_wakes_the_others() {
+    use fulfilld::{
+        domain::Input,
+        model::{SessionId, Trigger},
+        store::{Storage, pg::PgStore},
+    };
+    let Some(db) =
+        Fresh::create("one_replica_leads_each_role_and_queued_work_wakes_the_others").await
+    else {
+        return;
+    };
+    let a = PgStore::open(db.target.clone()).await.unwrap();
+    let b = PgStore::open(db.target.clone()).await.unwrap();
+    assert!(a.lead("reconcile").await.unwrap());
+    assert!(a.lead("reconcile").await.unwrap(), "held, not taken twice");
+    assert!(!b.lead("reconcile").await.unwrap(), "one leader at a time");
+    assert!(b.lead("retention").await.unwrap(), "roles are apart");
+    assert_eq!(
+        a.derived_key("x"),
+        b.derived_key("x"),
+        "one installation key"
+    );
+
+    let woken = b.queue_changed();
+    let notified = woken.notified();
+    tokio::pin!(notified);
+    notified.as_mut().enable();
+    let id = SessionId::parse("cs_test_pg_wake").unwrap();
+    let claim = Input::Claim {
+        trigger: Trigger::Admin,
+        force: false,
+        actor: None,
+        created: Some(1),
+    };
+    a.transition(&id, claim, ctx()).await.unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(10), notified)
+        .await
+        .expect("the other replica is woken by the queued job");
+    let due = b.job_due("fulfill:cs_test_pg_wake").await.unwrap();
+    assert!(due.is_some(), "the claim's job is queued for every replica");
+
+    a.close().await;
+    crate::helpers::eventually("the role passes on", || async {
+        b.lead("reconcile").await.unwrap().then_some(())
+    })
+    .await;
+}

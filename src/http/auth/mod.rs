@@ -29,9 +29,15 @@
 //!   nobody sharing an address can lock the merchant's scripts out; guessing
 //!   is prevented by the token's strength, enforced at startup.
 //!
-//! Sessions live in memory: a restart signs the admin out. The device-cookie
-//! key is derived from the database's secret (`with_device_key`), so device
-//! cookies stay valid across restarts.
+//! Sessions live in memory (a restart signs the admin out), or, when
+//! several replicas share a PostgreSQL database, in the database
+//! (`with_shared`): a sign-in on one replica works on every other, and a
+//! logout ends it on all of them at once. The throttles stay per process:
+//! behind a load balancer with N replicas an address or device gets at
+//! most N times `FREE_FAILURES` free attempts, and each replica's delays
+//! double on their own. The device-cookie key is derived from the
+//! database's secret (`with_device_key`), so device cookies stay valid
+//! across restarts and replicas.
 
 use std::{
     collections::HashMap,
@@ -74,6 +80,15 @@ const ARGON2_SLOTS: usize = 2;
 /// Signed into every device cookie, so the key signs nothing else.
 const DEVICE_CONTEXT: &[u8] = b"fulfilld device cookie v1\0";
 
+/// Why a sign-in could not be opened.
+#[derive(Debug, thiserror::Error)]
+enum OpenError {
+    #[error("no session token could be made")]
+    Rng(#[source] crate::model::RngError),
+    #[error("the sign-in could not be stored")]
+    Store(#[source] crate::store::StoreError),
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
     #[error("admin.password_hash is not a valid Argon2 PHC string: {0}")]
@@ -96,6 +111,13 @@ pub struct AdminSession {
     pub username: String,
     pub csrf: String,
     expires: Instant,
+}
+
+/// A sign-in as the shared store keeps it.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredSession {
+    username: String,
+    csrf: String,
 }
 
 struct Failures {
@@ -193,6 +215,8 @@ pub struct AdminAuth {
     /// Keys device cookies; random per process.
     device_key: [u8; 32],
     sessions: Mutex<HashMap<[u8; 32], AdminSession>>,
+    /// Sign-ins shared by every replica, instead of `sessions`.
+    shared: Option<std::sync::Arc<dyn crate::store::SignIns>>,
     addresses: Mutex<Throttle<IpAddr>>,
     devices: Mutex<Throttle<[u8; 32]>>,
     api_failures: Mutex<Throttle<IpAddr>>,
@@ -288,6 +312,7 @@ impl AdminAuth {
             secure_cookie,
             device_key,
             sessions: Mutex::new(HashMap::new()),
+            shared: None,
             addresses: Mutex::new(Throttle::new(FREE_FAILURES)),
             devices: Mutex::new(Throttle::new(FREE_FAILURES)),
             api_failures: Mutex::new(Throttle::new(API_FREE_FAILURES)),
@@ -300,6 +325,15 @@ impl AdminAuth {
     /// known across restarts, and to every process sharing the database.
     pub fn with_device_key(mut self, key: [u8; 32]) -> Self {
         self.device_key = key;
+        self
+    }
+
+    /// Keeps sign-ins in `shared` (a database every replica uses).
+    pub fn with_shared(
+        mut self,
+        shared: Option<std::sync::Arc<dyn crate::store::SignIns>>,
+    ) -> Self {
+        self.shared = shared;
         self
     }
 
@@ -389,9 +423,13 @@ impl AdminAuth {
             Some(Bucket::Address(key)) => lock(&self.addresses).undo(&key),
             None => {}
         }
-        match (self.open_session(), self.new_device()) {
+        match (self.open_session().await, self.new_device()) {
             (Ok(session), Ok(device)) => LoginResult::Ok { session, device },
-            (Err(e), _) | (_, Err(e)) => {
+            (Err(e), _) => {
+                tracing::error!(error = %e, "cannot open a dashboard session");
+                LoginResult::Unavailable
+            }
+            (_, Err(e)) => {
                 tracing::error!(error = %e, "cannot open a dashboard session");
                 LoginResult::Unavailable
             }
@@ -428,9 +466,24 @@ impl AdminAuth {
         None
     }
 
-    fn open_session(&self) -> Result<String, crate::model::RngError> {
-        let token = random_token()?;
-        let csrf = random_token()?;
+    async fn open_session(&self) -> Result<String, OpenError> {
+        let token = random_token().map_err(OpenError::Rng)?;
+        let csrf = random_token().map_err(OpenError::Rng)?;
+        let key = digest(token.as_bytes());
+        if let Some(shared) = &self.shared {
+            let value = serde_json::to_vec(&StoredSession {
+                username: self.username_plain.clone(),
+                csrf,
+            })
+            .map_err(|e| OpenError::Store(crate::store::StoreError::Encode(e)))?;
+            let ttl = u64::try_from(SESSION_TTL.as_millis()).unwrap_or(u64::MAX);
+            let expires = crate::time::now_ms().saturating_add(ttl);
+            shared
+                .put(key, value, expires)
+                .await
+                .map_err(OpenError::Store)?;
+            return Ok(token);
+        }
         let now = Instant::now();
         let mut sessions = self.lock_sessions();
         sessions.retain(|_, s| s.expires > now);
@@ -443,7 +496,7 @@ impl AdminAuth {
             sessions.remove(&oldest);
         }
         sessions.insert(
-            digest(token.as_bytes()),
+            key,
             AdminSession {
                 username: self.username_plain.clone(),
                 csrf,
@@ -453,10 +506,26 @@ impl AdminAuth {
         Ok(token)
     }
 
-    /// The signed-in admin of this request, from its cookie.
-    pub fn session(&self, req: &Request) -> Option<AdminSession> {
+    /// The signed-in admin of this request, from its cookie. With a shared
+    /// store, a store that does not answer signs nobody in (and says why).
+    pub async fn session(&self, req: &Request) -> Option<AdminSession> {
         let token = cookie(req, COOKIE)?;
         let key = digest(token.as_bytes());
+        if let Some(shared) = &self.shared {
+            let stored = match shared.get(key, crate::time::now_ms()).await {
+                Ok(stored) => stored?,
+                Err(e) => {
+                    tracing::error!(error = %crate::report::chain(&e), "cannot read dashboard sign-ins");
+                    return None;
+                }
+            };
+            let s: StoredSession = serde_json::from_slice(&stored).ok()?;
+            return Some(AdminSession {
+                username: s.username,
+                csrf: s.csrf,
+                expires: Instant::now() + SESSION_TTL,
+            });
+        }
         let mut sessions = self.lock_sessions();
         match sessions.get(&key) {
             Some(s) if s.expires > Instant::now() => Some(s.clone()),
@@ -470,10 +539,18 @@ impl AdminAuth {
 
     /// Ends the session of this request, if any. The device cookie stays:
     /// the browser is still one that signed in before.
-    pub fn logout(&self, req: &Request) {
-        if let Some(token) = cookie(req, COOKIE) {
-            self.lock_sessions().remove(&digest(token.as_bytes()));
+    pub async fn logout(&self, req: &Request) {
+        let Some(token) = cookie(req, COOKIE) else {
+            return;
+        };
+        let key = digest(token.as_bytes());
+        if let Some(shared) = &self.shared {
+            if let Err(e) = shared.remove(key).await {
+                tracing::error!(error = %crate::report::chain(&e), "cannot end a dashboard sign-in");
+            }
+            return;
         }
+        self.lock_sessions().remove(&key);
     }
 
     /// The `Set-Cookie` value for a new session.

@@ -33,21 +33,21 @@ async fn sessions_end_at_logout_or_expiry() {
             .header("cookie", format!("other=1; {COOKIE}={t}"))
             .finish()
     };
-    assert_eq!(a.session(&request(&token)).unwrap().username, "admin");
-    assert!(a.session(&request("forged")).is_none());
+    assert_eq!(a.session(&request(&token)).await.unwrap().username, "admin");
+    assert!(a.session(&request("forged")).await.is_none());
     // Expired: as if SESSION_TTL had passed.
     for s in a.lock_sessions().values_mut() {
         s.expires = Instant::now() - Duration::from_secs(1);
     }
-    assert!(a.session(&request(&token)).is_none());
+    assert!(a.session(&request(&token)).await.is_none());
     let LoginResult::Ok {
         session: second, ..
     } = a.login(None, None, "admin", "pw").await
     else {
         panic!("signs in again");
     };
-    a.logout(&request(&second));
-    assert!(a.session(&request(&second)).is_none());
+    a.logout(&request(&second)).await;
+    assert!(a.session(&request(&second)).await.is_none());
 }
 
 #[test]

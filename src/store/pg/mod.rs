@@ -111,18 +111,27 @@ impl Target {
     /// Connects, driving the connection on a task of its own (it ends, and
     /// logs why, when the connection does).
     pub async fn connect(&self) -> Result<Client, PgError> {
+        self.connect_notifying(None).await
+    }
+
+    /// `connect`; with `notify`, each notification the connection receives
+    /// (`LISTEN`) wakes its waiters.
+    pub async fn connect_notifying(
+        &self,
+        notify: Option<Arc<tokio::sync::Notify>>,
+    ) -> Result<Client, PgError> {
         if !self.tls {
             let (client, connection) = self
                 .config
                 .connect(tokio_postgres::NoTls)
                 .await
                 .map_err(PgError::Connect)?;
-            drive(connection);
+            drive(connection, notify);
             return Ok(client);
         }
         let tls = tokio_postgres_rustls::MakeRustlsConnect::new(self.rustls()?);
         let (client, connection) = self.config.connect(tls).await.map_err(PgError::Connect)?;
-        drive(connection);
+        drive(connection, notify);
         Ok(client)
     }
 
@@ -193,14 +202,29 @@ pub(crate) fn job_session(job: &crate::model::Job) -> &str {
     }
 }
 
-fn drive<S, T>(connection: tokio_postgres::Connection<S, T>)
-where
+fn drive<S, T>(
+    mut connection: tokio_postgres::Connection<S, T>,
+    notify: Option<Arc<tokio::sync::Notify>>,
+) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::warn!(error = %crate::report::chain(&e), "a PostgreSQL connection ended");
+        loop {
+            match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+                Some(Ok(tokio_postgres::AsyncMessage::Notification(_))) => {
+                    if let Some(n) = &notify {
+                        n.notify_waiters();
+                        n.notify_one();
+                    }
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => {
+                    tracing::warn!(error = %crate::report::chain(&e), "a PostgreSQL connection ended");
+                    return;
+                }
+                None => return,
+            }
         }
     });
 }

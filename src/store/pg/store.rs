@@ -34,7 +34,7 @@ use crate::{
     model::{EventRecord, Job, JobKind, Notification, SessionId, SessionRecord, State},
     store::{
         BackupStats, Ctx, Delivered, Ingested, ListQuery, NewEvent, Page, Pruned, QueueStats,
-        Result, SessionView, Storage, StoreError, ops,
+        Result, SessionView, SignIns, Storage, StoreError, ops,
     },
 };
 
@@ -70,7 +70,19 @@ impl Conn {
     }
 }
 
+/// The replica's own connection: it listens for queued work and holds the
+/// session-level advisory locks of the background roles it leads (they go
+/// when it does, so a replica that dies hands its roles on).
+struct Control {
+    client: Option<Client>,
+    held: std::collections::HashSet<String>,
+    /// A connection was up before (a new one then may have missed work).
+    was_up: bool,
+}
+
 struct Inner {
+    target: Target,
+    control: tokio::sync::Mutex<Control>,
     reads: Vec<Conn>,
     next: AtomicUsize,
     writer: mpsc::Sender<Box<dyn PgOp>>,
@@ -106,10 +118,17 @@ impl PgStore {
             .collect();
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         let wake = Arc::new(Notify::new());
+        let target_for_control = target.clone();
         let writer_wake = wake.clone();
         tokio::spawn(async move { writer_loop(target, rx, &writer_wake).await });
-        Ok(PgStore {
+        let store = PgStore {
             inner: Arc::new(Inner {
+                target: target_for_control,
+                control: tokio::sync::Mutex::new(Control {
+                    client: None,
+                    held: Default::default(),
+                    was_up: false,
+                }),
                 reads,
                 next: AtomicUsize::new(0),
                 writer: tx,
@@ -120,7 +139,58 @@ impl PgStore {
                 failed: CancellationToken::new(),
                 closed: CancellationToken::new(),
             }),
-        })
+        };
+        drop(store.control().await?);
+        let keeper = store.clone();
+        tokio::spawn(async move { keeper.keep_listening().await });
+        Ok(store)
+    }
+
+    /// The control connection, connected (and listening) anew if it was
+    /// lost; a new one holds no role and may have missed notifications, so
+    /// the worker is woken.
+    async fn control(&self) -> Result<tokio::sync::MutexGuard<'_, Control>> {
+        let mut control = self.inner.control.lock().await;
+        if control.client.as_ref().is_none_or(|c| c.is_closed()) {
+            control.held.clear();
+            let client = self
+                .inner
+                .target
+                .connect_notifying(Some(self.inner.wake.clone()))
+                .await
+                .map_err(pg_error)?;
+            client
+                .batch_execute(&format!("LISTEN {}", super::writer::CHANNEL))
+                .await
+                .map_err(pg_error)?;
+            control.client = Some(client);
+            if control.was_up {
+                self.inner.wake.notify_one();
+            }
+            control.was_up = true;
+        }
+        Ok(control)
+    }
+
+    /// Keeps the control connection up until the store closes: queued work
+    /// on other replicas wakes this one's worker (the worker's own poll is
+    /// the backstop while it is down).
+    async fn keep_listening(&self) {
+        const EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+        loop {
+            if self
+                .inner
+                .closed
+                .run_until_cancelled(tokio::time::sleep(EVERY))
+                .await
+                .is_none()
+            {
+                return;
+            }
+            if let Err(e) = self.control().await {
+                tracing::warn!(error = %crate::report::chain(&e), "cannot listen for queued work; polling meanwhile");
+            }
+        }
     }
 
     async fn client(&self) -> Result<Arc<Client>> {
@@ -730,10 +800,90 @@ impl Storage for PgStore {
 
     async fn close(&self) {
         self.inner.closed.cancel();
+        // Roles are released with the control connection.
+        self.inner.control.lock().await.client = None;
     }
 
     fn derived_key(&self, purpose: &str) -> [u8; 32] {
         crate::domain::ids::derived_key(&self.inner.key, purpose)
+    }
+
+    fn sign_ins(&self) -> Option<Arc<dyn SignIns>> {
+        Some(Arc::new(self.clone()))
+    }
+
+    async fn lead(&self, role: &str) -> Result<bool> {
+        let mut control = self.control().await?;
+        if control.held.contains(role) {
+            return Ok(true);
+        }
+        // Any fixed number per role, the same in every replica.
+        let digest = <sha2::Sha256 as sha2::Digest>::digest(format!("fulfilld role {role}"));
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&digest[..8]);
+        let key = i64::from_be_bytes(first);
+        let Some(client) = control.client.as_ref() else {
+            return Ok(false);
+        };
+        let got: bool = client
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&key])
+            .await
+            .map_err(pg_error)?
+            .get(0);
+        if got {
+            tracing::info!(role, "this replica now runs the role");
+            control.held.insert(role.to_string());
+        }
+        Ok(got)
+    }
+}
+
+#[async_trait::async_trait]
+impl SignIns for PgStore {
+    async fn put(&self, token_sha256: [u8; 32], value: Vec<u8>, expires_ms: u64) -> Result<()> {
+        let client = self.client().await?;
+        // Expired sign-ins go as new ones come: the table stays as small
+        // as the sign-ins alive.
+        client
+            .execute(
+                "DELETE FROM admin_sessions WHERE expires_ms < $1",
+                &[&ms(crate::time::now_ms())],
+            )
+            .await
+            .map_err(pg_error)?;
+        client
+            .execute(
+                "INSERT INTO admin_sessions (token_sha256, value, expires_ms) VALUES ($1, $2, $3)",
+                &[&token_sha256.as_slice(), &value, &ms(expires_ms)],
+            )
+            .await
+            .map_err(pg_error)?;
+        Ok(())
+    }
+
+    async fn get(&self, token_sha256: [u8; 32], now_ms: u64) -> Result<Option<Vec<u8>>> {
+        let row = self
+            .client()
+            .await?
+            .query_opt(
+                "SELECT value FROM admin_sessions WHERE token_sha256 = $1 AND expires_ms > $2",
+                &[&token_sha256.as_slice(), &ms(now_ms)],
+            )
+            .await
+            .map_err(pg_error)?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    async fn remove(&self, token_sha256: [u8; 32]) -> Result<()> {
+        self.client()
+            .await?
+            .execute(
+                "DELETE FROM admin_sessions WHERE token_sha256 = $1",
+                &[&token_sha256.as_slice()],
+            )
+            .await
+            .map_err(pg_error)?;
+        Ok(())
     }
 }
 

@@ -369,7 +369,10 @@ mod tests {
         })
         .unwrap_err();
         assert_eq!(missing, HashSet::from([Need::Session("cs_1".into())]));
-        assert!(rows.writes.is_empty(), "the failed run's schedule is dropped");
+        assert!(
+            rows.writes.is_empty(),
+            "the failed run's schedule is dropped"
+        );
         rows.sessions.insert("cs_1".into(), Some(session("cs_1")));
         let loaded = run(&mut rows, |tx| tx.load("cs_1")).unwrap().unwrap();
         assert_eq!(loaded.map(|s| s.rec.id).as_deref(), Some("cs_1"));
@@ -442,7 +445,9 @@ mod tests {
         assert!(rows.unknown([Need::Session("cs_bad".into())]).is_empty());
         let mut s = session("cs_2");
         s.detail.raw = Some(serde_json::json!({"id": "cs_2"}));
-        run(&mut rows, |tx| tx.store_over(None, &s)).unwrap().unwrap();
+        run(&mut rows, |tx| tx.store_over(None, &s))
+            .unwrap()
+            .unwrap();
         assert!(rows.writes.bodies.contains_key("cs_2"));
         assert_eq!(rows.writes.sessions["cs_2"].detail.raw, None);
     }

@@ -72,9 +72,33 @@ impl Binary {
         receiver: &Receiver,
         port: u16,
     ) -> Binary {
-        let child = Self::command(dir, stripe.url(), &receiver.url, port)
-            .spawn()
-            .expect("the fulfilld binary starts");
+        Self::start_with(dir, stripe, receiver, port, &[]).await
+    }
+
+    /// A replica on the PostgreSQL database at `url`, with more settings.
+    pub async fn start_replica(
+        dir: &Path,
+        stripe: &StripeDouble,
+        receiver: &Receiver,
+        url: &str,
+        env: &[(&str, &str)],
+    ) -> Binary {
+        let mut all = vec![("FULFILLD_STORAGE__URL", url)];
+        all.extend_from_slice(env);
+        Self::start_with(dir, stripe, receiver, free_port(), &all).await
+    }
+
+    /// As `start_on`, with more environment variables.
+    pub async fn start_with(
+        dir: &Path,
+        stripe: &StripeDouble,
+        receiver: &Receiver,
+        port: u16,
+        env: &[(&str, &str)],
+    ) -> Binary {
+        let mut command = Self::command(dir, stripe.url(), &receiver.url, port);
+        command.envs(env.iter().copied());
+        let child = command.spawn().expect("the fulfilld binary starts");
         let bin = Binary {
             child,
             address: format!("http://127.0.0.1:{port}"),

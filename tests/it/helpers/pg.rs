@@ -70,6 +70,33 @@ impl FreshDb {
         target.config.dbname(&name);
         Some(FreshDb { target, url, name })
     }
+
+    /// The database's URL, as `storage.url` takes it.
+    pub fn url(&self) -> String {
+        let mut u = reqwest::Url::parse(&self.url).unwrap();
+        u.set_path(&format!("/{}", self.name));
+        u.to_string()
+    }
+
+    /// Waits until no replica has work due within `horizon_ms` and no
+    /// session is being fulfilled: what `TestApp::settle` checks, read from
+    /// the database every replica shares.
+    pub async fn settle(&self, horizon_ms: i64) {
+        let client = self.target.connect().await.unwrap();
+        super::eventually("the replicas settle", || async {
+            let now = i64::try_from(fulfilld::time::now_ms()).unwrap();
+            let row = client
+                .query_one(
+                    "SELECT (SELECT count(*) FROM jobs WHERE due_ms <= $1)
+                          + (SELECT count(*) FROM sessions WHERE state = 'fulfilling')",
+                    &[&(now + horizon_ms)],
+                )
+                .await
+                .unwrap();
+            (row.get::<_, i64>(0) == 0).then_some(())
+        })
+        .await
+    }
 }
 
 impl Drop for FreshDb {

@@ -1,0 +1,404 @@
+//! Several `fulfilld serve` processes on one PostgreSQL database, as behind
+//! a load balancer: the same exactly-once guarantees as one process.
+//! Needs `TEST_DATABASE_URL` (see `helpers::pg`).
+
+use std::sync::{
+    Arc, Mutex,
+    atomic::{AtomicBool, Ordering},
+};
+
+use fulfilld::stripe::double::{SampleSession, StripeDouble};
+use reqwest::{StatusCode, header};
+
+use crate::helpers::{
+    API_TOKEN, Receiver, SECRET_KEY, binary::Binary, eventually, pg::FreshDb, session_id, signed,
+};
+use fulfilld::stripe::double::event_body;
+
+/// How far ahead "settled" looks (tests retry within a second).
+const HORIZON_MS: i64 = 5_000;
+
+struct Cluster {
+    db: FreshDb,
+    stripe: StripeDouble,
+    receiver: Receiver,
+    dir: tempfile::TempDir,
+    replicas: Vec<Binary>,
+}
+
+impl Cluster {
+    async fn start(test: &str, n: usize, env: &[(&str, &str)]) -> Option<Cluster> {
+        let db = FreshDb::create(test).await?;
+        let stripe = StripeDouble::start(SECRET_KEY).await.unwrap();
+        let receiver = Receiver::start().await;
+        let dir = tempfile::tempdir().unwrap();
+        let mut replicas = Vec::new();
+        for _ in 0..n {
+            replicas
+                .push(Binary::start_replica(dir.path(), &stripe, &receiver, &db.url(), env).await);
+        }
+        Some(Cluster {
+            db,
+            stripe,
+            receiver,
+            dir,
+            replicas,
+        })
+    }
+
+    async fn replica(&self) -> Binary {
+        Binary::start_replica(
+            self.dir.path(),
+            &self.stripe,
+            &self.receiver,
+            &self.db.url(),
+            &[],
+        )
+        .await
+    }
+}
+
+async fn post_webhook(http: &reqwest::Client, base: &str, body: &str) -> Option<u16> {
+    let (body, header) = signed(body);
+    let r = http
+        .post(format!("{base}/webhook"))
+        .header("stripe-signature", header)
+        .body(body)
+        .send()
+        .await
+        .ok()?;
+    Some(r.status().as_u16())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_replicas_fulfil_twenty_deliveries_and_twenty_landings_once() {
+    let Some(c) = Cluster::start(
+        "three_replicas_fulfil_twenty_deliveries_and_twenty_landings_once",
+        3,
+        &[],
+    )
+    .await
+    else {
+        return;
+    };
+    let id = session_id("replicas");
+    let (session, items) = SampleSession::paid(&id, 3).build();
+    c.stripe.insert(session.clone(), items);
+    let body = event_body("evt_replicas", "checkout.session.completed", &session);
+    let http = reqwest::Client::new();
+    let mut calls = Vec::new();
+    for i in 0..40 {
+        let base = c.replicas[i % 3].address().to_string();
+        let (http, body, id) = (http.clone(), body.clone(), id.clone());
+        calls.push(tokio::spawn(async move {
+            if i % 2 == 0 {
+                post_webhook(&http, &base, &body).await.unwrap()
+            } else {
+                http.get(format!("{base}/after-checkout?session_id={id}"))
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+                    .as_u16()
+            }
+        }));
+    }
+    // Webhooks are all acknowledged; a landing before the session is
+    // recorded costs a rationed Stripe lookup, so it may be told to try
+    // again shortly (429), as on one process.
+    let mut landed = 0;
+    for (i, call) in calls.into_iter().enumerate() {
+        let status = call.await.unwrap();
+        if i % 2 == 0 {
+            assert_eq!(status, 200, "webhook {i}");
+        } else {
+            assert!(status == 200 || status == 429, "landing {i}: {status}");
+            landed += usize::from(status == 200);
+        }
+    }
+    assert!(landed > 0, "no landing page was served");
+    let s = c.replicas[1].wait_for_state(&id, "fulfilled").await;
+    c.db.settle(HORIZON_MS).await;
+    let s2 = c.replicas[2].session(&id).await;
+    assert_eq!(
+        s2["fulfillments"], s["fulfillments"],
+        "every replica agrees"
+    );
+    let fulfillments = s2["fulfillments"].as_array().unwrap();
+    assert_eq!(fulfillments.len(), 1, "{s2}");
+    let callbacks = c.receiver.of_kind("checkout.fulfilled");
+    assert_eq!(callbacks.len(), 1, "one callback");
+    assert_eq!(callbacks[0].webhook_id, fulfillments[0]["id"]);
+    assert!(callbacks[0].signature_valid);
+    let client = c.db.target.connect().await.unwrap();
+    let record: Vec<u8> = client
+        .query_one("SELECT record FROM events WHERE id = 'evt_replicas'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let record: serde_json::Value = serde_json::from_slice(&record).unwrap();
+    assert_eq!(
+        record["deliveries"], 20,
+        "every delivery counted once: {record}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replica_killed_holding_the_claim_is_finished_by_another_with_the_same_webhook_id() {
+    let Some(mut c) = Cluster::start(
+        "a_replica_killed_holding_the_claim_is_finished_by_another_with_the_same_webhook_id",
+        1,
+        &[("FULFILLD_JOBS__LEASE_SECS", "2")],
+    )
+    .await
+    else {
+        return;
+    };
+    let id = session_id("replkill");
+    let (session, items) = SampleSession::paid(&id, 2).build();
+    c.stripe.insert(session.clone(), items);
+    c.receiver.hang();
+    let holder = c.replicas.remove(0);
+    assert_eq!(
+        holder
+            .send("evt_replkill", "checkout.session.completed", &session)
+            .await,
+        200
+    );
+    eventually("the callback is in flight", || async {
+        (!c.receiver.received().is_empty()).then_some(())
+    })
+    .await;
+    // The others start only now, so the one holding the claim is known.
+    for _ in 0..2 {
+        let r = Binary::start_replica(
+            c.dir.path(),
+            &c.stripe,
+            &c.receiver,
+            &c.db.url(),
+            &[("FULFILLD_JOBS__LEASE_SECS", "2")],
+        )
+        .await;
+        c.replicas.push(r);
+    }
+    let held = c.replicas[0].session(&id).await;
+    assert_eq!(held["state"], "fulfilling", "{held}");
+    holder.kill_9();
+    c.receiver.respond_with(200);
+    c.receiver.release();
+    c.replicas[1].wait_for_state(&id, "fulfilled").await;
+    c.db.settle(HORIZON_MS).await;
+    let s = c.replicas[0].session(&id).await;
+    let fulfillments = s["fulfillments"].as_array().unwrap();
+    assert_eq!(
+        fulfillments.len(),
+        1,
+        "one fulfillment across the kill: {s}"
+    );
+    let fid = fulfillments[0]["id"].as_str().unwrap();
+    let callbacks = c.receiver.of_kind("checkout.fulfilled");
+    assert!(callbacks.len() >= 2, "delivered again after the kill: {s}");
+    assert!(
+        callbacks.iter().all(|cb| cb.webhook_id == fid),
+        "the same webhook-id on every delivery"
+    );
+    assert_eq!(s["pending_fulfillment"], serde_json::Value::Null, "{s}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rolling_restart_under_load_keeps_every_acknowledged_webhook_and_fulfils_each_once() {
+    let Some(mut c) = Cluster::start(
+        "a_rolling_restart_under_load_keeps_every_acknowledged_webhook_and_fulfils_each_once",
+        3,
+        &[],
+    )
+    .await
+    else {
+        return;
+    };
+    // The load balancer: tries each replica in turn, as a proxy retries a
+    // refused connection on the next upstream.
+    let upstreams: Arc<Mutex<Vec<String>>> = Arc::new(Mutex::new(
+        c.replicas.iter().map(|r| r.address().to_string()).collect(),
+    ));
+    let acknowledged: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = {
+        let (upstreams, acknowledged, stop) =
+            (upstreams.clone(), acknowledged.clone(), stop.clone());
+        let stripe = c.stripe.clone();
+        tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            let mut n = 0usize;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                let id = session_id(&format!("roll{n}"));
+                let (session, items) = SampleSession::paid(&id, 1).build();
+                stripe.insert(session.clone(), items);
+                let event = format!("evt_roll_{n}");
+                let body = event_body(&event, "checkout.session.completed", &session);
+                let targets: Vec<String> = upstreams.lock().unwrap().clone();
+                for (k, _) in targets.iter().enumerate() {
+                    let base = &targets[(n + k) % targets.len()];
+                    if post_webhook(&http, base, &body).await == Some(200) {
+                        acknowledged
+                            .lock()
+                            .unwrap()
+                            .push((event.clone(), id.clone()));
+                        break;
+                    }
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+        })
+    };
+    for i in 0..3 {
+        let old = c.replicas.remove(0);
+        let address = old.address().to_string();
+        let status = old.terminate().await;
+        assert!(status.success(), "replica {i} stopped cleanly: {status:?}");
+        let new = c.replica().await;
+        {
+            let mut up = upstreams.lock().unwrap();
+            up.retain(|a| *a != address);
+            up.push(new.address().to_string());
+        }
+        c.replicas.push(new);
+    }
+    // Some more load on the new replicas only, then stop it.
+    let during = acknowledged.lock().unwrap().len();
+    eventually("the new replicas acknowledge webhooks", || async {
+        (acknowledged.lock().unwrap().len() > (during + 20).max(100)).then_some(())
+    })
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    load.await.unwrap();
+    c.db.settle(HORIZON_MS).await;
+    let acked = acknowledged.lock().unwrap().clone();
+    assert!(during > 0, "webhooks were acknowledged during the restarts");
+    let client = c.db.target.connect().await.unwrap();
+    let ids: Vec<String> = acked.iter().map(|(e, _)| e.clone()).collect();
+    let stored: i64 = client
+        .query_one("SELECT count(*) FROM events WHERE id = ANY($1)", &[&ids])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(stored as usize, acked.len(), "every 200 is in the database");
+    let sessions: Vec<String> = acked.iter().map(|(_, s)| s.clone()).collect();
+    let fulfilled: i64 = client
+        .query_one(
+            "SELECT count(*) FROM sessions WHERE id = ANY($1) AND state = 'fulfilled'",
+            &[&sessions],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        fulfilled as usize,
+        acked.len(),
+        "every paid session fulfilled"
+    );
+    let callbacks = c.receiver.of_kind("checkout.fulfilled");
+    let mut per_session: std::collections::HashMap<String, std::collections::HashSet<String>> =
+        Default::default();
+    for cb in &callbacks {
+        let sid = cb.body["data"]["session"]["id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        per_session
+            .entry(sid)
+            .or_default()
+            .insert(cb.webhook_id.clone());
+    }
+    for id in &sessions {
+        let ids = per_session.get(id).map(|s| s.len()).unwrap_or(0);
+        assert_eq!(ids, 1, "{id}: one fulfillment id in its callbacks");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dashboard_login_on_one_replica_works_on_another_and_logout_ends_it_everywhere() {
+    let Some(c) = Cluster::start(
+        "a_dashboard_login_on_one_replica_works_on_another_and_logout_ends_it_everywhere",
+        3,
+        &[],
+    )
+    .await
+    else {
+        return;
+    };
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let [a, b, third] = [0, 1, 2].map(|i| c.replicas[i].address().to_string());
+    let r = http
+        .post(format!("{a}/admin/login"))
+        .form(&[("username", "admin"), ("password", "a long test password")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let cookie = r.headers()[header::SET_COOKIE]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let page = http
+        .get(format!("{b}/admin"))
+        .header(header::COOKIE, &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        page.status(),
+        StatusCode::OK,
+        "signed in on another replica"
+    );
+    let html = page.text().await.unwrap();
+    let csrf = html
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("a CSRF token on the page")
+        .to_string();
+    // The CSRF token issued through one replica is accepted by another.
+    let out = http
+        .post(format!("{third}/admin/logout"))
+        .header(header::COOKIE, &cookie)
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.status(), StatusCode::SEE_OTHER);
+    assert!(
+        out.headers()[header::LOCATION]
+            .to_str()
+            .unwrap()
+            .contains("logged_out"),
+        "signed out"
+    );
+    for base in [&a, &b, &third] {
+        let r = http
+            .get(format!("{base}/admin"))
+            .header(header::COOKIE, &cookie)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            r.status(),
+            StatusCode::SEE_OTHER,
+            "{base}: signed out everywhere"
+        );
+    }
+    let r = http
+        .get(format!("{b}/admin/api/sessions"))
+        .bearer_auth(API_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+}

@@ -800,3 +800,41 @@ async fn every_response_has_nosniff_and_hsts_only_with_an_https_public_url() {
         );
     }
 }
+
+/// With `storage.url`, check-config masks the URL, connects and reads the
+/// schema version; a database that does not answer is an error naming the key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_config_connects_to_postgresql_and_reads_the_schema_version() {
+    let Some(db) = crate::helpers::pg::FreshDb::create(
+        "check_config_connects_to_postgresql_and_reads_the_schema_version",
+    )
+    .await
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let url = db.url();
+    let (code, out, err) = check_config(dir.path(), &format!("{GOOD}[storage]\nurl = \"{url}\"\n"));
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("url = \"********\""), "{out}");
+    assert!(
+        !out.contains(&url) && !err.contains(&url),
+        "the URL is masked"
+    );
+    assert!(err.contains("no fulfilld schema yet"), "{err}");
+    let store = fulfilld::store::pg::PgStore::open(db.target.clone())
+        .await
+        .unwrap();
+    let (code, _, err) = check_config(dir.path(), &format!("{GOOD}[storage]\nurl = \"{url}\"\n"));
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("schema version 1"), "{err}");
+    fulfilld::store::Storage::close(&store).await;
+    let mut nowhere = reqwest::Url::parse(&url).unwrap();
+    nowhere.set_port(Some(1)).unwrap();
+    let (code, _, err) = check_config(
+        dir.path(),
+        &format!("{GOOD}[storage]\nurl = \"{nowhere}\"\n"),
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("storage.url: cannot connect"), "{err}");
+}

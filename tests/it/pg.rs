@@ -5,7 +5,7 @@
 //! `REQUIRE_PG_TEST=1` says PostgreSQL must be there: then they fail.
 
 use fulfilld::store::pg::{
-    PgError,
+    PgError, Target,
     migrate::{LATEST, migrate, schema_version},
 };
 
@@ -180,6 +180,45 @@ async fn one_replica_leads_each_role_and_queued_work_wakes_the_others() {
     a.close().await;
     crate::helpers::eventually("the role passes on", || async {
         b.lead("reconcile").await.unwrap().then_some(())
+    })
+    .await;
+}
+
+/// `/healthz` on PostgreSQL reads and writes the database: once the
+/// database is gone it answers 503, not 200.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthz_fails_when_the_database_is_gone() {
+    let Some(db) = Fresh::create("healthz_fails_when_the_database_is_gone").await else {
+        return;
+    };
+    let target = db.target.clone();
+    let app = crate::helpers::spawn_app_with(move |c| {
+        c.storage.url = Some(fulfilld::config::Secret::from_value(target));
+    })
+    .await;
+    let health = || async {
+        app.http
+            .get(app.url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(health().await, 200);
+    let admin = Target::parse(&std::env::var("TEST_DATABASE_URL").unwrap())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let name = db.target.config.get_dbname().unwrap().to_string();
+    admin
+        .batch_execute(&format!("DROP DATABASE {name} WITH (FORCE)"))
+        .await
+        .unwrap();
+    // A success vouches for a second (`PROBE_CACHE`): poll past it.
+    crate::helpers::eventually("/healthz answers 503", || async {
+        (health().await == 503).then_some(())
     })
     .await;
 }

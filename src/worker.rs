@@ -99,7 +99,7 @@ impl Worker {
     async fn until_next_due(&self) -> Duration {
         let now = self.fulfiller.clock().now_ms();
         match self.fulfiller.store().queue_stats().await {
-            Ok(stats) => match stats.next_due {
+            Ok(stats) => match stats.next_free {
                 Some(due) => Duration::from_millis(due.saturating_sub(now))
                     .clamp(Duration::from_millis(5), IDLE),
                 None => IDLE,
@@ -129,15 +129,20 @@ impl Worker {
         for (due_ms, job) in due {
             let key = job.key();
             let slots = self.slots(job.kind());
-            let Ok(permit) = slots.clone().try_acquire_owned() else {
-                // No slot of this kind now; one finishing wakes the loop.
-                busy = true;
-                continue;
+            let permit = match slots.clone().try_acquire_owned() {
+                Ok(permit) if self.lock_key(&key) => permit,
+                // No slot of this kind now, or this job is running already
+                // (queued again meanwhile): one finishing wakes the loop,
+                // and the job is handed back so that no replica waits for
+                // this one's hold on it.
+                _ => {
+                    busy = true;
+                    if let Err(e) = self.fulfiller.store().release_job(&key, due_ms).await {
+                        tracing::warn!(job = %key, error = %crate::report::chain(&e), "cannot hand back a job; it is free again when its hold ends");
+                    }
+                    continue;
+                }
             };
-            if !self.lock_key(&key) {
-                busy = true;
-                continue;
-            }
             let fulfiller = self.fulfiller.clone();
             let in_flight = self.in_flight.clone();
             running.spawn(async move {

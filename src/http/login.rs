@@ -162,7 +162,12 @@ pub async fn logout(
         }
         Err(e) => return Err(e),
     };
-    state.auth.logout(req).await;
+    // A sign-in that could not be ended is not reported as ended.
+    state
+        .auth
+        .logout(req)
+        .await
+        .map_err(|e| HttpError::store("cannot end a dashboard sign-in", e))?;
     tracing::info!(user = %admin.username, "admin signed out");
     let mut r = see_other("/admin/login?logged_out=1");
     if let Ok(v) = state.auth.clear_cookie().parse() {

@@ -140,6 +140,13 @@ async fn handle(
     if event.id.is_empty() || event.id.len() > 255 || event.kind.is_empty() {
         return bad_json("bad_json: event has no id or type");
     }
+    // Stripe's are `evt_…` and dotted names; anything else (a control
+    // character, a NUL PostgreSQL text cannot hold) is not an event.
+    if !(event.id.bytes().all(|b| b.is_ascii_graphic())
+        && event.kind.bytes().all(|b| b.is_ascii_graphic()))
+    {
+        return bad_json("bad_json: event id or type is not printable ASCII");
+    }
     let session_id = event.session.as_ref().map(|s| s.id.clone());
     if event.kind.starts_with("checkout.session.") && session_id.is_none() {
         return bad_json("bad_json: a checkout.session event without a Checkout Session");

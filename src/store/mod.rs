@@ -175,7 +175,11 @@ pub struct BackupStats {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QueueStats {
     pub queued: u64,
+    /// When the earliest job falls due.
     pub next_due: Option<u64>,
+    /// When a job can next be taken: a due job a replica has taken (this
+    /// one included, while it runs it) is free only when the hold ends.
+    pub next_free: Option<u64>,
 }
 
 /// One page of sessions, newest first.
@@ -234,6 +238,12 @@ pub trait Storage: Send + Sync + 'static {
     /// `pg::TAKE_MS`), so ask only for as many as will run now.
     async fn due_jobs(&self, now: u64, limit: usize, kind: JobKind) -> Result<Vec<(u64, Job)>>;
     async fn job_due(&self, key: &str) -> Result<Option<u64>>;
+    /// Hands back a job `due_jobs` gave this process that it will not run
+    /// now (the same job is still running here), so that it is not held
+    /// for a whole `pg::TAKE_MS` if this process stops.
+    async fn release_job(&self, _key: &str, _due: u64) -> Result<()> {
+        Ok(())
+    }
     async fn queue_stats(&self) -> Result<QueueStats>;
     /// Notified when a commit queued a job: the worker waits on this
     /// instead of rescanning after every write.
@@ -315,9 +325,14 @@ pub trait Storage: Send + Sync + 'static {
     }
 }
 
+/// Dashboard sign-ins kept at once, in memory or in a database.
+pub const SIGN_INS_KEPT: usize = 256;
+
 /// Dashboard sign-ins kept in the database, so that every replica knows
 /// them (`Storage::sign_ins`). Keys are SHA-256 digests of the cookie's
-/// token: the token itself is never stored.
+/// token bound to the admin's credential: the token itself is never
+/// stored, and a changed password ends every sign-in. A backend keeps at
+/// most `SIGN_INS_KEPT` of them, dropping those that expire first.
 #[async_trait::async_trait]
 pub trait SignIns: Send + Sync + 'static {
     /// Stores a sign-in until `expires_ms`.

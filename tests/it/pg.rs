@@ -222,3 +222,148 @@ async fn healthz_fails_when_the_database_is_gone() {
     })
     .await;
 }
+
+fn admin_claim() -> fulfilld::domain::Input {
+    fulfilld::domain::Input::Claim {
+        trigger: fulfilld::model::Trigger::Admin,
+        force: false,
+        actor: None,
+        created: Some(1),
+    }
+}
+
+/// A write PostgreSQL refuses for its own data fails alone: the writes
+/// batched with it still commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_refused_write_fails_alone() {
+    use fulfilld::{
+        model::SessionId,
+        store::{Storage, pg::PgStore},
+    };
+    let Some(db) = Fresh::create("one_refused_write_fails_alone").await else {
+        return;
+    };
+    let store = PgStore::open(db.target.clone()).await.unwrap();
+    let model = SessionId::parse("cs_test_alone_model").unwrap();
+    store
+        .transition(&model, admin_claim(), ctx())
+        .await
+        .unwrap();
+    let mut bad = store.session_full(&model).await.unwrap().unwrap();
+    // Text PostgreSQL cannot hold (no edge lets one in; the store must
+    // still fail only this write).
+    bad.rec.id = "cs_test_alone_\0".into();
+    let mut writes = tokio::task::JoinSet::new();
+    for round in 0..5 {
+        for i in 0..20 {
+            let store = store.clone();
+            writes.spawn(async move {
+                let id = SessionId::parse(&format!("cs_test_alone_{round}_{i}")).unwrap();
+                store
+                    .transition(&id, admin_claim(), ctx())
+                    .await
+                    .map(|_| ())
+            });
+        }
+        let (store, bad) = (store.clone(), bad.clone());
+        writes.spawn(async move {
+            let refused = store.import(vec![bad]).await;
+            assert!(refused.is_err(), "the NUL id is refused");
+            Ok(())
+        });
+    }
+    while let Some(done) = writes.join_next().await {
+        done.unwrap().expect("a good write committed");
+    }
+    assert_eq!(store.session_count().await.unwrap(), 101);
+}
+
+/// A replica frozen inside a transaction (a stopped process, a lost
+/// network) holds the locks it took only until PostgreSQL ends its
+/// session (`idle_in_transaction_session_timeout`); the others' writes
+/// wait for it, then go through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_frozen_in_a_transaction_holds_nobody_up_for_long() {
+    use fulfilld::{
+        model::SessionId,
+        store::{Storage, pg::PgStore},
+    };
+    let Some(db) = Fresh::create("a_replica_frozen_in_a_transaction").await else {
+        return;
+    };
+    let store = PgStore::open(db.target.clone()).await.unwrap();
+    let mut frozen = db.target.connect().await.unwrap();
+    let tx = frozen.transaction().await.unwrap();
+    // The session's lock, as a batch on another replica takes it.
+    tx.batch_execute("SELECT pg_advisory_xact_lock(1, hashtext('cs_test_frozen'))")
+        .await
+        .unwrap();
+    let id = SessionId::parse("cs_test_frozen").unwrap();
+    let claimed = tokio::time::timeout(
+        std::time::Duration::from_secs(120),
+        store.transition(&id, admin_claim(), ctx()),
+    )
+    .await
+    .expect("the frozen transaction was ended, not waited for forever");
+    claimed.expect("the claim committed once the lock was free");
+    assert!(
+        tx.batch_execute("SELECT 1").await.is_err(),
+        "PostgreSQL ended the frozen session"
+    );
+}
+
+/// A job one replica took waits for that replica, unless handed back; the
+/// queue's "next free" says when it can be taken, so nobody polls a job
+/// another replica holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_taken_job_is_free_when_its_hold_ends_or_it_is_handed_back() {
+    use fulfilld::{
+        model::{JobKind, SessionId},
+        store::{Storage, pg::PgStore, pg::TAKE_MS},
+    };
+    let Some(db) = Fresh::create("a_taken_job_is_free_when_handed_back").await else {
+        return;
+    };
+    let a = PgStore::open(db.target.clone()).await.unwrap();
+    let b = PgStore::open(db.target.clone()).await.unwrap();
+    let id = SessionId::parse("cs_test_taken").unwrap();
+    a.transition(&id, admin_claim(), ctx()).await.unwrap();
+    // The claim's job, due when its lease ends.
+    let now = a.job_due("fulfill:cs_test_taken").await.unwrap().unwrap();
+    let taken = a.due_jobs(now + 1, 8, JobKind::Fulfill).await.unwrap();
+    assert_eq!(taken.len(), 1);
+    let (due, job) = taken[0].clone();
+    assert!(
+        b.due_jobs(now + 1, 8, JobKind::Fulfill)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let stats = b.queue_stats().await.unwrap();
+    assert_eq!(stats.next_due, Some(due));
+    assert!(stats.next_free.unwrap() >= now + 1 + TAKE_MS, "{stats:?}");
+    // Handed back by another replica than the taker: nothing changes.
+    b.release_job(&job.key(), due).await.unwrap();
+    assert!(
+        b.due_jobs(now + 1, 8, JobKind::Fulfill)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    a.release_job(&job.key(), due).await.unwrap();
+    assert_eq!(b.queue_stats().await.unwrap().next_free, Some(due));
+    let again = b.due_jobs(now + 1, 8, JobKind::Fulfill).await.unwrap();
+    assert_eq!(again.len(), 1, "free for every replica once handed back");
+    // And past the hold, a job its taker never finished is free again.
+    assert!(
+        a.due_jobs(now + 1, 8, JobKind::Fulfill)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let later = now + 2 + TAKE_MS;
+    assert_eq!(
+        a.due_jobs(later, 8, JobKind::Fulfill).await.unwrap().len(),
+        1
+    );
+}

@@ -71,6 +71,15 @@ async fn refused_requests_store_nothing() {
         assert!(r.text().await.unwrap().starts_with("bad_json"));
     }
 
+    // Correctly signed, but an id no Stripe event has (a NUL, a space).
+    for id in ["evt_nul\0", "evt one"] {
+        let bad = event_body(id, "checkout.session.completed", &session);
+        let h = signature::stripe_header(WEBHOOK_SECRET, now, bad.as_bytes());
+        let r = app.post_webhook_raw(bad, Some(&h)).await;
+        assert_eq!(r.status(), 400, "{id:?}");
+        assert!(r.text().await.unwrap().contains("not printable ASCII"));
+    }
+
     // Correctly signed, a Checkout Session event type, but no session in it.
     let no_session = event_body(
         "evt_nosession",

@@ -5,8 +5,9 @@
 //! - the username and password are compared in constant time (over SHA-256
 //!   digests, so lengths do not leak), or verified against an Argon2 PHC hash;
 //! - a session is a 256-bit random token in an HttpOnly, SameSite=Strict
-//!   cookie (Secure when `server.public_url` is https), stored here only as
-//!   its SHA-256, and it ends at logout or after `SESSION_TTL`;
+//!   cookie (Secure when `server.public_url` is https), kept only as the
+//!   SHA-256 of the token with the username and credential (so a changed
+//!   password ends it), and it ends at logout or after `SESSION_TTL`;
 //! - each session has its own CSRF token, required on every state-changing form;
 //! - failed logins are throttled after `FREE_FAILURES`, with a delay that
 //!   doubles with each failure up to `MAX_DELAY`. An attempt is counted
@@ -63,7 +64,7 @@ pub const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
 /// How long a device cookie lasts; every sign-in issues a fresh one.
 pub const DEVICE_TTL: Duration = Duration::from_secs(90 * 86_400);
 /// Logins kept at once; the oldest is dropped past this.
-const MAX_SESSIONS: usize = 256;
+const MAX_SESSIONS: usize = crate::store::SIGN_INS_KEPT;
 /// Failed logins from one address or device before it is slowed down.
 pub const FREE_FAILURES: u32 = 3;
 /// Wrong API tokens from one address before it gets 429.
@@ -79,6 +80,8 @@ const MAX_TRACKED: usize = 4096;
 const ARGON2_SLOTS: usize = 2;
 /// Signed into every device cookie, so the key signs nothing else.
 const DEVICE_CONTEXT: &[u8] = b"fulfilld device cookie v1\0";
+/// Hashed into every sign-in's key, with the username and credential.
+const SESSION_CONTEXT: &[u8] = b"fulfilld sign-in v1\0";
 
 /// Why a sign-in could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -341,15 +344,31 @@ impl AdminAuth {
     /// credential, so changing either retires every device cookie.
     fn device_mac(&self, nonce: &str) -> Option<[u8; 32]> {
         let mut mac = HmacSha256::new_from_slice(&self.device_key).ok()?;
-        let credential = match &self.credential {
-            Credential::Plain(d) => *d,
-            Credential::Hash(phc) => digest(phc.as_bytes()),
-        };
         mac.update(DEVICE_CONTEXT);
         mac.update(&self.username);
-        mac.update(&credential);
+        mac.update(&self.credential_digest());
         mac.update(nonce.as_bytes());
         Some(mac.finalize().into_bytes().into())
+    }
+
+    fn credential_digest(&self) -> [u8; 32] {
+        match &self.credential {
+            Credential::Plain(d) => *d,
+            Credential::Hash(phc) => digest(phc.as_bytes()),
+        }
+    }
+
+    /// The key a sign-in is kept under: its token's digest, bound to the
+    /// username and credential. Shared sign-ins outlive a restart, so a
+    /// changed password (or username) must end them: their keys no longer
+    /// match, and the database never holds the token itself.
+    fn session_key(&self, token: &str) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(SESSION_CONTEXT);
+        h.update(self.username);
+        h.update(self.credential_digest());
+        h.update(token.as_bytes());
+        h.finalize().into()
     }
 
     /// A new device cookie value, `<nonce>.<mac>` in hex.
@@ -426,11 +445,11 @@ impl AdminAuth {
         match (self.open_session().await, self.new_device()) {
             (Ok(session), Ok(device)) => LoginResult::Ok { session, device },
             (Err(e), _) => {
-                tracing::error!(error = %e, "cannot open a dashboard session");
+                tracing::error!(error = %crate::report::chain(&e), "cannot open a dashboard session");
                 LoginResult::Unavailable
             }
             (_, Err(e)) => {
-                tracing::error!(error = %e, "cannot open a dashboard session");
+                tracing::error!(error = %crate::report::chain(&e), "cannot open a dashboard session");
                 LoginResult::Unavailable
             }
         }
@@ -469,7 +488,7 @@ impl AdminAuth {
     async fn open_session(&self) -> Result<String, OpenError> {
         let token = random_token().map_err(OpenError::Rng)?;
         let csrf = random_token().map_err(OpenError::Rng)?;
-        let key = digest(token.as_bytes());
+        let key = self.session_key(&token);
         if let Some(shared) = &self.shared {
             let value = serde_json::to_vec(&StoredSession {
                 username: self.username_plain.clone(),
@@ -510,7 +529,7 @@ impl AdminAuth {
     /// store, a store that does not answer signs nobody in (and says why).
     pub async fn session(&self, req: &Request) -> Option<AdminSession> {
         let token = cookie(req, COOKIE)?;
-        let key = digest(token.as_bytes());
+        let key = self.session_key(&token);
         if let Some(shared) = &self.shared {
             let stored = match shared.get(key, crate::time::now_ms()).await {
                 Ok(stored) => stored?,
@@ -538,19 +557,19 @@ impl AdminAuth {
     }
 
     /// Ends the session of this request, if any. The device cookie stays:
-    /// the browser is still one that signed in before.
-    pub async fn logout(&self, req: &Request) {
+    /// the browser is still one that signed in before. Fails when a shared
+    /// store did not answer: the sign-in then still works, and the admin
+    /// must be told so.
+    pub async fn logout(&self, req: &Request) -> Result<(), crate::store::StoreError> {
         let Some(token) = cookie(req, COOKIE) else {
-            return;
+            return Ok(());
         };
-        let key = digest(token.as_bytes());
+        let key = self.session_key(&token);
         if let Some(shared) = &self.shared {
-            if let Err(e) = shared.remove(key).await {
-                tracing::error!(error = %crate::report::chain(&e), "cannot end a dashboard sign-in");
-            }
-            return;
+            return shared.remove(key).await;
         }
         self.lock_sessions().remove(&key);
+        Ok(())
     }
 
     /// The `Set-Cookie` value for a new session.

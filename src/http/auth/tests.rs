@@ -46,8 +46,77 @@ async fn sessions_end_at_logout_or_expiry() {
     else {
         panic!("signs in again");
     };
-    a.logout(&request(&second)).await;
+    a.logout(&request(&second)).await.unwrap();
     assert!(a.session(&request(&second)).await.is_none());
+}
+
+/// Sign-ins kept as a database would keep them, optionally failing.
+#[derive(Default)]
+struct Shared {
+    rows: Mutex<HashMap<[u8; 32], Vec<u8>>>,
+    down: std::sync::atomic::AtomicBool,
+}
+
+impl Shared {
+    fn check(&self) -> crate::store::Result<()> {
+        if self.down.load(std::sync::atomic::Ordering::SeqCst) {
+            Err(crate::store::StoreError::Stopped)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::store::SignIns for Shared {
+    async fn put(&self, key: [u8; 32], value: Vec<u8>, _expires: u64) -> crate::store::Result<()> {
+        self.check()?;
+        lock(&self.rows).insert(key, value);
+        Ok(())
+    }
+    async fn get(&self, key: [u8; 32], _now: u64) -> crate::store::Result<Option<Vec<u8>>> {
+        self.check()?;
+        Ok(lock(&self.rows).get(&key).cloned())
+    }
+    async fn remove(&self, key: [u8; 32]) -> crate::store::Result<()> {
+        self.check()?;
+        lock(&self.rows).remove(&key);
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_shared_sign_in_ends_when_the_password_or_username_changes() {
+    let shared = std::sync::Arc::new(Shared::default());
+    let with = |user: &str, pw: &str| {
+        AdminAuth::new(Some(user), Some(&Secret::new(pw)), None, false)
+            .unwrap()
+            .with_shared(Some(shared.clone()))
+    };
+    let first = with("admin", "pw");
+    let LoginResult::Ok { session: token, .. } = first.login(None, None, "admin", "pw").await
+    else {
+        panic!("the right password signs in");
+    };
+    let request = Request::builder()
+        .header("cookie", format!("{COOKIE}={token}"))
+        .finish();
+    // Another replica (or a restart) with the same credentials: still signed in.
+    assert!(with("admin", "pw").session(&request).await.is_some());
+    // The stored key is not the token's plain digest.
+    assert!(!lock(&shared.rows).contains_key(&digest(token.as_bytes())));
+    // A new password or username ends it.
+    assert!(with("admin", "new-pw").session(&request).await.is_none());
+    assert!(with("owner", "pw").session(&request).await.is_none());
+    // A logout the database did not take is reported, and the sign-in stays.
+    shared.down.store(true, std::sync::atomic::Ordering::SeqCst);
+    assert!(first.logout(&request).await.is_err());
+    shared
+        .down
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    assert!(first.session(&request).await.is_some());
+    first.logout(&request).await.unwrap();
+    assert!(with("admin", "pw").session(&request).await.is_none());
 }
 
 #[test]

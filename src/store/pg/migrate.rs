@@ -30,6 +30,10 @@ fn checksum(sql: &str) -> String {
 /// Brings the schema up to `LATEST`; returns how many versions it applied.
 pub async fn migrate(client: &mut Client) -> Result<usize, PgError> {
     let tx = client.transaction().await?;
+    // A migration may take longer than the usual limits, and a replica
+    // starting beside it waits for it, however long it takes.
+    tx.batch_execute("SET LOCAL lock_timeout = 0; SET LOCAL statement_timeout = 0")
+        .await?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LOCK])
         .await?;
     tx.batch_execute(

@@ -44,6 +44,27 @@ pub enum PgError {
     },
 }
 
+/// How long a connection may take to open.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// Idle time before TCP keepalives probe a connection.
+const KEEPALIVE_IDLE: std::time::Duration = std::time::Duration::from_secs(30);
+/// How long sent data may go unacknowledged before the connection is dropped.
+const TCP_USER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Settings of every connection, so that no replica can hold up the
+/// others for long:
+/// * a transaction left open by a frozen replica (a stopped process, a
+///   network partition) ends after 30 s, releasing its locks;
+/// * a batch waits at most 20 s for a lock (then its batch is retried),
+///   and no statement runs longer than 60 s;
+/// * READ COMMITTED whatever the server's default: batches rely on their
+///   advisory locks, not on snapshot isolation, and a stricter level would
+///   only add serialization failures.
+const SESSION_SETTINGS: &str = "SET idle_in_transaction_session_timeout = '30s';
+    SET lock_timeout = '20s';
+    SET statement_timeout = '60s';
+    SET default_transaction_isolation = 'read committed'";
+
 /// How to reach the database: the client settings, and how TLS is used.
 #[derive(Debug, Clone)]
 pub struct Target {
@@ -98,6 +119,17 @@ impl Target {
         let mut config = tokio_postgres::Config::from_str(parsed.as_str())
             .map_err(|e| PgError::Url(e.to_string()))?;
         config.ssl_mode(mode);
+        // A database that stops answering is noticed in seconds, not in
+        // the operating system's two hours (unless the URL says otherwise).
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(CONNECT_TIMEOUT);
+        }
+        if config.get_keepalives_idle() == std::time::Duration::from_secs(2 * 3600) {
+            config.keepalives_idle(KEEPALIVE_IDLE);
+        }
+        if config.get_tcp_user_timeout().is_none() {
+            config.tcp_user_timeout(TCP_USER_TIMEOUT);
+        }
         if config.get_dbname().is_none() {
             return Err(PgError::Url("it names no database".into()));
         }
@@ -127,12 +159,12 @@ impl Target {
                 .await
                 .map_err(PgError::Connect)?;
             drive(connection, notify);
-            return Ok(client);
+            return settle(client).await;
         }
         let tls = tokio_postgres_rustls::MakeRustlsConnect::new(self.rustls()?);
         let (client, connection) = self.config.connect(tls).await.map_err(PgError::Connect)?;
         drive(connection, notify);
-        Ok(client)
+        settle(client).await
     }
 
     fn rustls(&self) -> Result<rustls::ClientConfig, PgError> {
@@ -162,6 +194,15 @@ impl Target {
             .with_root_certificates(roots)
             .with_no_client_auth())
     }
+}
+
+/// Applies `SESSION_SETTINGS` to a new connection.
+async fn settle(client: Client) -> Result<Client, PgError> {
+    client
+        .batch_execute(SESSION_SETTINGS)
+        .await
+        .map_err(PgError::Connect)?;
+    Ok(client)
 }
 
 /// Any PostgreSQL failure, as the store reports it.

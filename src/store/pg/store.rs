@@ -518,18 +518,36 @@ impl Storage for PgStore {
         Ok(row.map(|r| u64::try_from(r.get::<_, i64>(0)).unwrap_or(0)))
     }
 
+    async fn release_job(&self, key: &str, due: u64) -> Result<()> {
+        self.client()
+            .await?
+            .execute(
+                "UPDATE jobs SET taken_by = NULL, taken_until_ms = NULL
+                 WHERE key = $1 AND due_ms = $2 AND taken_by = $3",
+                &[&key, &ms(due), &self.inner.replica],
+            )
+            .await
+            .map_err(pg_error)?;
+        Ok(())
+    }
+
     async fn queue_stats(&self) -> Result<QueueStats> {
         let row = self
             .client()
             .await?
-            .query_one("SELECT count(*), min(due_ms) FROM jobs", &[])
+            .query_one(
+                "SELECT count(*), min(due_ms), min(greatest(due_ms, coalesce(taken_until_ms, 0)))
+                 FROM jobs",
+                &[],
+            )
             .await
             .map_err(pg_error)?;
         let queued: i64 = row.get(0);
-        let next: Option<i64> = row.get(1);
+        let at = |v: Option<i64>| v.map(|d| u64::try_from(d).unwrap_or(0));
         Ok(QueueStats {
             queued: u64::try_from(queued).unwrap_or(0),
-            next_due: next.map(|d| u64::try_from(d).unwrap_or(0)),
+            next_due: at(row.get(1)),
+            next_free: at(row.get(2)),
         })
     }
 
@@ -855,6 +873,16 @@ impl SignIns for PgStore {
             .execute(
                 "INSERT INTO admin_sessions (token_sha256, value, expires_ms) VALUES ($1, $2, $3)",
                 &[&token_sha256.as_slice(), &value, &ms(expires_ms)],
+            )
+            .await
+            .map_err(pg_error)?;
+        // Bounded as in memory: those expiring first go.
+        let kept = i64::try_from(crate::store::SIGN_INS_KEPT).unwrap_or(i64::MAX);
+        client
+            .execute(
+                "DELETE FROM admin_sessions WHERE token_sha256 IN (
+                    SELECT token_sha256 FROM admin_sessions ORDER BY expires_ms DESC OFFSET $1)",
+                &[&kept],
             )
             .await
             .map_err(pg_error)?;

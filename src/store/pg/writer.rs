@@ -21,9 +21,12 @@
 //! An operation that fails (a record that does not decode) fails alone:
 //! its writes were never sent. A statement that fails fails the batch,
 //! which is retried when PostgreSQL asks for it (a deadlock, a
-//! serialization failure); otherwise every operation in it gets the
-//! error, nothing of it was committed, and the caller answers with an
-//! error (Stripe then redelivers: dedup makes that safe). A commit whose
+//! serialization failure, a lock wait past `lock_timeout`); a failure
+//! that one operation's data may have caused (a value PostgreSQL refuses)
+//! runs each operation again on its own, so only that one fails;
+//! otherwise every operation in it gets the error, nothing of it was
+//! committed, and the caller answers with an error (Stripe then
+//! redelivers: dedup makes that safe). A commit whose
 //! answer was lost is safe the same way: what it did is found by the retry.
 
 use std::collections::{HashMap, HashSet};
@@ -128,30 +131,55 @@ pub async fn writer_loop(target: Target, mut rx: mpsc::Receiver<Box<dyn PgOp>>, 
                 Err(_) => break,
             }
         }
-        let mut outcome = Err(StoreError::Stopped);
-        for attempt in 1..=MAX_ATTEMPTS {
-            outcome = run_once(&target, &mut client, &mut batch).await;
-            match &outcome {
-                Err(StoreError::Backend(e)) if attempt < MAX_ATTEMPTS && retryable(e.as_ref()) => {
-                    tracing::debug!(attempt, "PostgreSQL asked to retry a batch");
-                }
-                _ => break,
-            }
-        }
+        let outcome = run_batch(&target, &mut client, &mut batch).await;
         match outcome {
-            Ok(queued) => {
-                if queued {
-                    wake.notify_waiters();
-                    wake.notify_one();
-                }
-                batch.into_iter().for_each(|op| op.answer(None));
-            }
-            Err(e) => {
-                tracing::error!(error = %crate::report::chain(&e), ops = batch.len(), "a write batch failed; nothing of it was committed");
-                let message = crate::report::chain(&e);
+            Err(e) if batch.len() > 1 && may_be_one_operation(&e) => {
+                tracing::warn!(error = %crate::report::chain(&e), ops = batch.len(), "a write batch failed; running its operations one by one");
                 for op in batch {
-                    op.answer(Some(StoreError::Backend(message.clone().into())));
+                    let mut alone = vec![op];
+                    let outcome = run_batch(&target, &mut client, &mut alone).await;
+                    answer(alone, outcome, wake);
                 }
+            }
+            outcome => answer(batch, outcome, wake),
+        }
+    }
+}
+
+/// Runs a batch, retrying it when PostgreSQL asks for that.
+async fn run_batch(
+    target: &Target,
+    client: &mut Option<Client>,
+    batch: &mut [Box<dyn PgOp>],
+) -> Result<bool> {
+    let mut attempt = 1;
+    loop {
+        let outcome = run_once(target, client, batch).await;
+        match &outcome {
+            Err(StoreError::Backend(e)) if attempt < MAX_ATTEMPTS && retryable(e.as_ref()) => {
+                tracing::debug!(attempt, "PostgreSQL asked to retry a batch");
+                attempt += 1;
+            }
+            _ => return outcome,
+        }
+    }
+}
+
+/// Answers every operation of a batch with its outcome.
+fn answer(batch: Vec<Box<dyn PgOp>>, outcome: Result<bool>, wake: &Notify) {
+    match outcome {
+        Ok(queued) => {
+            if queued {
+                wake.notify_waiters();
+                wake.notify_one();
+            }
+            batch.into_iter().for_each(|op| op.answer(None));
+        }
+        Err(e) => {
+            tracing::error!(error = %crate::report::chain(&e), ops = batch.len(), "a write batch failed; nothing of it was committed");
+            let message = crate::report::chain(&e);
+            for op in batch {
+                op.answer(Some(StoreError::Backend(message.clone().into())));
             }
         }
     }
@@ -163,8 +191,30 @@ fn retryable(e: &(dyn std::error::Error + Send + Sync + 'static)) -> bool {
         _ => None,
     };
     code.is_some_and(|c| {
-        *c == SqlState::T_R_DEADLOCK_DETECTED || *c == SqlState::T_R_SERIALIZATION_FAILURE
+        *c == SqlState::T_R_DEADLOCK_DETECTED
+            || *c == SqlState::T_R_SERIALIZATION_FAILURE
+            // lock_timeout: the holder is slow or frozen; a frozen one's
+            // transaction ends with idle_in_transaction_session_timeout.
+            || *c == SqlState::LOCK_NOT_AVAILABLE
     })
+}
+
+/// Whether a failed batch may have failed for one of its operations alone
+/// (a value PostgreSQL refuses, an operation that keeps reading new rows),
+/// rather than for the database: then each operation is run again on its
+/// own, so one bad operation does not fail the webhooks batched with it.
+fn may_be_one_operation(e: &StoreError) -> bool {
+    match e {
+        StoreError::Refused(_) => true,
+        StoreError::Backend(e) => match e.downcast_ref::<super::PgError>() {
+            Some(super::PgError::Query(e)) => e.code().is_some_and(|c| {
+                // Data exceptions, integrity violations, program limits.
+                matches!(&c.code()[..2], "22" | "23" | "54")
+            }),
+            _ => false,
+        },
+        _ => false,
+    }
 }
 
 /// One attempt at a batch; true when it queued work.
@@ -499,9 +549,20 @@ impl<'a> SessionColumns<'a> {
         self.id.push(&s.rec.id);
         self.state.push(s.rec.state.as_str());
         self.created.push(s.rec.created);
-        self.email_lc
-            .push(s.rec.customer_email.as_deref().map(str::to_lowercase));
-        self.payment_intent.push(s.rec.payment_intent.as_deref());
+        // Search keys only (the record keeps the exact values): PostgreSQL
+        // text cannot hold NUL, which a customer-typed string might.
+        self.email_lc.push(
+            s.rec
+                .customer_email
+                .as_deref()
+                .map(|e| e.to_lowercase().replace('\0', "\u{FFFD}")),
+        );
+        self.payment_intent.push(
+            s.rec
+                .payment_intent
+                .as_deref()
+                .filter(|pi| !pi.contains('\0')),
+        );
         self.record.push(super::encode(&s.rec)?);
         self.detail.push(super::encode(&s.detail)?);
         Ok(())

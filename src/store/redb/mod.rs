@@ -460,6 +460,7 @@ impl Storage for RedbStore {
         Ok(QueueStats {
             queued: self.memory.queued(),
             next_due: self.memory.next_due(),
+            next_free: self.memory.next_due(),
         })
     }
 

@@ -46,6 +46,12 @@ enum Command {
         /// The new file (must not exist yet)
         path: PathBuf,
     },
+    /// Copy every record of the stopped redb file (storage.path) into an
+    /// empty PostgreSQL database, to run several replicas on it
+    MigrateTo {
+        /// postgres://user:password@host/dbname (default: storage.url)
+        url: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -66,6 +72,7 @@ fn main() -> ExitCode {
         Command::Healthcheck => cli::healthcheck::run(&source),
         Command::Demo { listen } => cli::demo::run(listen),
         Command::Backup { path } => cli::backup::run(&source, &path),
+        Command::MigrateTo { url } => cli::migrate_to::run(&source, url.as_deref()),
     };
     match result.map_err(anyhow::Error::from) {
         Ok(code) => code,

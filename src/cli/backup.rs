@@ -102,7 +102,7 @@ pub fn run(source: &ConfigSource, path: &Path) -> Result<ExitCode, CliError> {
 /// Starts the application on the database without serving (which replays
 /// the acknowledgement log and takes over interrupted claims, like a start)
 /// and closes it again with a checkpoint.
-fn apply_acknowledged(config: &Config) -> Result<(), CliError> {
+pub(super) fn apply_acknowledged(config: &Config) -> Result<(), CliError> {
     runtime()?.block_on(async {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await

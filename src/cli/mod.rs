@@ -9,6 +9,7 @@ pub mod check_config;
 pub mod demo;
 pub mod healthcheck;
 pub mod logging;
+pub mod migrate_to;
 pub mod serve;
 
 use std::net::SocketAddr;
@@ -39,6 +40,9 @@ pub enum CliError {
     /// A backup that did not happen, with the reason in full.
     #[error("{0}")]
     Backup(String),
+    /// A copy to PostgreSQL that did not happen, with the reason in full.
+    #[error("{0}")]
+    Migrate(String),
 }
 
 impl From<AppError> for CliError {

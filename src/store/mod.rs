@@ -171,6 +171,31 @@ pub struct BackupStats {
     pub rows: u64,
 }
 
+/// One record of a whole database, as `fulfilld migrate-to` copies it
+/// from a stopped redb file to PostgreSQL. The installation key comes
+/// first (fulfillment ids and signing keys derive from it).
+#[derive(Debug, Clone)]
+pub enum Row {
+    InstallationKey(crate::domain::ids::InstallationKey),
+    Session(Box<Session>),
+    /// The Checkout Session as last retrieved, by session id.
+    Body(String, serde_json::Value),
+    /// An event and its body as received (empty once pruned).
+    Event(EventRecord, Vec<u8>),
+    Notification(Notification),
+    /// A queued job: its key, due time and job.
+    Job(String, u64, Job),
+}
+
+/// What `fulfilld migrate-to` copied.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Copied {
+    pub sessions: u64,
+    pub events: u64,
+    pub notifications: u64,
+    pub jobs: u64,
+}
+
 /// The queue at a glance, for `/metrics`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QueueStats {

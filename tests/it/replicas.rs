@@ -402,3 +402,157 @@ async fn a_dashboard_login_on_one_replica_works_on_another_and_logout_ends_it_ev
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
 }
+
+/// The dashboard API's view of every session: the list, then each one.
+async fn api_view(bin: &Binary) -> Vec<serde_json::Value> {
+    let http = reqwest::Client::new();
+    let list: serde_json::Value = http
+        .get(format!("{}/admin/api/sessions?limit=100", bin.address()))
+        .bearer_auth(API_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut view = vec![list.clone()];
+    for s in list["data"].as_array().unwrap() {
+        view.push(bin.session(s["id"].as_str().unwrap()).await);
+    }
+    view
+}
+
+/// `fulfilld migrate-to` copies a populated redb file (stopped by
+/// `kill -9`, so its last deliveries are only in the acknowledgement log)
+/// into PostgreSQL; the copy answers the API as the file did, keeps the
+/// same fulfillment ids and event dedup, and carries on with the sessions
+/// that were waiting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn migrate_to_copies_a_redb_file_and_the_copy_answers_the_same() {
+    let Some(db) = FreshDb::create("migrate_to_copies_a_redb_file").await else {
+        return;
+    };
+    let stripe = StripeDouble::start(SECRET_KEY).await.unwrap();
+    let receiver = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let bin = Binary::start(dir.path(), &stripe, &receiver).await;
+
+    let paid_id = session_id("mig_paid");
+    let (paid, items) = SampleSession::paid(&paid_id, 3).build();
+    stripe.insert(paid.clone(), items);
+    let mut waiting = SampleSession::paid(&session_id("mig_sepa"), 1);
+    waiting.payment_status = "unpaid";
+    waiting.payment_method = "sepa_debit";
+    let (waiting, items) = waiting.build();
+    stripe.insert(waiting.clone(), items);
+    let mut failing = SampleSession::paid(&session_id("mig_fail"), 1);
+    failing.payment_status = "unpaid";
+    let (failing, items) = failing.build();
+    stripe.insert(failing.clone(), items);
+
+    let completed = "checkout.session.completed";
+    assert_eq!(bin.send("evt_mig_1", completed, &paid).await, 200);
+    assert_eq!(bin.send("evt_mig_2", completed, &waiting).await, 200);
+    assert_eq!(bin.send("evt_mig_3", completed, &failing).await, 200);
+    let failed = "checkout.session.async_payment_failed";
+    assert_eq!(bin.send("evt_mig_4", failed, &failing).await, 200);
+    bin.wait_for_state(&paid_id, "fulfilled").await;
+    bin.wait_for_state(waiting["id"].as_str().unwrap(), "awaiting_payment")
+        .await;
+    bin.wait_for_state(failing["id"].as_str().unwrap(), "payment_failed")
+        .await;
+    eventually("both callbacks are delivered", || async {
+        let view = api_view(&bin).await;
+        let delivered = view[1..]
+            .iter()
+            .flat_map(|s| s["notifications"].as_array().cloned().unwrap_or_default())
+            .filter(|n| n["status"] == "sent")
+            .count();
+        (delivered == 2).then_some(())
+    })
+    .await;
+    let before = api_view(&bin).await;
+    assert_eq!(before.len(), 4, "the list and three sessions");
+    let run = |args: &[&str]| {
+        Binary::command_with_args(dir.path(), stripe.url(), &receiver.url, 1, args)
+            .output()
+            .unwrap()
+    };
+    // While a server holds the file, nothing is copied.
+    let refused = run(&["migrate-to", &db.url()]);
+    assert!(!refused.status.success());
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(said.contains("stop every fulfilld serve"), "{said}");
+    assert!(
+        !said.contains("postgres://"),
+        "the URL is not echoed: {said}"
+    );
+    bin.kill_9();
+
+    let copied = run(&["migrate-to", &db.url()]);
+    let out = String::from_utf8_lossy(&copied.stdout);
+    assert!(
+        copied.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&copied.stderr)
+    );
+    assert!(out.contains("copied 3 sessions, 4 events"), "{out}");
+    // A second copy into the now populated database is refused.
+    let again = run(&["migrate-to", &db.url()]);
+    assert!(!again.status.success());
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("fills only an empty database"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+
+    let replica = Binary::start_replica(dir.path(), &stripe, &receiver, &db.url(), &[]).await;
+    assert_eq!(
+        api_view(&replica).await,
+        before,
+        "the copy answers the same"
+    );
+    // Dedup and fulfillment ids came along: a redelivery and a landing
+    // change nothing, and no second callback is sent.
+    assert_eq!(replica.send("evt_mig_1", completed, &paid).await, 200);
+    let landing = reqwest::get(format!(
+        "{}/after-checkout?session_id={paid_id}",
+        replica.address()
+    ))
+    .await
+    .unwrap();
+    assert_eq!(landing.status(), 200);
+    // The waiting session goes on: its payment clears on the new backend.
+    stripe.update(
+        waiting["id"].as_str().unwrap(),
+        serde_json::json!({"payment_status": "paid"}),
+    );
+    let mut cleared = waiting.clone();
+    cleared["payment_status"] = "paid".into();
+    let succeeded = "checkout.session.async_payment_succeeded";
+    assert_eq!(replica.send("evt_mig_5", succeeded, &cleared).await, 200);
+    replica
+        .wait_for_state(waiting["id"].as_str().unwrap(), "fulfilled")
+        .await;
+    eventually("the cleared payment's callback is delivered", || async {
+        (receiver.of_kind("checkout.fulfilled").len() == 2).then_some(())
+    })
+    .await;
+    let after = replica.session(&paid_id).await;
+    assert_eq!(
+        after["fulfillments"],
+        before[1..]
+            .iter()
+            .find(|s| s["id"] == paid_id.as_str())
+            .unwrap()["fulfillments"]
+    );
+    let fulfilled = receiver.of_kind("checkout.fulfilled");
+    assert_eq!(
+        fulfilled
+            .iter()
+            .filter(|c| c.body["data"]["session"]["id"] == paid_id.as_str())
+            .count(),
+        1,
+        "the paid session was fulfilled once, before the move"
+    );
+}

@@ -2,11 +2,13 @@
 //! database with the guarantees of one process: connecting (TLS through
 //! rustls, with libpq's `sslmode` and `sslrootcert`), the versioned schema
 //! migrated at startup under an advisory lock (`migrate`), the writer's
-//! batches (`writer`, on the shared operations through `txn`) and the
-//! `Storage` implementation (`store`).
+//! batches (`writer`, on the shared operations through `txn`), the
+//! `Storage` implementation (`store`) and the copy from a redb file
+//! (`copy`).
 //!
 //! Values are the same serde JSON the redb backend stores.
 
+pub mod copy;
 pub mod migrate;
 mod store;
 mod txn;

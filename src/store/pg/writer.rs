@@ -408,7 +408,7 @@ fn sorted<V>(m: &HashMap<String, V>) -> Vec<(&String, &V)> {
 }
 
 /// Writes every changed row: one statement per table and kind of change.
-async fn write_back(tx: &Transaction<'_>, w: &Writes) -> Result<()> {
+pub(super) async fn write_back(tx: &Transaction<'_>, w: &Writes) -> Result<()> {
     if !w.sessions.is_empty() {
         let mut cols = SessionColumns::default();
         for (_, s) in sorted(&w.sessions) {
@@ -576,7 +576,8 @@ struct EventColumns<'a> {
     session_id: Vec<Option<&'a str>>,
     received: Vec<i64>,
     record: Vec<Vec<u8>>,
-    raw: Vec<&'a [u8]>,
+    /// NULL for an empty body: one pruned on redb (`migrate-to`).
+    raw: Vec<Option<&'a [u8]>>,
 }
 
 impl<'a> EventColumns<'a> {
@@ -585,7 +586,7 @@ impl<'a> EventColumns<'a> {
         self.session_id.push(rec.session_id.as_deref());
         self.received.push(super::ms(rec.received_at_ms));
         self.record.push(super::encode(rec)?);
-        self.raw.push(raw);
+        self.raw.push((!raw.is_empty()).then_some(raw));
         Ok(())
     }
 }

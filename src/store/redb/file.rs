@@ -1,12 +1,13 @@
 //! The database file itself: refusing what is not one, creating it
-//! privately, and consistent copies (backups).
+//! privately, consistent copies (backups), and reading every record of a
+//! stopped file (`fulfilld migrate-to`).
 
 use std::{io::Read, path::Path};
 
 use redb::{Database, ReadableDatabase};
 
 use super::tables;
-use crate::store::{BackupStats, Result, StoreError};
+use crate::store::{BackupStats, Result, Row, StoreError};
 
 /// Whether the file was left open by a process that stopped without
 /// closing it (redb's header flag `RECOVERY_REQUIRED`, bit 1 of byte 9):
@@ -90,6 +91,14 @@ pub(super) fn create_private(path: &Path) -> std::io::Result<std::fs::File> {
 
 /// Backs up a database file that no process has open (the server is stopped).
 pub fn backup_file(src: &Path, dest: &Path) -> Result<BackupStats> {
+    let db = open_stopped(src)?;
+    copy_snapshot(&db, dest)
+}
+
+/// Opens a file no process has open, refusing one whose acknowledgement
+/// log holds deliveries the tables do not (they are applied at the next
+/// start; a copy of the tables alone would lose them).
+fn open_stopped(src: &Path) -> Result<Database> {
     if !src.exists() {
         return Err(StoreError::Refused(format!(
             "{} does not exist",
@@ -111,7 +120,26 @@ pub fn backup_file(src: &Path, dest: &Path) -> Result<BackupStats> {
             log: super::acklog::path_for(src).display().to_string(),
         });
     }
-    copy_snapshot(&db, dest)
+    Ok(db)
+}
+
+/// Hands every record of a stopped, current-layout file to `send`, the
+/// installation key first, from one snapshot. A record that does not
+/// decode stops the dump, naming it: a copy must not silently lose one.
+pub fn dump_file(src: &Path, send: &mut dyn FnMut(Row) -> Result<()>) -> Result<()> {
+    let db = open_stopped(src)?;
+    let r = db.begin_read()?;
+    let layout = tables::layout_of(&r)?;
+    if layout != Some(tables::LAYOUT) {
+        return Err(StoreError::Refused(format!(
+            "{} is in an older layout; start this version of fulfilld on it once (it upgrades the file) before copying it",
+            src.display()
+        )));
+    }
+    let key = tables::installation_key_of(&r)?
+        .ok_or_else(|| StoreError::Corrupted("the database has no installation key".into()))?;
+    send(Row::InstallationKey(key))?;
+    tables::each_row(&r, send)
 }
 
 pub(super) fn copy_snapshot(db: &Database, dest: &Path) -> Result<BackupStats> {

@@ -65,7 +65,7 @@ use recovery::start_checkpoints;
 use tables::Tx;
 use writer::{Logging, Pending, Shared, WriteOp, writer_loop};
 
-pub use file::backup_file;
+pub use file::{backup_file, dump_file};
 use file::{check_header, check_tables, copy_snapshot, create_private, needs_recovery};
 
 /// Operations waiting for the writer beyond this many make callers wait

@@ -489,6 +489,74 @@ pub(super) fn copy_table<K: redb::Key + 'static, V: redb::Value + 'static>(
     Ok(rows)
 }
 
+/// The layout a snapshot's file is in (`None`: no layout recorded).
+pub(super) fn layout_of(r: &ReadTransaction) -> Result<Option<u8>, StoreError> {
+    match r.open_table(META) {
+        Ok(meta) => Ok(meta.get("layout")?.and_then(|v| v.value().first().copied())),
+        Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The installation key a snapshot holds.
+pub(super) fn installation_key_of(
+    r: &ReadTransaction,
+) -> Result<Option<crate::domain::ids::InstallationKey>, StoreError> {
+    let (_, key) = log_position_of(r)?;
+    key.map(|k| {
+        <[u8; 32]>::try_from(k.as_slice())
+            .map_err(|_| StoreError::Corrupted("the installation key has the wrong length".into()))
+    })
+    .transpose()
+}
+
+/// Every session, retrieved body, event, notification and job of a
+/// snapshot, table by table, to `send`. The index is not sent: it is
+/// derived from the sessions.
+pub(super) fn each_row(
+    r: &ReadTransaction,
+    send: &mut dyn FnMut(crate::store::Row) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    use crate::store::Row;
+    fn each(
+        r: &ReadTransaction,
+        def: TableDefinition<&'static str, &'static [u8]>,
+        mut f: impl FnMut(&str, &[u8]) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let table = match r.open_table(def) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        for entry in table.iter()? {
+            let (k, v) = entry?;
+            f(k.value(), v.value())?;
+        }
+        Ok(())
+    }
+    each(r, SESSIONS, |id, v| {
+        let (rec, detail) = split(id, v)?;
+        send(Row::Session(Box::new(Session {
+            rec: decode(id, rec)?,
+            detail: decode(id, detail)?,
+        })))
+    })?;
+    each(r, BODIES, |id, v| {
+        send(Row::Body(id.to_string(), decode(id, v)?))
+    })?;
+    each(r, EVENTS, |id, v| {
+        let (rec, raw) = split(id, v)?;
+        send(Row::Event(decode(id, rec)?, raw.to_vec()))
+    })?;
+    each(r, NOTIFICATIONS, |id, v| {
+        send(Row::Notification(decode(id, v)?))
+    })?;
+    each(r, JOBS, |key, v| {
+        let (due, job) = decode_job(key, v)?;
+        send(Row::Job(key.to_string(), due, job))
+    })
+}
+
 /// Copies every table of one snapshot into `to` (a fresh database), in the
 /// layout it is in (a stopped file of an older version is copied as it is,
 /// and upgraded when it is first opened).
@@ -496,12 +564,7 @@ pub(super) fn copy_all(
     from: &ReadTransaction,
     to: &WriteTransaction,
 ) -> Result<BackupStats, StoreError> {
-    let layout = match from.open_table(META) {
-        Ok(meta) => meta.get("layout")?.and_then(|v| v.value().first().copied()),
-        Err(redb::TableError::TableDoesNotExist(_)) => None,
-        Err(e) => return Err(e.into()),
-    };
-    if layout != Some(LAYOUT) {
+    if layout_of(from)? != Some(LAYOUT) {
         return super::migrate::copy_v1(from, to);
     }
     let sessions = copy_table(from, to, SESSIONS)?;

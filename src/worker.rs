@@ -37,6 +37,9 @@ const ON_ERROR: Duration = Duration::from_secs(1);
 /// How long a job that could not record its outcome (a storage error) keeps
 /// its slot before it may run again, so a failing disk is not hammered.
 const ON_JOB_ERROR: Duration = Duration::from_secs(5);
+/// How often the jobs running here are held again on a shared database
+/// (a third of `pg::TAKE_MS`).
+const HOLD_EVERY: Duration = Duration::from_secs(10);
 /// How long a stop waits for jobs in flight (a Stripe call can take 30 s).
 const JOB_GRACE: Duration = Duration::from_secs(10);
 
@@ -61,8 +64,13 @@ impl Worker {
     pub async fn run_until_stopped(self, stop: CancellationToken) {
         let wake = self.fulfiller.wake_handle();
         let mut running = JoinSet::new();
+        let mut held = tokio::time::Instant::now();
         loop {
             while running.try_join_next().is_some() {}
+            if held.elapsed() >= HOLD_EVERY {
+                held = tokio::time::Instant::now();
+                self.hold_running().await;
+            }
             let wait = match self.start_due(&mut running).await {
                 // Started some: look again, more may be due.
                 Ok((n, _)) if n > 0 => continue,
@@ -93,6 +101,24 @@ impl Worker {
                 "stopping with jobs still running; they resume at the next start"
             );
             running.abort_all();
+        }
+    }
+
+    /// Keeps the jobs running here held (see `Storage::hold_jobs`).
+    async fn hold_running(&self) {
+        let keys: Vec<String> = self
+            .in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .cloned()
+            .collect();
+        if keys.is_empty() {
+            return;
+        }
+        let now = self.fulfiller.clock().now_ms();
+        if let Err(e) = self.fulfiller.store().hold_jobs(keys, now).await {
+            tracing::warn!(error = %crate::report::chain(&e), "cannot renew the hold on running jobs");
         }
     }
 
@@ -157,6 +183,11 @@ impl Worker {
                     .unwrap_or(true);
                 if still_due && !run_job(&fulfiller, &job, due_ms).await {
                     tokio::time::sleep(ON_JOB_ERROR).await;
+                    // Its outcome was not recorded: free to be run again, by
+                    // any replica, rather than held by this one.
+                    if let Err(e) = fulfiller.store().release_job(&key, due_ms).await {
+                        tracing::warn!(job = %key, error = %crate::report::chain(&e), "cannot hand back a job; it is free again when its hold ends");
+                    }
                 }
                 in_flight
                     .lock()

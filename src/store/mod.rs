@@ -269,6 +269,12 @@ pub trait Storage: Send + Sync + 'static {
     async fn release_job(&self, _key: &str, _due: u64) -> Result<()> {
         Ok(())
     }
+    /// Extends this process's hold on the jobs it is running (`keys`) to
+    /// `now` + `pg::TAKE_MS`: a job outlives its first hold only while the
+    /// process running it is alive.
+    async fn hold_jobs(&self, _keys: Vec<String>, _now: u64) -> Result<()> {
+        Ok(())
+    }
     async fn queue_stats(&self) -> Result<QueueStats>;
     /// Notified when a commit queued a job: the worker waits on this
     /// instead of rescanning after every write.

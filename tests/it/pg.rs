@@ -342,6 +342,22 @@ async fn a_taken_job_is_free_when_its_hold_ends_or_it_is_handed_back() {
     let stats = b.queue_stats().await.unwrap();
     assert_eq!(stats.next_due, Some(due));
     assert!(stats.next_free.unwrap() >= now + 1 + TAKE_MS, "{stats:?}");
+    // Held again while it runs: still not free when the first hold ends.
+    a.hold_jobs(vec![job.key()], now + 10_000).await.unwrap();
+    let past_first = now + 2 + TAKE_MS;
+    assert!(
+        b.due_jobs(past_first, 8, JobKind::Fulfill)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Another replica's hold changes nothing.
+    b.hold_jobs(vec![job.key()], now + 1_000_000).await.unwrap();
+    assert_eq!(
+        b.queue_stats().await.unwrap().next_free,
+        Some(now + 10_000 + TAKE_MS)
+    );
+    a.hold_jobs(vec![job.key()], now + 1).await.unwrap();
     // Handed back by another replica than the taker: nothing changes.
     b.release_job(&job.key(), due).await.unwrap();
     assert!(

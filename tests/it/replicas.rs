@@ -556,3 +556,166 @@ async fn migrate_to_copies_a_redb_file_and_the_copy_answers_the_same() {
         "the paid session was fulfilled once, before the move"
     );
 }
+
+/// The README's `haproxy.cfg`, exactly as written there.
+fn readme_haproxy_cfg() -> String {
+    let readme = include_str!("../../README.md");
+    let open = "```\n# haproxy.cfg\n";
+    let start = readme.find(open).expect("the README shows haproxy.cfg") + 4;
+    let end = start + readme[start..].find("```").expect("the block ends");
+    readme[start..end].to_string()
+}
+
+/// HAProxy, when installed (`.ci/run` installs it; CI must have it).
+fn haproxy() -> Option<std::path::PathBuf> {
+    let found = [
+        "/usr/sbin/haproxy",
+        "/usr/bin/haproxy",
+        "/usr/local/sbin/haproxy",
+    ]
+    .into_iter()
+    .map(std::path::PathBuf::from)
+    .find(|p| p.exists());
+    if found.is_none() {
+        assert!(
+            std::env::var("CI").is_err() && std::env::var("REQUIRE_PG_TEST").is_err(),
+            "HAProxy is required here (apt-get install haproxy)"
+        );
+        eprintln!("skipping: HAProxy is not installed");
+    }
+    found
+}
+
+/// A child process stopped when the test ends, however it ends.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The README's compose topology, run natively: its `haproxy.cfg` in front
+/// of two replicas on one database. Webhooks through the proxy reach both
+/// replicas; when one is killed, the next ones (refused connections
+/// retried on the other) are still all acknowledged, and every session is
+/// fulfilled once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_readme_proxy_config_keeps_webhooks_flowing_when_a_replica_dies() {
+    let Some(proxy_bin) = haproxy() else {
+        return;
+    };
+    let Some(mut c) = Cluster::start(
+        "the_readme_proxy_config",
+        2,
+        &[("FULFILLD_SERVER__TRUSTED_PROXIES", "127.0.0.1")],
+    )
+    .await
+    else {
+        return;
+    };
+    let cfg = c.dir.path().join("haproxy.cfg");
+    std::fs::write(&cfg, readme_haproxy_cfg()).unwrap();
+    let port = crate::helpers::binary::free_port();
+    let replica = |i: usize| {
+        c.replicas[i]
+            .address()
+            .trim_start_matches("http://")
+            .to_string()
+    };
+    let proxy = std::process::Command::new(proxy_bin)
+        .arg("-f")
+        .arg(&cfg)
+        .arg("-db")
+        .env("PROXY_LISTEN", format!("127.0.0.1:{port}"))
+        .env("REPLICA_A", replica(0))
+        .env("REPLICA_B", replica(1))
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .expect("haproxy starts");
+    let _proxy = KillOnDrop(proxy);
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    eventually("the proxy answers /healthz", || async {
+        let r = http.get(format!("{base}/healthz")).send().await.ok()?;
+        (r.status() == 200).then_some(())
+    })
+    .await;
+
+    let send = |round: usize| {
+        let (http, base, stripe) = (http.clone(), base.clone(), &c.stripe);
+        let mut calls = Vec::new();
+        for i in 0..10 {
+            let id = session_id(&format!("proxy_{round}_{i}"));
+            let (session, items) = SampleSession::paid(&id, 1).build();
+            stripe.insert(session.clone(), items);
+            let body = event_body(
+                &format!("evt_proxy_{round}_{i}"),
+                "checkout.session.completed",
+                &session,
+            );
+            let (http, base) = (http.clone(), base.clone());
+            calls.push(tokio::spawn(async move {
+                (id, post_webhook(&http, &base, &body).await)
+            }));
+        }
+        calls
+    };
+    let mut ids = Vec::new();
+    for call in send(0) {
+        let (id, status) = call.await.unwrap();
+        assert_eq!(status, Some(200), "{id} through the proxy");
+        ids.push(id);
+    }
+    // Round robin: both replicas acknowledged some.
+    for r in &c.replicas {
+        let metrics = http
+            .get(format!("{}/metrics", r.address()))
+            .bearer_auth(API_TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            metrics.contains(
+                "fulfilld_webhooks_total{type=\"checkout.session.completed\",outcome=\"recorded\"}"
+            ),
+            "{metrics}"
+        );
+    }
+    // Every one fulfilled (a job the killed replica held would wait for
+    // its hold and claim lease: that is the kill -9 test's subject).
+    for id in &ids {
+        c.replicas[1].wait_for_state(id, "fulfilled").await;
+    }
+    // One replica dies; the proxy has not noticed yet.
+    c.replicas.remove(0).kill_9();
+    for call in send(1) {
+        let (id, status) = call.await.unwrap();
+        assert_eq!(status, Some(200), "{id} after a replica died");
+        ids.push(id);
+    }
+    let survivor = &c.replicas[0];
+    for id in &ids {
+        let s = survivor.wait_for_state(id, "fulfilled").await;
+        assert_eq!(s["fulfillments"].as_array().unwrap().len(), 1, "{s}");
+    }
+    c.db.settle(HORIZON_MS).await;
+    let mut fulfilled: Vec<String> = c
+        .receiver
+        .of_kind("checkout.fulfilled")
+        .iter()
+        .map(|cb| {
+            cb.body["data"]["session"]["id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    fulfilled.sort();
+    ids.sort();
+    assert_eq!(fulfilled, ids, "one callback per session");
+}

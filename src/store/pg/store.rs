@@ -42,11 +42,11 @@ use crate::{
 const QUEUE_DEPTH: usize = 16_384;
 /// Connections for reads and queue statements.
 const READ_CONNECTIONS: usize = 4;
-/// How long a replica holds a job it took: longer than any one job runs (a
-/// fulfillment's Stripe calls and callback each time out within 30 s; a
-/// delivery within 30 s), so no job runs twice at once; and what a job
-/// waits when the replica that took it died.
-pub const TAKE_MS: u64 = 120_000;
+/// How long a replica holds a job it took, renewed every third of it
+/// while the job runs (`Storage::hold_jobs`): what a job waits when the
+/// replica that took it died. Three missed renewals in a row (a replica
+/// stalled for 20 s) are needed before another may run it too.
+pub const TAKE_MS: u64 = 30_000;
 /// The most prefix matches a search looks at (as on redb).
 const SEARCH_CAP: i64 = 1000;
 
@@ -525,6 +525,18 @@ impl Storage for PgStore {
                 "UPDATE jobs SET taken_by = NULL, taken_until_ms = NULL
                  WHERE key = $1 AND due_ms = $2 AND taken_by = $3",
                 &[&key, &ms(due), &self.inner.replica],
+            )
+            .await
+            .map_err(pg_error)?;
+        Ok(())
+    }
+
+    async fn hold_jobs(&self, keys: Vec<String>, now: u64) -> Result<()> {
+        self.client()
+            .await?
+            .execute(
+                "UPDATE jobs SET taken_until_ms = $2 WHERE taken_by = $1 AND key = ANY($3)",
+                &[&self.inner.replica, &ms(now.saturating_add(TAKE_MS)), &keys],
             )
             .await
             .map_err(pg_error)?;

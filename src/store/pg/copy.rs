@@ -15,7 +15,7 @@ use tokio_postgres::Transaction;
 use super::{
     Target, migrate, pg_error,
     txn::{EventWrite, JobWrite, Writes},
-    writer::write_back,
+    writer::{Statements, write_back},
 };
 use crate::store::{Copied, Result, Row, StoreError};
 
@@ -47,6 +47,7 @@ pub async fn copy_into(
     let mut copied = Copied::default();
     let mut writes = Writes::default();
     let mut pending = 0;
+    let mut st = Statements::default();
     while let Some(row) = rows.recv().await {
         match row {
             Row::InstallationKey(_) => {
@@ -76,11 +77,11 @@ pub async fn copy_into(
         }
         pending += 1;
         if pending == CHUNK {
-            write_back(&tx, &std::mem::take(&mut writes)).await?;
+            write_back(&tx, &mut st, &std::mem::take(&mut writes)).await?;
             pending = 0;
         }
     }
-    write_back(&tx, &writes).await?;
+    write_back(&tx, &mut st, &writes).await?;
     finished.await?;
     // Every row arrived, none merged into another: the counts agree.
     let found = counts(&tx).await?;

@@ -32,7 +32,7 @@
 use std::collections::{HashMap, HashSet};
 
 use tokio::sync::{Notify, mpsc, oneshot};
-use tokio_postgres::{Client, Transaction, error::SqlState};
+use tokio_postgres::{Client, Statement, Transaction, error::SqlState, types::ToSql};
 
 use super::{
     Target, pg_error,
@@ -40,7 +40,7 @@ use super::{
 };
 use crate::{
     domain::Session,
-    model::{EventRecord, Notification, fulfill_key},
+    model::{EventRecord, Job, Notification, fulfill_key},
     store::{Result, StoreError},
 };
 
@@ -122,7 +122,7 @@ where
 
 /// Runs batches until every sender is gone.
 pub async fn writer_loop(target: Target, mut rx: mpsc::Receiver<Box<dyn PgOp>>, wake: &Notify) {
-    let mut client: Option<Client> = None;
+    let mut client: Option<(Client, Statements)> = None;
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -149,12 +149,15 @@ pub async fn writer_loop(target: Target, mut rx: mpsc::Receiver<Box<dyn PgOp>>, 
 /// Runs a batch, retrying it when PostgreSQL asks for that.
 async fn run_batch(
     target: &Target,
-    client: &mut Option<Client>,
+    client: &mut Option<(Client, Statements)>,
     batch: &mut [Box<dyn PgOp>],
 ) -> Result<bool> {
     let mut attempt = 1;
     loop {
         let outcome = run_once(target, client, batch).await;
+        if let (Err(_), Some((_, st))) = (&outcome, client.as_mut()) {
+            st.0.clear();
+        }
         match &outcome {
             Err(StoreError::Backend(e)) if attempt < MAX_ATTEMPTS && retryable(e.as_ref()) => {
                 tracing::debug!(attempt, "PostgreSQL asked to retry a batch");
@@ -220,15 +223,20 @@ fn may_be_one_operation(e: &StoreError) -> bool {
 /// One attempt at a batch; true when it queued work.
 async fn run_once(
     target: &Target,
-    client: &mut Option<Client>,
+    client: &mut Option<(Client, Statements)>,
     batch: &mut [Box<dyn PgOp>],
 ) -> Result<bool> {
-    let c = match client {
-        Some(c) if !c.is_closed() => c,
-        _ => client.insert(target.connect().await.map_err(pg_error)?),
+    if client.as_ref().is_none_or(|(c, _)| c.is_closed()) {
+        *client = Some((
+            target.connect().await.map_err(pg_error)?,
+            Statements::default(),
+        ));
+    }
+    let Some((c, st)) = client.as_mut() else {
+        return Err(StoreError::Stopped);
     };
     let tx = c.transaction().await.map_err(pg_error)?;
-    lock(&tx, batch.iter().flat_map(|op| op.locks().iter())).await?;
+    lock(&tx, st, batch.iter().flat_map(|op| op.locks().iter())).await?;
     let mut rows = Rows::default();
     let first: HashSet<Need> = batch
         .iter()
@@ -238,7 +246,7 @@ async fn run_once(
             Lock::Event(id) => vec![Need::Event(id.clone())],
         })
         .collect();
-    load(&tx, &mut rows, first).await?;
+    load(&tx, st, &mut rows, first).await?;
     for op in batch.iter_mut() {
         let mut runs = 0;
         while let Some(missing) = op.apply(&mut rows) {
@@ -249,15 +257,15 @@ async fn run_once(
                     "an operation kept reading rows it had not named".into(),
                 ));
             }
-            load(&tx, &mut rows, missing).await?;
+            load(&tx, st, &mut rows, missing).await?;
         }
     }
     let writes = std::mem::take(&mut rows.writes);
     let queued = writes.queues_work();
     if !writes.is_empty() {
-        write_back(&tx, &writes).await?;
+        write_back(&tx, st, &writes).await?;
         if queued {
-            tx.execute("SELECT pg_notify($1, '')", &[&CHANNEL])
+            tx.execute(&st.get(&tx, "SELECT pg_notify($1, '')").await?, &[&CHANNEL])
                 .await
                 .map_err(pg_error)?;
         }
@@ -267,7 +275,11 @@ async fn run_once(
 }
 
 /// Takes the advisory locks of `locks`, in (namespace, hash) order.
-async fn lock<'a>(tx: &Transaction<'_>, locks: impl Iterator<Item = &'a Lock>) -> Result<()> {
+async fn lock<'a>(
+    tx: &Transaction<'_>,
+    st: &mut Statements,
+    locks: impl Iterator<Item = &'a Lock>,
+) -> Result<()> {
     let mut spaces = Vec::new();
     let mut keys = Vec::new();
     for l in locks.collect::<HashSet<_>>() {
@@ -282,10 +294,14 @@ async fn lock<'a>(tx: &Transaction<'_>, locks: impl Iterator<Item = &'a Lock>) -
         return Ok(());
     }
     tx.execute(
-        "SELECT count(pg_advisory_xact_lock(s, h)) FROM (
+        &st.get(
+            tx,
+            "SELECT count(pg_advisory_xact_lock(s, h)) FROM (
             SELECT s, hashtext(k) AS h FROM unnest($1::int4[], $2::text[]) AS t(s, k)
             ORDER BY 1, 2
         ) ordered",
+        )
+        .await?,
         &[&spaces, &keys],
     )
     .await
@@ -293,8 +309,14 @@ async fn lock<'a>(tx: &Transaction<'_>, locks: impl Iterator<Item = &'a Lock>) -
     Ok(())
 }
 
-/// Reads the rows in `needs` into `rows`; an id not found is recorded as absent.
-async fn load(tx: &Transaction<'_>, rows: &mut Rows, needs: HashSet<Need>) -> Result<()> {
+/// Reads the rows in `needs` into `rows`; an id not found is recorded as
+/// absent. The reads are pipelined: sent together, answered in one round trip.
+async fn load(
+    tx: &Transaction<'_>,
+    st: &mut Statements,
+    rows: &mut Rows,
+    needs: HashSet<Need>,
+) -> Result<()> {
     let mut sessions = Vec::new();
     let mut events = Vec::new();
     let mut notifications = Vec::new();
@@ -307,96 +329,160 @@ async fn load(tx: &Transaction<'_>, rows: &mut Rows, needs: HashSet<Need>) -> Re
             Need::Job(k) => jobs.push(k),
         }
     }
-    if !sessions.is_empty() {
-        let found = tx
-            .query(
-                "SELECT id, record, detail FROM sessions WHERE id = ANY($1)",
-                &[&sessions],
-            )
-            .await
-            .map_err(pg_error)?;
-        for id in &sessions {
-            rows.sessions.insert(id.clone(), None);
-        }
-        for r in found {
-            let id: String = r.get(0);
-            let s = super::decode(&id, r.get(1)).and_then(|rec| {
-                Ok(Session {
-                    rec,
-                    detail: super::decode(&id, r.get(2))?,
-                })
-            });
-            match s {
-                Ok(s) => {
-                    rows.sessions.insert(id, Some(s));
-                }
-                Err(e) => {
-                    rows.broken.insert(Need::Session(id), e.to_string());
-                }
+    let q_sessions = st
+        .get_if(
+            !sessions.is_empty(),
+            tx,
+            "SELECT id, record, detail FROM sessions WHERE id = ANY($1)",
+        )
+        .await?;
+    let q_events = st
+        .get_if(
+            !events.is_empty(),
+            tx,
+            "SELECT id, record FROM events WHERE id = ANY($1)",
+        )
+        .await?;
+    let q_notifications = st
+        .get_if(
+            !notifications.is_empty(),
+            tx,
+            "SELECT id, value FROM notifications WHERE id = ANY($1)",
+        )
+        .await?;
+    let q_jobs = st
+        .get_if(
+            !jobs.is_empty(),
+            tx,
+            "SELECT key, due_ms FROM jobs WHERE key = ANY($1)",
+        )
+        .await?;
+    let (found_sessions, found_events, found_notifications, found_jobs) = tokio::try_join!(
+        query_if(tx, q_sessions, &sessions),
+        query_if(tx, q_events, &events),
+        query_if(tx, q_notifications, &notifications),
+        query_if(tx, q_jobs, &jobs),
+    )?;
+    for id in sessions {
+        rows.sessions.insert(id, None);
+    }
+    for r in found_sessions {
+        let id: String = r.get(0);
+        let s = super::decode(&id, r.get(1)).and_then(|rec| {
+            Ok(Session {
+                rec,
+                detail: super::decode(&id, r.get(2))?,
+            })
+        });
+        match s {
+            Ok(s) => {
+                rows.sessions.insert(id, Some(s));
+            }
+            Err(e) => {
+                rows.sessions.remove(&id);
+                rows.broken.insert(Need::Session(id), e.to_string());
             }
         }
     }
-    if !events.is_empty() {
-        let found = tx
-            .query(
-                "SELECT id, record FROM events WHERE id = ANY($1)",
-                &[&events],
-            )
-            .await
-            .map_err(pg_error)?;
-        for id in &events {
-            rows.events.insert(id.clone(), None);
-        }
-        for r in found {
-            let id: String = r.get(0);
-            match super::decode::<EventRecord>(&id, r.get(1)) {
-                Ok(rec) => {
-                    rows.events.insert(id, Some(rec));
-                }
-                Err(e) => {
-                    rows.broken.insert(Need::Event(id), e.to_string());
-                }
+    for id in events {
+        rows.events.insert(id, None);
+    }
+    for r in found_events {
+        let id: String = r.get(0);
+        match super::decode::<EventRecord>(&id, r.get(1)) {
+            Ok(rec) => {
+                rows.events.insert(id, Some(rec));
+            }
+            Err(e) => {
+                rows.events.remove(&id);
+                rows.broken.insert(Need::Event(id), e.to_string());
             }
         }
     }
-    if !notifications.is_empty() {
-        let found = tx
-            .query(
-                "SELECT id, value FROM notifications WHERE id = ANY($1)",
-                &[&notifications],
-            )
-            .await
-            .map_err(pg_error)?;
-        for id in &notifications {
-            rows.notifications.insert(id.clone(), None);
-        }
-        for r in found {
-            let id: String = r.get(0);
-            match super::decode::<Notification>(&id, r.get(1)) {
-                Ok(n) => {
-                    rows.notifications.insert(id, Some(n));
-                }
-                Err(e) => {
-                    rows.broken.insert(Need::Notification(id), e.to_string());
-                }
+    for id in notifications {
+        rows.notifications.insert(id, None);
+    }
+    for r in found_notifications {
+        let id: String = r.get(0);
+        match super::decode::<Notification>(&id, r.get(1)) {
+            Ok(n) => {
+                rows.notifications.insert(id, Some(n));
+            }
+            Err(e) => {
+                rows.notifications.remove(&id);
+                rows.broken.insert(Need::Notification(id), e.to_string());
             }
         }
     }
-    if !jobs.is_empty() {
-        let found = tx
-            .query("SELECT key, due_ms FROM jobs WHERE key = ANY($1)", &[&jobs])
-            .await
-            .map_err(pg_error)?;
-        for k in &jobs {
-            rows.jobs.insert(k.clone(), None);
-        }
-        for r in found {
-            let due: i64 = r.get(1);
-            rows.jobs
-                .insert(r.get(0), Some(u64::try_from(due).unwrap_or(0)));
-        }
+    for k in jobs {
+        rows.jobs.insert(k, None);
+    }
+    for r in found_jobs {
+        let due: i64 = r.get(1);
+        rows.jobs
+            .insert(r.get(0), Some(u64::try_from(due).unwrap_or(0)));
     }
     Ok(())
+}
+
+/// Runs `stmt` when there is one (the batch needs it), else finds nothing.
+async fn query_if(
+    tx: &Transaction<'_>,
+    stmt: Option<Statement>,
+    param: &(dyn ToSql + Sync),
+) -> Result<Vec<tokio_postgres::Row>> {
+    match stmt {
+        Some(stmt) => tx.query(&stmt, &[param]).await.map_err(pg_error),
+        None => Ok(Vec::new()),
+    }
+}
+
+/// Runs `stmt` with `params` when there is one, else does nothing.
+async fn execute_if(
+    tx: &Transaction<'_>,
+    stmt: Option<Statement>,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<u64> {
+    match stmt {
+        Some(stmt) => tx.execute(&stmt, params).await.map_err(pg_error),
+        None => Ok(0),
+    }
+}
+
+/// One connection's prepared statements, by their text: each is parsed and
+/// planned once per connection rather than once per use, and a use is one
+/// round trip instead of two. Cleared when a batch fails, so a statement
+/// that went stale (a migration by a newer replica) is prepared again.
+#[derive(Default)]
+pub(super) struct Statements(HashMap<&'static str, Statement>);
+
+impl Statements {
+    pub(super) async fn get(
+        &mut self,
+        tx: &Transaction<'_>,
+        sql: &'static str,
+    ) -> Result<Statement> {
+        if let Some(s) = self.0.get(sql) {
+            return Ok(s.clone());
+        }
+        let s = tx.prepare(sql).await.map_err(pg_error)?;
+        self.0.insert(sql, s.clone());
+        Ok(s)
+    }
+
+    /// The statement when `needed`.
+    async fn get_if(
+        &mut self,
+        needed: bool,
+        tx: &Transaction<'_>,
+        sql: &'static str,
+    ) -> Result<Option<Statement>> {
+        Ok(if needed {
+            Some(self.get(tx, sql).await?)
+        } else {
+            None
+        })
+    }
 }
 
 /// Sorted by key, so two statements touching the same rows lock them in
@@ -407,129 +493,173 @@ fn sorted<V>(m: &HashMap<String, V>) -> Vec<(&String, &V)> {
     v
 }
 
-/// Writes every changed row: one statement per table and kind of change.
-pub(super) async fn write_back(tx: &Transaction<'_>, w: &Writes) -> Result<()> {
-    if !w.sessions.is_empty() {
-        let mut cols = SessionColumns::default();
-        for (_, s) in sorted(&w.sessions) {
-            cols.push(s)?;
+/// Writes every changed row: one statement per table and kind of change,
+/// pipelined (sent together, answered in one round trip; PostgreSQL runs
+/// them in order, and they touch different rows).
+pub(super) async fn write_back(
+    tx: &Transaction<'_>,
+    st: &mut Statements,
+    w: &Writes,
+) -> Result<()> {
+    let mut sessions = SessionColumns::default();
+    for (_, s) in sorted(&w.sessions) {
+        sessions.push(s)?;
+    }
+    let (mut body_ids, mut bodies) = (Vec::new(), Vec::new());
+    for (id, body) in sorted(&w.bodies) {
+        body_ids.push(id.as_str());
+        bodies.push(super::encode(body)?);
+    }
+    let mut new_events = EventColumns::default();
+    let (mut event_ids, mut event_recs) = (Vec::new(), Vec::new());
+    for (id, e) in sorted(&w.events) {
+        match e {
+            EventWrite::New(rec, raw) => new_events.push(rec, raw)?,
+            EventWrite::Update(rec) => {
+                event_ids.push(id.as_str());
+                event_recs.push(super::encode(rec)?);
+            }
         }
-        tx.execute(
+    }
+    let (mut note_ids, mut note_sessions, mut note_values) = (Vec::new(), Vec::new(), Vec::new());
+    for (id, n) in sorted(&w.notifications) {
+        note_ids.push(id.as_str());
+        note_sessions.push(n.session_id.as_str());
+        note_values.push(super::encode(n)?);
+    }
+    let mut jobs = JobColumns::default();
+    let mut removed = Vec::new();
+    for (key, j) in sorted(&w.jobs) {
+        match j {
+            JobWrite::Put(due, job) => jobs.push(key, *due, job)?,
+            JobWrite::Remove => removed.push(key.as_str()),
+        }
+    }
+
+    let q_sessions = st
+        .get_if(
+            !sessions.id.is_empty(),
+            tx,
             "INSERT INTO sessions (id, state, created, email_lc, payment_intent, record, detail)
              SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::text[], $5::text[], $6::bytea[], $7::bytea[])
              ON CONFLICT (id) DO UPDATE SET state = excluded.state, created = excluded.created,
                email_lc = excluded.email_lc, payment_intent = excluded.payment_intent,
                record = excluded.record, detail = excluded.detail",
-            &[&cols.id, &cols.state, &cols.created, &cols.email_lc, &cols.payment_intent, &cols.record, &cols.detail],
         )
-        .await
-        .map_err(pg_error)?;
-    }
-    if !w.bodies.is_empty() {
-        let (mut ids, mut bodies) = (Vec::new(), Vec::new());
-        for (id, body) in sorted(&w.bodies) {
-            ids.push(id.as_str());
-            bodies.push(super::encode(body)?);
-        }
-        tx.execute(
+        .await?;
+    let q_bodies = st
+        .get_if(
+            !body_ids.is_empty(),
+            tx,
             "INSERT INTO session_bodies (id, body) SELECT * FROM unnest($1::text[], $2::bytea[])
              ON CONFLICT (id) DO UPDATE SET body = excluded.body",
-            &[&ids, &bodies],
         )
-        .await
-        .map_err(pg_error)?;
-    }
-    if !w.events.is_empty() {
-        let mut new = EventColumns::default();
-        let (mut ids, mut recs) = (Vec::new(), Vec::new());
-        for (id, e) in sorted(&w.events) {
-            match e {
-                EventWrite::New(rec, raw) => new.push(rec, raw)?,
-                EventWrite::Update(rec) => {
-                    ids.push(id.as_str());
-                    recs.push(super::encode(rec)?);
-                }
-            }
-        }
-        if !new.id.is_empty() {
-            // Under the event's lock a first delivery is new; a conflict
-            // would mean a row written outside the locks, kept as it is.
-            tx.execute(
-                "INSERT INTO events (id, session_id, received_at_ms, record, raw)
-                 SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::bytea[], $5::bytea[])
-                 ON CONFLICT (id) DO NOTHING",
-                &[
-                    &new.id,
-                    &new.session_id,
-                    &new.received,
-                    &new.record,
-                    &new.raw,
-                ],
-            )
-            .await
-            .map_err(pg_error)?;
-        }
-        if !ids.is_empty() {
-            tx.execute(
-                "UPDATE events e SET record = u.record
-                 FROM unnest($1::text[], $2::bytea[]) AS u(id, record) WHERE e.id = u.id",
-                &[&ids, &recs],
-            )
-            .await
-            .map_err(pg_error)?;
-        }
-    }
-    if !w.notifications.is_empty() {
-        let (mut ids, mut sessions, mut values) = (Vec::new(), Vec::new(), Vec::new());
-        for (id, n) in sorted(&w.notifications) {
-            ids.push(id.as_str());
-            sessions.push(n.session_id.as_str());
-            values.push(super::encode(n)?);
-        }
-        tx.execute(
+        .await?;
+    // Under the event's lock a first delivery is new; a conflict would mean
+    // a row written outside the locks, kept as it is.
+    let q_new_events = st
+        .get_if(
+            !new_events.id.is_empty(),
+            tx,
+            "INSERT INTO events (id, session_id, received_at_ms, record, raw)
+             SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::bytea[], $5::bytea[])
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .await?;
+    let q_events = st
+        .get_if(
+            !event_ids.is_empty(),
+            tx,
+            "UPDATE events e SET record = u.record
+             FROM unnest($1::text[], $2::bytea[]) AS u(id, record) WHERE e.id = u.id",
+        )
+        .await?;
+    let q_notifications = st
+        .get_if(
+            !note_ids.is_empty(),
+            tx,
             "INSERT INTO notifications (id, session_id, value)
              SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[])
              ON CONFLICT (id) DO UPDATE SET value = excluded.value",
-            &[&ids, &sessions, &values],
         )
-        .await
-        .map_err(pg_error)?;
-    }
-    if !w.jobs.is_empty() {
-        let (mut keys, mut kinds, mut sessions, mut dues, mut jobs) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        let mut removed = Vec::new();
-        for (key, j) in sorted(&w.jobs) {
-            match j {
-                JobWrite::Put(due, job) => {
-                    keys.push(key.as_str());
-                    kinds.push(super::kind_name(job.kind()));
-                    sessions.push(super::job_session(job));
-                    dues.push(super::ms(*due));
-                    jobs.push(super::encode(job)?);
-                }
-                JobWrite::Remove => removed.push(key.as_str()),
-            }
-        }
-        if !removed.is_empty() {
-            tx.execute("DELETE FROM jobs WHERE key = ANY($1)", &[&removed])
-                .await
-                .map_err(pg_error)?;
-        }
-        if !keys.is_empty() {
-            // A job put again is free to be taken again.
-            tx.execute(
-                "INSERT INTO jobs (key, kind, session_id, due_ms, job)
-                 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[], $5::bytea[])
-                 ON CONFLICT (key) DO UPDATE SET kind = excluded.kind, session_id = excluded.session_id,
-                   due_ms = excluded.due_ms, job = excluded.job, taken_by = NULL, taken_until_ms = NULL",
-                &[&keys, &kinds, &sessions, &dues, &jobs],
-            )
-            .await
-            .map_err(pg_error)?;
-        }
-    }
+        .await?;
+    let q_removed = st
+        .get_if(
+            !removed.is_empty(),
+            tx,
+            "DELETE FROM jobs WHERE key = ANY($1)",
+        )
+        .await?;
+    // A job put again is free to be taken again.
+    let q_jobs = st
+        .get_if(
+            !jobs.key.is_empty(),
+            tx,
+            "INSERT INTO jobs (key, kind, session_id, due_ms, job)
+             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[], $5::bytea[])
+             ON CONFLICT (key) DO UPDATE SET kind = excluded.kind, session_id = excluded.session_id,
+               due_ms = excluded.due_ms, job = excluded.job, taken_by = NULL, taken_until_ms = NULL",
+        )
+        .await?;
+    type Param<'p> = &'p (dyn ToSql + Sync);
+    let p_sessions: [Param; 7] = [
+        &sessions.id,
+        &sessions.state,
+        &sessions.created,
+        &sessions.email_lc,
+        &sessions.payment_intent,
+        &sessions.record,
+        &sessions.detail,
+    ];
+    let p_bodies: [Param; 2] = [&body_ids, &bodies];
+    let p_new_events: [Param; 5] = [
+        &new_events.id,
+        &new_events.session_id,
+        &new_events.received,
+        &new_events.record,
+        &new_events.raw,
+    ];
+    let p_events: [Param; 2] = [&event_ids, &event_recs];
+    let p_notifications: [Param; 3] = [&note_ids, &note_sessions, &note_values];
+    let p_removed: [Param; 1] = [&removed];
+    let p_jobs: [Param; 5] = [
+        &jobs.key,
+        &jobs.kind,
+        &jobs.session_id,
+        &jobs.due,
+        &jobs.job,
+    ];
+    tokio::try_join!(
+        execute_if(tx, q_sessions, &p_sessions),
+        execute_if(tx, q_bodies, &p_bodies),
+        execute_if(tx, q_new_events, &p_new_events),
+        execute_if(tx, q_events, &p_events),
+        execute_if(tx, q_notifications, &p_notifications),
+        execute_if(tx, q_removed, &p_removed),
+        execute_if(tx, q_jobs, &p_jobs),
+    )?;
     Ok(())
+}
+
+/// Job rows per column.
+#[derive(Default)]
+struct JobColumns<'a> {
+    key: Vec<&'a str>,
+    kind: Vec<&'static str>,
+    session_id: Vec<&'a str>,
+    due: Vec<i64>,
+    job: Vec<Vec<u8>>,
+}
+
+impl<'a> JobColumns<'a> {
+    fn push(&mut self, key: &'a str, due: u64, job: &'a Job) -> Result<()> {
+        self.key.push(key);
+        self.kind.push(super::kind_name(job.kind()));
+        self.session_id.push(super::job_session(job));
+        self.due.push(super::ms(due));
+        self.job.push(super::encode(job)?);
+        Ok(())
+    }
 }
 
 /// A session row per column, for one `unnest` insert.

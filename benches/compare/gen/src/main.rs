@@ -1,7 +1,11 @@
-//! Load generator for benches/compare.sh: signed, unique Stripe webhooks to one
-//! URL on 127.0.0.1, closed loop (N connections) or open loop (fixed rate,
-//! latency from each request's scheduled start). Prints one line of
-//! `key=value` pairs. Bounded in count and in time.
+//! Load generator for benches/compare.sh and benches/replicas.sh: signed,
+//! unique Stripe webhooks to URLs on 127.0.0.1, closed loop (N connections) or
+//! open loop (fixed rate, latency from each request's scheduled start). Prints
+//! one line of `key=value` pairs. Bounded in count and in time.
+//!
+//! URL may be several, comma-separated (one per replica): closed-loop
+//! connection i goes to URL i mod n, open-loop request k to URL k mod n, so
+//! the load is spread evenly, as a round-robin proxy would.
 //!
 //!   compare-gen URL TEMPLATE SECRET closed CONNS SECS [COUNT] [START]
 //!   compare-gen URL TEMPLATE SECRET open RATE SECS [START] [MAX_CONNS]
@@ -32,14 +36,18 @@ use tokio::net::TcpStream;
 
 const SLOT: &str = "NNNNNNNNNNNN";
 
-struct Ctx {
+/// One server to send to; idle open-loop connections wait in its pool.
+struct Target {
     addr: String,
-    host: String,
     path: String,
+    pool: Mutex<Vec<SendRequest<Full<Bytes>>>>,
+}
+
+struct Ctx {
+    targets: Vec<Target>,
     template: String,
     secret: String,
     counter: AtomicU64,
-    pool: Mutex<Vec<SendRequest<Full<Bytes>>>>,
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -53,7 +61,7 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 impl Ctx {
-    fn request(&self) -> hyper::Request<Full<Bytes>> {
+    fn request(&self, target: &Target) -> hyper::Request<Full<Bytes>> {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         let body = self.template.replace(SLOT, &format!("{n:012}"));
         let t = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
@@ -61,16 +69,16 @@ impl Ctx {
         mac.update(format!("{t}.").as_bytes());
         mac.update(body.as_bytes());
         let sig = hex(&mac.finalize().into_bytes());
-        hyper::Request::post(self.path.as_str())
-            .header("host", self.host.as_str())
+        hyper::Request::post(target.path.as_str())
+            .header("host", target.addr.as_str())
             .header("content-type", "application/json")
             .header("stripe-signature", format!("t={t},v1={sig}"))
             .body(Full::new(Bytes::from(body)))
             .unwrap()
     }
 
-    async fn connect(&self) -> Option<SendRequest<Full<Bytes>>> {
-        let stream = TcpStream::connect(&self.addr).await.ok()?;
+    async fn connect(&self, t: &Target) -> Option<SendRequest<Full<Bytes>>> {
+        let stream = TcpStream::connect(&t.addr).await.ok()?;
         stream.set_nodelay(true).ok()?;
         let io = hyper_util_io::TokioIo(stream);
         let (send, conn) = hyper::client::conn::http1::handshake(io).await.ok()?;
@@ -79,11 +87,11 @@ impl Ctx {
     }
 
     /// Sends one request on `conn`; true when answered 2xx with its body read.
-    async fn send(&self, conn: &mut SendRequest<Full<Bytes>>) -> bool {
+    async fn send(&self, t: &Target, conn: &mut SendRequest<Full<Bytes>>) -> bool {
         if conn.ready().await.is_err() {
             return false;
         }
-        match conn.send_request(self.request()).await {
+        match conn.send_request(self.request(t)).await {
             Ok(r) => {
                 let ok = r.status().is_success();
                 ok && r.into_body().collect().await.is_ok()
@@ -123,20 +131,27 @@ async fn main() {
         eprintln!("usage: compare-gen URL TEMPLATE SECRET closed CONNS SECS [COUNT] [START] | open RATE SECS [START]");
         std::process::exit(2);
     }
-    let url = a[0].strip_prefix("http://").expect("http:// URL");
-    let (hostport, path) = url.split_at(url.find('/').unwrap_or(url.len()));
-    assert!(hostport.starts_with("127.0.0.1:"), "traffic to 127.0.0.1 only");
+    let targets: Vec<Target> = a[0]
+        .split(',')
+        .map(|url| {
+            let url = url.strip_prefix("http://").expect("http:// URL");
+            let (hostport, path) = url.split_at(url.find('/').unwrap_or(url.len()));
+            assert!(hostport.starts_with("127.0.0.1:"), "traffic to 127.0.0.1 only");
+            Target {
+                addr: hostport.to_string(),
+                path: if path.is_empty() { "/".into() } else { path.into() },
+                pool: Mutex::new(Vec::new()),
+            }
+        })
+        .collect();
     let num = |i: usize, d: u64| a.get(i).and_then(|v| v.parse().ok()).unwrap_or(d);
     let mode = a[3].as_str();
     let start = if mode == "closed" { num(7, 0) } else { num(6, 0) };
     let ctx = Arc::new(Ctx {
-        addr: hostport.to_string(),
-        host: hostport.to_string(),
-        path: if path.is_empty() { "/".into() } else { path.into() },
+        targets,
         template: std::fs::read_to_string(&a[1]).expect("template"),
         secret: a[2].clone(),
         counter: AtomicU64::new(start),
-        pool: Mutex::new(Vec::new()),
     });
     let secs = num(5, 10).min(600);
     match mode {
@@ -147,14 +162,15 @@ async fn main() {
             let deadline = Instant::now() + Duration::from_secs(secs);
             let t0 = Instant::now();
             let mut tasks = Vec::new();
-            for _ in 0..conns {
+            for i in 0..conns {
                 let ctx = ctx.clone();
                 tasks.push(tokio::spawn(async move {
+                    let t = &ctx.targets[i as usize % ctx.targets.len()];
                     let (mut lat, mut errors) = (Vec::new(), 0u64);
                     let mut conn = None;
                     while Instant::now() < deadline && ctx.counter.load(Ordering::Relaxed) < limit {
                         if conn.is_none() {
-                            conn = ctx.connect().await;
+                            conn = ctx.connect(t).await;
                             if conn.is_none() {
                                 errors += 1;
                                 tokio::time::sleep(Duration::from_millis(10)).await;
@@ -162,7 +178,7 @@ async fn main() {
                             }
                         }
                         let s = Instant::now();
-                        if ctx.send(conn.as_mut().unwrap()).await {
+                        if ctx.send(t, conn.as_mut().unwrap()).await {
                             lat.push(s.elapsed().as_micros() as u64);
                         } else {
                             errors += 1;
@@ -194,20 +210,21 @@ async fn main() {
                 while sent < due {
                     let scheduled = t0 + Duration::from_nanos(sent * 1_000_000_000 / rate);
                     max_lag_us = max_lag_us.max(scheduled.elapsed().as_micros() as u64);
-                    let (ctx, permits) = (ctx.clone(), permits.clone());
+                    let (ctx, permits, sent_k) = (ctx.clone(), permits.clone(), sent);
                     handles.push(tokio::spawn(async move {
                         let _permit = permits.acquire().await.unwrap();
-                        let pooled = ctx.pool.lock().unwrap().pop();
+                        let t = &ctx.targets[(sent_k % ctx.targets.len() as u64) as usize];
+                        let pooled = t.pool.lock().unwrap().pop();
                         let mut conn = match pooled {
                             Some(c) => Some(c),
-                            None => ctx.connect().await,
+                            None => ctx.connect(t).await,
                         };
                         let ok = match conn.as_mut() {
-                            Some(c) => ctx.send(c).await,
+                            Some(c) => ctx.send(t, c).await,
                             None => false,
                         };
                         if ok {
-                            ctx.pool.lock().unwrap().push(conn.unwrap());
+                            t.pool.lock().unwrap().push(conn.unwrap());
                         }
                         (ok, scheduled.elapsed().as_micros() as u64)
                     }));
@@ -226,7 +243,7 @@ async fn main() {
                 }
             }
             let elapsed = t0.elapsed().as_secs_f64();
-            let conns = ctx.pool.lock().unwrap().len();
+            let conns: usize = ctx.targets.iter().map(|t| t.pool.lock().unwrap().len()).sum();
             report(
                 mode,
                 &mut lat,

@@ -138,6 +138,16 @@ pub struct SessionRecord {
     pub refulfil_pending: bool,
     #[serde(default)]
     pub refulfil_actor: Option<String>,
+    /// Checkout's `mode`: `payment`, `subscription` or `setup`.
+    #[serde(default)]
+    pub mode: Option<String>,
+    /// The connected account the session belongs to (Stripe Connect): every
+    /// call to Stripe about it carries `Stripe-Account`.
+    #[serde(default)]
+    pub account: Option<String>,
+    /// The subscription a `subscription`-mode session created.
+    #[serde(default)]
+    pub subscription: Option<String>,
 }
 
 impl SessionRecord {
@@ -165,6 +175,9 @@ impl SessionRecord {
             expect_paid: false,
             refulfil_pending: false,
             refulfil_actor: None,
+            mode: None,
+            account: None,
+            subscription: None,
         }
     }
 }

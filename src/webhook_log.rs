@@ -47,6 +47,8 @@ pub enum Outcome {
     /// Verified and durably recorded (`recorded`, `duplicate` or `ignored`).
     Accepted {
         disposition: &'static str,
+        /// Why it was ignored, when fulfilld says.
+        reason: Option<&'static str>,
         event_id: String,
         event_type: String,
         session_id: Option<String>,
@@ -165,6 +167,7 @@ mod tests {
             outcome: if accepted {
                 Outcome::Accepted {
                     disposition: "recorded",
+                    reason: None,
                     event_id: "evt_1".into(),
                     event_type: "checkout.session.completed".into(),
                     session_id: None,

@@ -86,13 +86,24 @@ pub struct Snapshot {
     pub currency: Option<String>,
     pub customer_email: Option<String>,
     pub payment_intent: Option<String>,
+    pub mode: Option<String>,
+    pub subscription: Option<String>,
+    /// The connected account, from an event's envelope (a session object
+    /// does not name it).
+    pub account: Option<String>,
 }
 
 impl Snapshot {
     /// "Fulfil iff payment_status != unpaid": `paid` and
-    /// `no_payment_required` count; a missing status does not.
+    /// `no_payment_required` count; a missing status does not. A `setup`
+    /// session (saving a payment method, `no_payment_required`) sold
+    /// nothing and is never fulfilled.
     pub fn is_payable(&self) -> bool {
-        is_payable(self.payment_status.as_deref())
+        !self.is_setup() && is_payable(self.payment_status.as_deref())
+    }
+
+    pub fn is_setup(&self) -> bool {
+        self.mode.as_deref() == Some("setup")
     }
 
     pub fn is_expired(&self) -> bool {

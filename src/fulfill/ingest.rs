@@ -3,7 +3,7 @@
 
 use super::{Fulfiller, snapshot};
 use crate::{
-    domain::{EventKind, Input},
+    domain::{EventKind, Input, Snapshot},
     model::{EventRecord, SessionId},
     store::{Ingested, NewEvent, StoreError},
     stripe::Event,
@@ -43,6 +43,14 @@ impl Fulfiller {
     }
 }
 
+/// Why an event fulfilld would otherwise act on is ignored, for the
+/// webhook's answer and log.
+pub fn ignore_reason(event: &Event) -> Option<&'static str> {
+    let session = event.session.as_ref()?;
+    (EventKind::parse(&event.kind).is_some() && session.mode.as_deref() == Some("setup"))
+        .then_some("mode=setup: a saved payment method is never fulfilled")
+}
+
 /// The record of one delivery of `event` (`raw` as received at `now`), with
 /// its session's input when fulfilld acts on it.
 fn new_event(raw: String, event: Event, now: u64) -> NewEvent {
@@ -51,11 +59,14 @@ fn new_event(raw: String, event: Event, now: u64) -> NewEvent {
         kind: event_kind,
         created,
         livemode,
+        account,
         session,
         failed_object,
     } = event;
     let acted_on = EventKind::parse(&event_kind).and_then(|kind| {
-        let session = session?;
+        // A setup session saved a payment method and sold nothing: its
+        // events are recorded as ignored (`ignore_reason` says why).
+        let session = session.filter(|s| s.mode.as_deref() != Some("setup"))?;
         let id = SessionId::parse(&session.id)?;
         Some((kind, session, id))
     });
@@ -78,7 +89,10 @@ fn new_event(raw: String, event: Event, now: u64) -> NewEvent {
         let input = Input::Event {
             id: event_id,
             kind,
-            snapshot: snapshot(&session),
+            snapshot: Snapshot {
+                account,
+                ..snapshot(&session)
+            },
             // Only a failed payment's callback carries the event's object.
             object: if kind == EventKind::AsyncPaymentFailed {
                 failed_object

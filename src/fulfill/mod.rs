@@ -101,6 +101,7 @@ impl Outcome {
 }
 
 pub use crate::store::Ingested;
+pub use ingest::ignore_reason;
 
 pub struct Fulfiller {
     store: Store,
@@ -248,6 +249,8 @@ impl Fulfiller {
         // A settled session is decided from a read: reloading a fulfilled
         // order's page commits nothing.
         let known = self.store.session(id).await?;
+        let account = known.as_ref().and_then(|r| r.account.clone());
+        let account = account.as_deref();
         if let Some(rec) = &known
             && claim_is_noop(rec, trigger, opts.force, self.now(), &self.policy)
         {
@@ -269,7 +272,7 @@ impl Fulfiller {
             }
             // Delivered meanwhile by another attempt: finish this claim
             // with an ordinary read (which fulfils again only if forced).
-            let read = self.read(id, None).await;
+            let read = self.read(id, account, None).await;
             let (reply, error) = self.record_read(id, token.clone(), read).await?;
             return self.after_record(id, Some(token), reply, error).await;
         }
@@ -277,7 +280,7 @@ impl Fulfiller {
         // 2. Retrieve the session fresh, with every line item (a session the
         //    caller has just retrieved saves the call if none is stored).
         let prefetched = opts.prefetched.filter(|_| known.is_none());
-        let read = self.read(id, prefetched).await;
+        let read = self.read(id, account, prefetched).await;
         // 3. Claim it durably and, in the same commit, record what the read
         //    says: fulfil only if paid, the fulfillment recorded before
         //    anything leaves the process. A claim held elsewhere wins.
@@ -298,7 +301,7 @@ impl Fulfiller {
                 pending: None,
                 ..
             } => {
-                let read = self.read(id, None).await;
+                let read = self.read(id, account, None).await;
                 let (reply, error) = self.record_read(id, token.clone(), read).await?;
                 (reply, Some(token), error)
             }
@@ -308,14 +311,20 @@ impl Fulfiller {
     }
 
     /// The session fresh from Stripe (or as the caller just retrieved it).
+    /// `account`: the connected account it belongs to, as recorded.
     async fn read(
         &self,
         id: &SessionId,
+        account: Option<&str>,
         prefetched: Option<Retrieved>,
     ) -> Result<Fetched, stripe::StripeError> {
         match prefetched {
             Some(p) => Ok(fetched(p)),
-            None => self.stripe.retrieve_session(id.as_str()).await.map(fetched),
+            None => self
+                .stripe
+                .retrieve_session(id.as_str(), account)
+                .await
+                .map(fetched),
         }
     }
 
@@ -519,6 +528,9 @@ pub fn snapshot(s: &stripe::Session) -> Snapshot {
         currency: s.currency.clone(),
         customer_email: s.email(),
         payment_intent: s.payment_intent_id(),
+        mode: s.mode.clone(),
+        subscription: s.subscription_id(),
+        account: None,
     }
 }
 

@@ -104,7 +104,29 @@ impl Fulfiller {
     ) -> (Attempt, Option<u16>, Option<String>) {
         let mut refreshed = None;
         if n.kind == NotificationKind::PaymentFailedCallback && !n.refreshed {
-            match self.stripe.retrieve_session(session_id).await {
+            // A connected account's session is fetched on that account.
+            let account = match crate::model::SessionId::parse(session_id) {
+                Some(id) => match self.store.session(&id).await {
+                    Ok(rec) => rec.and_then(|r| r.account),
+                    Err(e) => {
+                        let error = format!("cannot read the session: {e}");
+                        return (
+                            Attempt::Failed {
+                                error,
+                                permanent: false,
+                            },
+                            None,
+                            None,
+                        );
+                    }
+                },
+                None => None,
+            };
+            match self
+                .stripe
+                .retrieve_session(session_id, account.as_deref())
+                .await
+            {
                 Ok(r) => {
                     let timestamp = serde_json::from_str::<Value>(&n.body)
                         .ok()

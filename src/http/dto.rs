@@ -312,6 +312,9 @@ pub struct BackupJson<'a> {
 pub struct WebhookAck {
     pub received: bool,
     pub outcome: &'static str,
+    /// Why an event about a Checkout Session was ignored.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<&'static str>,
 }
 
 #[cfg(test)]

@@ -165,6 +165,7 @@ async fn handle(
         );
     }
     let (event_id, kind) = (event.id.clone(), event.kind.clone());
+    let reason = crate::fulfill::ignore_reason(&event);
     match state.fulfiller.ingest(raw, event).await {
         Ok(outcome) => {
             let disposition = match outcome {
@@ -172,17 +173,20 @@ async fn handle(
                 Ingested::Ignored => "ignored",
                 Ingested::Duplicate => "duplicate",
             };
-            tracing::info!(event = %event_id, kind = %kind, outcome = disposition, "webhook");
+            let reason = reason.filter(|_| outcome == Ingested::Ignored);
+            tracing::info!(event = %event_id, kind = %kind, outcome = disposition, reason, "webhook");
             (
                 json_response(
                     StatusCode::OK,
                     &WebhookAck {
                         received: true,
                         outcome: disposition,
+                        reason,
                     },
                 ),
                 Outcome::Accepted {
                     disposition,
+                    reason,
                     event_id,
                     event_type: kind.chars().take(100).collect(),
                     session_id,

@@ -95,18 +95,37 @@ impl StripeClient {
 
     /// `GET /v1/checkout/sessions/{id}?expand[]=line_items`, then every further
     /// page of `GET /v1/checkout/sessions/{id}/line_items` while `has_more`.
-    pub async fn retrieve_session(&self, id: &str) -> Result<Retrieved, StripeError> {
-        self.retrieve(id, ATTEMPTS).await
+    /// `account`: the connected account the session belongs to (Stripe
+    /// Connect), sent as `Stripe-Account` on every request.
+    pub async fn retrieve_session(
+        &self,
+        id: &str,
+        account: Option<&str>,
+    ) -> Result<Retrieved, StripeError> {
+        self.retrieve(id, account, ATTEMPTS).await
     }
 
     /// `retrieve_session` with one try per request and no retry: for lookups
     /// anyone can cause (a landing page with a made-up id), whose cost must
     /// stay within a known share of the account's rate limit.
     pub async fn lookup_session(&self, id: &str) -> Result<Retrieved, StripeError> {
-        self.retrieve(id, 1).await
+        self.retrieve(id, None, 1).await
     }
 
-    async fn retrieve(&self, id: &str, attempts: u32) -> Result<Retrieved, StripeError> {
+    async fn retrieve(
+        &self,
+        id: &str,
+        account: Option<&str>,
+        attempts: u32,
+    ) -> Result<Retrieved, StripeError> {
+        if account.is_some_and(|a| !types::is_account_id(a)) {
+            return Err(StripeError::Api {
+                status: 400,
+                code: Some("invalid_account".into()),
+                message: "not a connected account id".into(),
+                retryable: false,
+            });
+        }
         if !crate::model::is_session_id(id) {
             return Err(StripeError::Api {
                 status: 400,
@@ -119,7 +138,7 @@ impl StripeClient {
             "{}/v1/checkout/sessions/{id}?expand%5B%5D=line_items",
             self.base
         );
-        let mut raw = self.get(&url, attempts).await?;
+        let mut raw = self.get(&url, account, attempts).await?;
         let session = Session::from_value(&raw)
             .ok_or_else(|| StripeError::Decode("the answer is not a Checkout Session".into()))?;
         if session.id != id {
@@ -159,7 +178,7 @@ impl StripeClient {
                 page_url.push_str("&starting_after=");
                 page_url.push_str(&last.id);
             }
-            let page_raw = self.get(&page_url, attempts).await?;
+            let page_raw = self.get(&page_url, account, attempts).await?;
             let page: List<LineItem> = serde_json::from_value(page_raw.clone())
                 .map_err(|e| StripeError::Decode(format!("line items page: {e}")))?;
             if page.data.is_empty() && page.has_more {
@@ -225,7 +244,7 @@ impl StripeClient {
             url.push_str("&starting_after=");
             url.push_str(after);
         }
-        let page = self.get(&url, ATTEMPTS).await?;
+        let page = self.get(&url, None, ATTEMPTS).await?;
         let data = page
             .get("data")
             .and_then(Value::as_array)
@@ -238,11 +257,16 @@ impl StripeClient {
         Ok((data, has_more))
     }
 
-    async fn get(&self, url: &str, attempts: u32) -> Result<Value, StripeError> {
+    async fn get(
+        &self,
+        url: &str,
+        account: Option<&str>,
+        attempts: u32,
+    ) -> Result<Value, StripeError> {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let result = self.get_once(url).await;
+            let result = self.get_once(url, account).await;
             match result {
                 Err(e) if e.is_retryable() && attempt < attempts => {
                     // The one retry policy, capped for waits within a call.
@@ -261,12 +285,16 @@ impl StripeClient {
         }
     }
 
-    async fn get_once(&self, url: &str) -> Result<Value, StripeError> {
-        let response = self
+    async fn get_once(&self, url: &str, account: Option<&str>) -> Result<Value, StripeError> {
+        let mut request = self
             .http
             .get(url)
             .bearer_auth(self.key.expose())
-            .header("Stripe-Version", &self.version)
+            .header("Stripe-Version", &self.version);
+        if let Some(account) = account {
+            request = request.header("Stripe-Account", account);
+        }
+        let response = request
             .send()
             .await
             .map_err(|e| StripeError::Network(without_url(e)))?;

@@ -16,6 +16,8 @@ pub struct Event {
     pub kind: String,
     pub created: i64,
     pub livemode: bool,
+    /// The connected account the event happened on (Stripe Connect).
+    pub account: Option<String>,
     /// `data.object`, when it is a Checkout Session.
     pub session: Option<Session>,
     /// `data.object` as a tree, kept only for `checkout.session.async_payment_failed`
@@ -34,6 +36,8 @@ struct Envelope<D> {
     created: i64,
     #[serde(default, deserialize_with = "lenient")]
     livemode: bool,
+    #[serde(default, deserialize_with = "lenient")]
+    account: Option<String>,
     #[serde(default = "none")]
     data: Option<D>,
 }
@@ -66,6 +70,7 @@ impl Event {
                 kind: t.kind,
                 created: t.created,
                 livemode: t.livemode,
+                account: t.account.filter(|a| is_account_id(a)),
                 session: t
                     .data
                     .and_then(|d| d.object)
@@ -95,10 +100,20 @@ impl Event {
             kind: env.kind,
             created: env.created,
             livemode: env.livemode,
+            account: env.account.filter(|a| is_account_id(a)),
             session,
             failed_object,
         })
     }
+}
+
+/// A connected account id, `acct_` and letters or digits: checked before it
+/// goes into a `Stripe-Account` header or a page.
+pub fn is_account_id(s: &str) -> bool {
+    s.len() > 5
+        && s.len() <= 255
+        && s.starts_with("acct_")
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
 /// The Checkout Session event types fulfilld acts on.
@@ -114,6 +129,12 @@ pub struct Session {
     pub id: String,
     #[serde(deserialize_with = "lenient")]
     pub livemode: bool,
+    /// `payment`, `subscription` or `setup` (kept open: Stripe may add more).
+    #[serde(deserialize_with = "lenient")]
+    pub mode: Option<String>,
+    /// The subscription a `subscription`-mode session created: an id, or
+    /// the expanded object.
+    pub subscription: Value,
     #[serde(deserialize_with = "lenient")]
     pub status: Option<String>,
     #[serde(deserialize_with = "lenient")]
@@ -174,6 +195,15 @@ pub struct LineItem {
     pub price: Value,
 }
 
+/// An object reference's id: the string itself, or an expanded object's `id`.
+fn id_of(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Object(o) => o.get("id").and_then(Value::as_str).map(str::to_string),
+        _ => None,
+    }
+}
+
 /// A field that fails to parse becomes its default instead of failing the
 /// whole object: Stripe adds fields and values over time.
 fn lenient<'de, D, T>(d: D) -> Result<T, D::Error>
@@ -202,6 +232,10 @@ impl Session {
     /// `no_payment_required` both count; a missing status does not.
     pub fn is_payable_now(&self) -> bool {
         crate::domain::is_payable(self.payment_status.as_deref())
+    }
+
+    pub fn subscription_id(&self) -> Option<String> {
+        id_of(&self.subscription)
     }
 
     pub fn payment_intent_id(&self) -> Option<String> {

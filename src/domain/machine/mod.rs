@@ -394,6 +394,15 @@ pub(super) fn apply_summary(rec: &mut SessionRecord, s: &Snapshot) {
     if let Some(pi) = &s.payment_intent {
         rec.payment_intent = Some(pi.clone());
     }
+    if let Some(m) = &s.mode {
+        rec.mode = Some(m.clone());
+    }
+    if let Some(sub) = &s.subscription {
+        rec.subscription = Some(sub.clone());
+    }
+    if let Some(a) = &s.account {
+        rec.account = Some(a.clone());
+    }
 }
 
 pub(super) fn apply_fetched(s: &mut Session, f: &Fetched) {

@@ -54,6 +54,9 @@ pub(super) fn snap(payment_status: &str, status: &str) -> Snapshot {
         currency: Some("eur".into()),
         customer_email: Some("buyer@example.com".into()),
         payment_intent: Some("pi_1".into()),
+        mode: Some("payment".into()),
+        subscription: None,
+        account: None,
     }
 }
 
@@ -650,4 +653,20 @@ fn a_claim_and_its_read_are_one_step_that_a_live_lease_or_a_settled_session_refu
         ),
         (State::Fulfilling, 0, Some(ME.to_string()))
     );
+}
+
+#[test]
+fn a_setup_session_is_never_payable_and_a_read_of_one_fulfils_nothing() {
+    let setup = Snapshot {
+        mode: Some("setup".into()),
+        ..snap("no_payment_required", "complete")
+    };
+    assert!(!setup.is_payable());
+    assert!(snap("no_payment_required", "complete").is_payable());
+    let sub = Snapshot {
+        mode: Some("subscription".into()),
+        subscription: Some("sub_1".into()),
+        ..snap("paid", "complete")
+    };
+    assert!(sub.is_payable());
 }

@@ -91,8 +91,9 @@ pub fn webhooks(
                                     }
                                     td {
                                         @match &e.outcome {
-                                            Outcome::Accepted { event_type, event_id, session_id, .. } => {
+                                            Outcome::Accepted { event_type, event_id, session_id, reason, .. } => {
                                                 strong { (event_type) } div class="small muted mono break" { (event_id) }
+                                                @if let Some(r) = reason { div class="small reason" { (r) } }
                                                 @if let Some(s) = session_id { div class="small" { a class="mono" href=(format!("/admin/sessions/{s}")) { (short_id(s)) } } }
                                             }
                                             Outcome::Refused(_) => { span class="reason" { (explain(e)) } }

@@ -636,7 +636,13 @@ async fn the_readme_proxy_config_keeps_webhooks_flowing_when_a_replica_dies() {
         .expect("haproxy starts");
     let _proxy = KillOnDrop(proxy);
     let base = format!("http://127.0.0.1:{port}");
-    let http = reqwest::Client::new();
+    // A connection per request, as Stripe's senders do: a kept-alive one
+    // that the proxy closes while the test waits between rounds (its
+    // keep-alive timeout is 10 s) would fail the next request in the client.
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
     eventually("the proxy answers /healthz", || async {
         let r = http.get(format!("{base}/healthz")).send().await.ok()?;
         (r.status() == 200).then_some(())

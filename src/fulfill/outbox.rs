@@ -103,22 +103,19 @@ impl Fulfiller {
         started: u64,
     ) -> (Attempt, Option<u16>, Option<String>) {
         let mut refreshed = None;
+        let later = |error: String| {
+            let attempt = Attempt::Failed {
+                error,
+                permanent: false,
+            };
+            (attempt, None, None)
+        };
         if n.kind == NotificationKind::PaymentFailedCallback && !n.refreshed {
             // A connected account's session is fetched on that account.
             let account = match crate::model::SessionId::parse(session_id) {
                 Some(id) => match self.store.session(&id).await {
                     Ok(rec) => rec.and_then(|r| r.account),
-                    Err(e) => {
-                        let error = format!("cannot read the session: {e}");
-                        return (
-                            Attempt::Failed {
-                                error,
-                                permanent: false,
-                            },
-                            None,
-                            None,
-                        );
-                    }
+                    Err(e) => return later(format!("cannot read the session: {e}")),
                 },
                 None => None,
             };
@@ -142,15 +139,7 @@ impl Fulfiller {
                     refreshed = Some(body);
                 }
                 Err(e) if e.is_retryable() => {
-                    let error = format!("cannot retrieve the session for the callback: {e}");
-                    return (
-                        Attempt::Failed {
-                            error,
-                            permanent: false,
-                        },
-                        None,
-                        None,
-                    );
+                    return later(format!("cannot retrieve the session for the callback: {e}"));
                 }
                 // Stripe will not say more: send the event's snapshot as it is.
                 Err(_) => refreshed = Some(n.body.clone()),

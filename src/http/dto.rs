@@ -47,6 +47,12 @@ pub struct SessionJson<'a> {
     pub currency: Option<&'a str>,
     pub customer_email: Option<&'a str>,
     pub payment_intent: Option<&'a str>,
+    /// Checkout's `mode`: `payment`, `subscription` or `setup`.
+    pub mode: Option<&'a str>,
+    /// The connected account (Stripe Connect), or null.
+    pub account: Option<&'a str>,
+    /// The subscription a `subscription`-mode session created.
+    pub subscription: Option<&'a str>,
     /// Stripe's Unix timestamp, as in Stripe's API.
     pub created: i64,
     pub created_at: String,
@@ -141,6 +147,9 @@ impl<'a> SessionJson<'a> {
             currency: rec.currency.as_deref(),
             customer_email: rec.customer_email.as_deref(),
             payment_intent: rec.payment_intent.as_deref(),
+            mode: rec.mode.as_deref(),
+            account: rec.account.as_deref(),
+            subscription: rec.subscription.as_deref(),
             created: rec.created,
             created_at: rfc3339_secs(rec.created),
             updated_at: rfc3339_ms(rec.updated_at_ms),
@@ -356,6 +365,7 @@ mod tests {
             "payment_status": rec.payment_status, "status": rec.status,
             "amount_total": rec.amount_total, "currency": rec.currency,
             "customer_email": rec.customer_email, "payment_intent": rec.payment_intent,
+            "mode": rec.mode, "account": rec.account, "subscription": rec.subscription,
             "created": rec.created, "created_at": rfc3339_secs(rec.created),
             "updated_at": rfc3339_ms(rec.updated_at_ms), "last_error": rec.last_error,
             "next_attempt_at": rec.retry.as_ref().filter(|_| rec.state == State::Retrying).map(|r| rfc3339_ms(r.next_at_ms)),

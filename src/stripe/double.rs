@@ -46,6 +46,8 @@ pub struct Recorded {
     pub query: String,
     pub authorization: Option<String>,
     pub stripe_version: Option<String>,
+    /// `Stripe-Account`: the connected account the call acts on.
+    pub stripe_account: Option<String>,
 }
 
 #[derive(Default)]
@@ -174,6 +176,7 @@ fn record(shared: &Shared, req: &Request) {
         query: req.uri().query().unwrap_or_default().to_string(),
         authorization: header("authorization"),
         stripe_version: header("stripe-version"),
+        stripe_account: header("stripe-account"),
     });
 }
 

@@ -12,6 +12,7 @@ mod demo;
 mod exactly_once;
 mod landing;
 mod layers;
+mod lifecycle;
 mod limits;
 mod notifications;
 mod ops;

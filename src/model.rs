@@ -148,6 +148,83 @@ pub struct SessionRecord {
     /// The subscription a `subscription`-mode session created.
     #[serde(default)]
     pub subscription: Option<String>,
+    /// Refunded so far, in the charge's minor units (Stripe's
+    /// `charge.amount_refunded`, as of `refund_as_of`).
+    #[serde(default)]
+    pub amount_refunded: i64,
+    /// The charge's `amount`, once a charge event named it.
+    #[serde(default)]
+    pub charge_amount: Option<i64>,
+    /// The charge said `refunded: true` (fully refunded).
+    #[serde(default)]
+    pub refunded_fully: bool,
+    /// Stripe's `created` of the event the refund figures come from: an
+    /// older event arriving later does not undo a newer one.
+    #[serde(default)]
+    pub refund_as_of: i64,
+    /// Refund changes recorded: numbers the `checkout.refunded` callbacks.
+    #[serde(default)]
+    pub refund_changes: u32,
+    /// The payment's dispute, as the newest dispute event described it.
+    #[serde(default)]
+    pub dispute: Option<DisputeRecord>,
+    #[serde(default)]
+    pub dispute_as_of: i64,
+}
+
+/// How much of a session's payment was refunded (CONTRACT.md "After the sale").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RefundStatus {
+    None,
+    Partial,
+    Full,
+}
+
+impl RefundStatus {
+    pub const ALL: [RefundStatus; 3] = [
+        RefundStatus::None,
+        RefundStatus::Partial,
+        RefundStatus::Full,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RefundStatus::None => "none",
+            RefundStatus::Partial => "partial",
+            RefundStatus::Full => "full",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<RefundStatus> {
+        RefundStatus::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+}
+
+/// A dispute (chargeback) on a session's payment, as Stripe described it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DisputeRecord {
+    /// `dp_…`
+    pub id: String,
+    /// Stripe's status: `needs_response`, `under_review`, `won`, `lost`, …
+    pub status: String,
+    /// Stripe's reason: `fraudulent`, `product_not_received`, …
+    pub reason: String,
+    /// Disputed amount, in minor units of `currency`.
+    pub amount: i64,
+    pub currency: Option<String>,
+    /// The evidence deadline, Unix seconds UTC.
+    pub evidence_due_by: Option<i64>,
+}
+
+impl DisputeRecord {
+    /// Still open: the merchant may still respond or wait for the outcome.
+    pub fn is_open(&self) -> bool {
+        !matches!(
+            self.status.as_str(),
+            "won" | "lost" | "warning_closed" | "prevented"
+        )
+    }
 }
 
 impl SessionRecord {
@@ -178,7 +255,32 @@ impl SessionRecord {
             mode: None,
             account: None,
             subscription: None,
+            amount_refunded: 0,
+            charge_amount: None,
+            refunded_fully: false,
+            refund_as_of: 0,
+            refund_changes: 0,
+            dispute: None,
+            dispute_as_of: 0,
         }
+    }
+
+    /// `none`, `partial` or `full`: full when the charge says so, or the
+    /// refunded amount reaches the charge's (else the session's) total.
+    pub fn refund_status(&self) -> RefundStatus {
+        if self.amount_refunded <= 0 {
+            return RefundStatus::None;
+        }
+        let total = self.charge_amount.or(self.amount_total);
+        if self.refunded_fully || total.is_some_and(|t| self.amount_refunded >= t) {
+            RefundStatus::Full
+        } else {
+            RefundStatus::Partial
+        }
+    }
+
+    pub fn disputed(&self) -> bool {
+        self.dispute.is_some()
     }
 }
 
@@ -227,7 +329,7 @@ pub struct FulfillmentRecord {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeliveryAttempt {
     pub at_ms: u64,
-    /// `checkout.fulfilled` or `checkout.payment_failed`.
+    /// The notification kind (`checkout.fulfilled`, `email.receipt`, …).
     pub kind: String,
     /// The `webhook-id` header: the fulfillment or notification id.
     pub webhook_id: String,
@@ -450,10 +552,23 @@ pub enum NotificationKind {
     StuckMerchantEmail,
     #[serde(rename = "alert.stuck")]
     StuckAlert,
+    /// `checkout.refunded` to `fulfillment.callback_url`: once per refund change.
+    #[serde(rename = "checkout.refunded")]
+    RefundedCallback,
+    /// `checkout.dispute_opened` / `checkout.dispute_closed`: once per dispute each.
+    #[serde(rename = "checkout.dispute_opened")]
+    DisputeOpenedCallback,
+    #[serde(rename = "checkout.dispute_closed")]
+    DisputeClosedCallback,
+    /// To the merchant: a customer disputed the payment (with the deadline).
+    #[serde(rename = "email.merchant.dispute")]
+    DisputeMerchantEmail,
+    #[serde(rename = "alert.dispute")]
+    DisputeAlert,
 }
 
 impl NotificationKind {
-    pub const ALL: [NotificationKind; 8] = [
+    pub const ALL: [NotificationKind; 13] = [
         NotificationKind::FulfilledCallback,
         NotificationKind::PaymentFailedCallback,
         NotificationKind::PaymentFailedEmail,
@@ -462,6 +577,11 @@ impl NotificationKind {
         NotificationKind::ReceiptEmail,
         NotificationKind::StuckMerchantEmail,
         NotificationKind::StuckAlert,
+        NotificationKind::RefundedCallback,
+        NotificationKind::DisputeOpenedCallback,
+        NotificationKind::DisputeClosedCallback,
+        NotificationKind::DisputeMerchantEmail,
+        NotificationKind::DisputeAlert,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -474,6 +594,11 @@ impl NotificationKind {
             NotificationKind::ReceiptEmail => "email.receipt",
             NotificationKind::StuckMerchantEmail => "email.merchant.stuck",
             NotificationKind::StuckAlert => "alert.stuck",
+            NotificationKind::RefundedCallback => "checkout.refunded",
+            NotificationKind::DisputeOpenedCallback => "checkout.dispute_opened",
+            NotificationKind::DisputeClosedCallback => "checkout.dispute_closed",
+            NotificationKind::DisputeMerchantEmail => "email.merchant.dispute",
+            NotificationKind::DisputeAlert => "alert.dispute",
         }
     }
 
@@ -485,7 +610,11 @@ impl NotificationKind {
     pub fn is_callback(self) -> bool {
         matches!(
             self,
-            NotificationKind::FulfilledCallback | NotificationKind::PaymentFailedCallback
+            NotificationKind::FulfilledCallback
+                | NotificationKind::PaymentFailedCallback
+                | NotificationKind::RefundedCallback
+                | NotificationKind::DisputeOpenedCallback
+                | NotificationKind::DisputeClosedCallback
         )
     }
 
@@ -493,7 +622,9 @@ impl NotificationKind {
     pub fn is_alert(self) -> bool {
         matches!(
             self,
-            NotificationKind::PaymentFailedAlert | NotificationKind::StuckAlert
+            NotificationKind::PaymentFailedAlert
+                | NotificationKind::StuckAlert
+                | NotificationKind::DisputeAlert
         )
     }
 }
@@ -503,6 +634,14 @@ impl NotificationKind {
 /// restore from a backup, so it is created once.
 pub fn notification_id(kind: NotificationKind, session_id: &str) -> String {
     format!("ntf_{}_{session_id}", kind.as_str().replace('.', "_"))
+}
+
+/// The outbox id of an entry of `kind` that a session may get more than
+/// once, one per `change` (a refund change's number, a dispute's id):
+/// derived, so a redelivery or a second event about the same change makes
+/// no second entry.
+pub fn notification_id_of(kind: NotificationKind, session_id: &str, change: &str) -> String {
+    format!("{}_{change}", notification_id(kind, session_id))
 }
 
 /// The operating system's random number generator failed: nothing secret

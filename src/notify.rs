@@ -237,6 +237,15 @@ impl Outbox for Notifier {
             }
             let facts: Value = serde_json::from_str(&n.body).unwrap_or_default();
             let error = facts.get("error").and_then(Value::as_str);
+            // An alert is about the dispute as it was when it was queued.
+            let mut rec = rec.clone();
+            if let Some(d) = facts
+                .get("dispute")
+                .and_then(|d| serde_json::from_value(d.clone()).ok())
+            {
+                rec.dispute = Some(d);
+            }
+            let rec = &rec;
             if kind.is_alert() {
                 return self
                     .send_alert(email::alert_text(kind, rec, error, &self.links()))

@@ -150,6 +150,7 @@ mod tests {
             },
             raw: format!("{{\"id\":\"{id}\"}}").into_bytes(),
             session: None,
+            charge: None,
         }
     }
 

@@ -92,6 +92,38 @@ pub fn display_ms(ms: u64) -> String {
     display_secs((ms / 1000) as i64)
 }
 
+/// A deadline for people, with its weekday: `Tuesday 15 December 2026, 23:59 UTC`.
+pub fn display_deadline(secs: i64) -> String {
+    const DAYS: [&str; 7] = [
+        "Sunday",
+        "Monday",
+        "Tuesday",
+        "Wednesday",
+        "Thursday",
+        "Friday",
+        "Saturday",
+    ];
+    const MONTHS: [&str; 12] = [
+        "January",
+        "February",
+        "March",
+        "April",
+        "May",
+        "June",
+        "July",
+        "August",
+        "September",
+        "October",
+        "November",
+        "December",
+    ];
+    let (y, mo, d, h, mi, _) = civil(secs);
+    // 1970-01-01 was a Thursday.
+    let weekday = DAYS[(secs.div_euclid(86_400) + 4).rem_euclid(7) as usize];
+    let month = MONTHS[(mo as usize).saturating_sub(1) % 12];
+    format!("{weekday} {d} {month} {y}, {h:02}:{mi:02} UTC")
+}
+
 /// Splits Unix seconds into (year, month, day, hour, minute, second) in the
 /// proleptic Gregorian calendar (Howard Hinnant's days-to-civil algorithm).
 fn civil(secs: i64) -> (i64, u32, u32, u32, u32, u32) {
@@ -127,5 +159,10 @@ mod tests {
         assert_eq!(rfc3339_secs(951_782_400), "2000-02-29T00:00:00Z");
         assert_eq!(rfc3339_ms(1_492_774_577_042), "2017-04-21T11:36:17.042Z");
         assert_eq!(rfc3339_secs(-1), "1969-12-31T23:59:59Z");
+        assert_eq!(display_deadline(0), "Thursday 1 January 1970, 00:00 UTC");
+        assert_eq!(
+            display_deadline(1_797_379_199),
+            "Tuesday 15 December 2026, 23:59 UTC"
+        );
     }
 }

@@ -68,6 +68,40 @@ impl EventKind {
     }
 }
 
+/// What a charge event (`charge.refunded`, `charge.refund.updated`,
+/// `charge.dispute.created`, `charge.dispute.closed`) says about the
+/// payment of a session, matched by `payment_intent`. Stored as it is while
+/// no session has that payment yet, and applied when one does.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ChargeEvent {
+    pub event_id: String,
+    /// The event's type, as Stripe sent it.
+    pub kind: String,
+    /// The event's `created`, Unix seconds: newer facts win.
+    pub created: i64,
+    pub payment_intent: String,
+    pub fact: ChargeFact,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ChargeFact {
+    /// A Charge (`charge.refunded`): the refunded total so far.
+    Refunded {
+        amount: i64,
+        amount_refunded: i64,
+        refunded: bool,
+    },
+    /// A Refund that failed or was canceled (`charge.refund.updated`): its
+    /// amount is no longer refunded.
+    RefundReversed { refund: String, amount: i64 },
+    /// A Dispute (`charge.dispute.created` / `.closed`).
+    Dispute {
+        dispute: crate::model::DisputeRecord,
+        closed: bool,
+    },
+}
+
 /// The guide's rule: fulfil iff `payment_status != "unpaid"` (`paid` and
 /// `no_payment_required` count; a missing status does not).
 pub fn is_payable(payment_status: Option<&str>) -> bool {
@@ -213,6 +247,27 @@ pub enum Input {
     Reconcile { quiet_ms: u64 },
     /// A `checkout.payment_failed` callback gave up: a person must look.
     PaymentFailedCallbackGaveUp { error: String },
+    /// The first delivery of a charge event about the session's payment (or
+    /// one kept until the session arrived).
+    Charge(ChargeEvent),
+}
+
+impl Input {
+    /// The payment intent this input may give the session (or is about): a
+    /// backend shared by replicas locks it, so that a refund arriving
+    /// before its session is linked exactly once.
+    pub fn payment_intent(&self) -> Option<&str> {
+        match self {
+            Input::Event { snapshot, .. } => snapshot.payment_intent.as_deref(),
+            Input::Fetched { fetched, .. } => fetched.snapshot.payment_intent.as_deref(),
+            Input::ClaimAndRecord {
+                read: Read::Fetched(f),
+                ..
+            } => f.snapshot.payment_intent.as_deref(),
+            Input::Charge(ev) => Some(&ev.payment_intent),
+            _ => None,
+        }
+    }
 }
 
 /// Everything a step needs besides the session: nothing here is read from

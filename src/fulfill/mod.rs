@@ -101,7 +101,7 @@ impl Outcome {
 }
 
 pub use crate::store::Ingested;
-pub use ingest::ignore_reason;
+pub use ingest::{UNMATCHED_REASON, ignore_reason};
 
 pub struct Fulfiller {
     store: Store,

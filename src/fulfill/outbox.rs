@@ -93,7 +93,8 @@ impl Fulfiller {
         self.store.record_delivery(delivered, self.ctx()).await
     }
 
-    /// A `checkout.payment_failed` callback. It carries the session as
+    /// A callback other than a fulfillment's (`checkout.payment_failed`,
+    /// `checkout.refunded`, `checkout.dispute_*`). It carries the session as
     /// retrieved, with every line item, like a fulfillment: fetched once,
     /// then kept so every retry sends the same body.
     async fn send_callback(
@@ -110,7 +111,7 @@ impl Fulfiller {
             };
             (attempt, None, None)
         };
-        if n.kind == NotificationKind::PaymentFailedCallback && !n.refreshed {
+        if n.kind != NotificationKind::FulfilledCallback && !n.refreshed {
             // A connected account's session is fetched on that account.
             let account = match crate::model::SessionId::parse(session_id) {
                 Some(id) => match self.store.session(&id).await {
@@ -119,31 +120,21 @@ impl Fulfiller {
                 },
                 None => None,
             };
-            match self
+            let session = match self
                 .stripe
                 .retrieve_session(session_id, account.as_deref())
                 .await
             {
-                Ok(r) => {
-                    let timestamp = serde_json::from_str::<Value>(&n.body)
-                        .ok()
-                        .and_then(|b| b.get("timestamp").cloned())
-                        .unwrap_or_else(|| Value::String(rfc3339_ms(started)));
-                    let body = json!({
-                        "type": n.kind.as_str(),
-                        "timestamp": timestamp,
-                        "data": {"session": r.raw},
-                    })
-                    .to_string();
-                    n.body = body.clone();
-                    refreshed = Some(body);
-                }
+                Ok(r) => Some(r.raw),
                 Err(e) if e.is_retryable() => {
                     return later(format!("cannot retrieve the session for the callback: {e}"));
                 }
-                // Stripe will not say more: send the event's snapshot as it is.
-                Err(_) => refreshed = Some(n.body.clone()),
-            }
+                // Stripe will not say more: send what is known.
+                Err(_) => None,
+            };
+            let body = with_session(&n.body, session, session_id, started);
+            n.body = body.clone();
+            refreshed = Some(body);
         }
         let Some(sender) = &self.callback else {
             // Kept for when the merchant configures the callback again.
@@ -225,5 +216,52 @@ impl Fulfiller {
             self.wake.notify_one();
         }
         Ok(queued)
+    }
+}
+
+/// A callback body as queued, with `data.session` set to the session as
+/// retrieved (`None`: Stripe would not give it; the event's snapshot, if
+/// the body has one, stays, else the session's id).
+fn with_session(body: &str, session: Option<Value>, session_id: &str, now: u64) -> String {
+    let mut b: Value = serde_json::from_str(body).unwrap_or_else(|_| json!({}));
+    if !b.get("timestamp").is_some_and(Value::is_string) {
+        b["timestamp"] = Value::String(rfc3339_ms(now));
+    }
+    if !b.get("data").is_some_and(Value::is_object) {
+        b["data"] = json!({});
+    }
+    match session {
+        Some(s) => b["data"]["session"] = s,
+        None if b["data"].get("session").is_some_and(Value::is_object) => {}
+        None => b["data"]["session"] = json!({"id": session_id, "object": "checkout.session"}),
+    }
+    b.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_retrieved_session_joins_the_queued_data() {
+        let queued = r#"{"type":"checkout.refunded","timestamp":"2026-12-03T00:00:00.000Z","data":{"fulfillment_id":"ful_1","amount_refunded":500,"refund_status":"partial"}}"#;
+        let b: Value = serde_json::from_str(&with_session(
+            queued,
+            Some(json!({"id": "cs_test_1", "amount_total": 1000})),
+            "cs_test_1",
+            0,
+        ))
+        .unwrap();
+        assert_eq!(b["type"], "checkout.refunded");
+        assert_eq!(b["timestamp"], "2026-12-03T00:00:00.000Z");
+        assert_eq!(b["data"]["amount_refunded"], 500);
+        assert_eq!(b["data"]["session"]["amount_total"], 1000);
+        let snapshot =
+            r#"{"type":"checkout.payment_failed","data":{"session":{"id":"cs_test_2","x":1}}}"#;
+        let b: Value = serde_json::from_str(&with_session(snapshot, None, "cs_test_2", 0)).unwrap();
+        assert_eq!(b["data"]["session"]["x"], 1, "the event's snapshot stays");
+        assert_eq!(b["timestamp"], "1970-01-01T00:00:00.000Z");
+        let b: Value = serde_json::from_str(&with_session(queued, None, "cs_test_1", 0)).unwrap();
+        assert_eq!(b["data"]["session"]["id"], "cs_test_1");
     }
 }

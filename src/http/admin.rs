@@ -83,6 +83,8 @@ fn post_error(s: &AdminSession, e: HttpError) -> Response {
 #[derive(Deserialize)]
 pub struct ListParams {
     state: Option<String>,
+    refund_status: Option<String>,
+    disputed: Option<String>,
     q: Option<String>,
     cursor: Option<String>,
 }
@@ -100,8 +102,15 @@ pub async fn sessions(
         p.q.map(|q| q.trim().chars().take(200).collect::<String>())
             .filter(|q| !q.is_empty());
     let first_page = cursor.is_none();
+    let refund_status = p
+        .refund_status
+        .as_deref()
+        .and_then(crate::model::RefundStatus::parse);
+    let disputed = p.disputed.as_deref() == Some("true");
     let query = ListQuery {
         state: filter,
+        refund_status,
+        disputed,
         q: q.clone(),
         cursor,
         limit: PAGE_SIZE,
@@ -114,6 +123,8 @@ pub async fn sessions(
                 &ListView {
                     counts: &counts,
                     state: filter,
+                    refund_status,
+                    disputed,
                     q: q.as_deref(),
                     rows: &page.sessions,
                     next_cursor: page.next_cursor.as_deref(),

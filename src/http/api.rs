@@ -24,7 +24,7 @@ use super::{
 };
 use crate::{
     fulfill::Outcome,
-    model::{Notification, SessionDetail, SessionId, SessionRecord, State},
+    model::{Notification, RefundStatus, SessionDetail, SessionId, SessionRecord, State},
     store::{ListQuery, parse_cursor},
 };
 
@@ -38,6 +38,8 @@ const MAX_BODY: usize = 64 * 1024;
 #[derive(Deserialize)]
 pub struct ListParams {
     state: Option<String>,
+    refund_status: Option<String>,
+    disputed: Option<String>,
     q: Option<String>,
     cursor: Option<String>,
     limit: Option<usize>,
@@ -57,8 +59,21 @@ pub async fn list_sessions(
         None => None,
         Some(c) => Some(parse_cursor(c).ok_or(HttpError::BadRequest("invalid cursor"))?),
     };
+    let refund_status = match p.refund_status.as_deref().filter(|s| !s.is_empty()) {
+        None => None,
+        Some(s) => {
+            Some(RefundStatus::parse(s).ok_or(HttpError::BadRequest("unknown refund_status"))?)
+        }
+    };
+    let disputed = match p.disputed.as_deref() {
+        None | Some("" | "false") => false,
+        Some("true") => true,
+        Some(_) => return Err(HttpError::BadRequest("disputed takes true or false")),
+    };
     let query = ListQuery {
         state: state_filter,
+        refund_status,
+        disputed,
         q: p.q.filter(|q| !q.trim().is_empty()),
         cursor,
         limit: p.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT),

@@ -53,6 +53,12 @@ pub struct SessionJson<'a> {
     pub account: Option<&'a str>,
     /// The subscription a `subscription`-mode session created.
     pub subscription: Option<&'a str>,
+    /// Refunded so far, in minor units of the payment's currency.
+    pub amount_refunded: i64,
+    /// `none`, `partial` or `full`.
+    pub refund_status: &'static str,
+    /// The payment's dispute, or null (`evidence_due_by`: Unix seconds, as Stripe gives it).
+    pub dispute: Option<&'a crate::model::DisputeRecord>,
     /// Stripe's Unix timestamp, as in Stripe's API.
     pub created: i64,
     pub created_at: String,
@@ -150,6 +156,9 @@ impl<'a> SessionJson<'a> {
             mode: rec.mode.as_deref(),
             account: rec.account.as_deref(),
             subscription: rec.subscription.as_deref(),
+            amount_refunded: rec.amount_refunded,
+            refund_status: rec.refund_status().as_str(),
+            dispute: rec.dispute.as_ref(),
             created: rec.created,
             created_at: rfc3339_secs(rec.created),
             updated_at: rfc3339_ms(rec.updated_at_ms),
@@ -366,6 +375,8 @@ mod tests {
             "amount_total": rec.amount_total, "currency": rec.currency,
             "customer_email": rec.customer_email, "payment_intent": rec.payment_intent,
             "mode": rec.mode, "account": rec.account, "subscription": rec.subscription,
+            "amount_refunded": rec.amount_refunded, "refund_status": rec.refund_status().as_str(),
+            "dispute": rec.dispute,
             "created": rec.created, "created_at": rfc3339_secs(rec.created),
             "updated_at": rfc3339_ms(rec.updated_at_ms), "last_error": rec.last_error,
             "next_attempt_at": rec.retry.as_ref().filter(|_| rec.state == State::Retrying).map(|r| rfc3339_ms(r.next_at_ms)),

@@ -111,9 +111,12 @@ impl Drop for ForcingSlot {
     }
 }
 
-/// Runs `fulfill_checkout` with trigger `admin` for a known session.
-/// `Err` means nothing was started: `NotFound` for a malformed or unknown
-/// id, `Unavailable` when the database cannot say.
+/// Runs `fulfill_checkout` with trigger `admin`. A session fulfilld has
+/// never seen is fetched from Stripe first ("Fetch from Stripe": a session
+/// whose events are older than Stripe's 30 days, or were never sent).
+/// `Err` means nothing was started: `NotFound` for a malformed id or one
+/// neither fulfilld nor Stripe knows, `Unavailable` when the database or
+/// Stripe cannot say.
 pub async fn retrigger(
     state: &AppState,
     id: &str,
@@ -150,13 +153,16 @@ pub async fn retrigger(
             return Ok(Retriggered::AlreadyDone(rec.state));
         }
         slot = Some(taken);
-    } else if session(state, &id).await?.is_none() {
-        return Err(HttpError::NotFound("no such session"));
+    }
+    let mut prefetched = None;
+    if slot.is_none() && session(state, &id).await?.is_none() {
+        prefetched = Some(fetch_unseen(state, &id).await?);
+        tracing::info!(session = %id, user = %actor, "admin fetched a session fulfilld had not seen from Stripe");
     }
     tracing::info!(session = %id, user = %actor, force, "admin re-triggered fulfillment");
     let fulfiller = state.fulfiller.clone();
     let task = spawn_in_request_span(async move {
-        let outcome = run(fulfiller, id, force, actor).await;
+        let outcome = run(fulfiller, id, force, actor, prefetched).await;
         // Released only once the attempt has recorded (or failed to).
         drop(slot);
         outcome
@@ -177,16 +183,41 @@ pub async fn retrigger(
     }
 }
 
+/// A session fulfilld has no record of, from Stripe: `404` when Stripe
+/// does not know it either.
+async fn fetch_unseen(
+    state: &AppState,
+    id: &SessionId,
+) -> Result<crate::stripe::Retrieved, HttpError> {
+    match state
+        .fulfiller
+        .stripe()
+        .retrieve_session(id.as_str(), None)
+        .await
+    {
+        Ok(r) => Ok(r),
+        Err(e) if e.is_not_found() => Err(HttpError::NotFound(
+            "no such session: neither fulfilld nor Stripe knows it (is it from the other mode, or a connected account?)",
+        )),
+        Err(e) => Err(HttpError::unavailable(
+            "cannot fetch the session from Stripe",
+            "fetch from Stripe failed",
+            Some(e.into()),
+        )),
+    }
+}
+
 async fn run(
     fulfiller: Arc<Fulfiller>,
     id: SessionId,
     force: bool,
     actor: String,
+    prefetched: Option<crate::stripe::Retrieved>,
 ) -> Result<Outcome, crate::fulfill::FulfillError> {
     let opts = FulfillOptions {
         force,
         actor: Some(actor),
-        prefetched: None,
+        prefetched,
     };
     fulfiller.fulfill_checkout(&id, Trigger::Admin, opts).await
 }

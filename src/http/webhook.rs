@@ -169,11 +169,15 @@ async fn handle(
     match state.fulfiller.ingest(raw, event).await {
         Ok(outcome) => {
             let disposition = match outcome {
-                Ingested::Recorded => "recorded",
+                Ingested::Recorded | Ingested::Unmatched => "recorded",
                 Ingested::Ignored => "ignored",
                 Ingested::Duplicate => "duplicate",
             };
-            let reason = reason.filter(|_| outcome == Ingested::Ignored);
+            let reason = match outcome {
+                Ingested::Ignored => reason,
+                Ingested::Unmatched => Some(crate::fulfill::UNMATCHED_REASON),
+                _ => None,
+            };
             tracing::info!(event = %event_id, kind = %kind, outcome = disposition, reason, "webhook");
             (
                 json_response(

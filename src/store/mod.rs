@@ -119,6 +119,9 @@ pub struct NewEvent {
     pub raw: Vec<u8>,
     /// The session it moves on, with the domain's input, when it is acted on.
     pub session: Option<(SessionId, Input)>,
+    /// A refund or dispute, applied to the session with its payment intent
+    /// (or kept until that session arrives).
+    pub charge: Option<crate::domain::ChargeEvent>,
 }
 
 /// What a webhook delivery did.
@@ -128,6 +131,9 @@ pub enum Ingested {
     Recorded,
     /// First delivery of an event fulfilld does not act on.
     Ignored,
+    /// First delivery of a charge event for a payment no session has yet:
+    /// kept, and applied when that session arrives.
+    Unmatched,
     /// A redelivery: nothing changed.
     Duplicate,
 }
@@ -185,6 +191,8 @@ pub enum Row {
     Notification(Notification),
     /// A queued job: its key, due time and job.
     Job(String, u64, Job),
+    /// Charge events kept for a payment intent no session has yet.
+    Unmatched(String, Vec<crate::domain::ChargeEvent>),
 }
 
 /// What `fulfilld migrate-to` copied.
@@ -219,9 +227,22 @@ pub struct Page<T> {
 #[derive(Debug, Default, Clone)]
 pub struct ListQuery {
     pub state: Option<State>,
+    /// Only sessions with this refund status.
+    pub refund_status: Option<crate::model::RefundStatus>,
+    /// Only sessions with a dispute.
+    pub disputed: bool,
     pub q: Option<String>,
     pub cursor: Option<(i64, String)>,
     pub limit: usize,
+}
+
+impl ListQuery {
+    /// Whether `rec` passes the filters (the search aside).
+    pub fn admits(&self, rec: &SessionRecord) -> bool {
+        self.state.is_none_or(|s| s == rec.state)
+            && self.refund_status.is_none_or(|r| r == rec.refund_status())
+            && (!self.disputed || rec.disputed())
+    }
 }
 
 /// Parses a list cursor `created:id`.

@@ -4,7 +4,7 @@
 //! this is the one place a domain step meets stored records.
 
 use crate::{
-    domain::{self, Effect, Env, Input, Reply, Session, ids::InstallationKey, outbox},
+    domain::{self, ChargeEvent, Effect, Env, Input, Reply, Session, ids::InstallationKey, outbox},
     model::{
         EventRecord, Job, Notification, NotificationKind, OutboxStatus, SessionRecord, fulfill_key,
         push_bounded,
@@ -36,7 +36,18 @@ pub trait Txn {
     /// Queues `job` (replacing one with its key) at `due_ms`.
     fn schedule(&mut self, job: &Job, due_ms: u64) -> Result<()>;
     fn unschedule(&mut self, key: &str) -> Result<()>;
+    /// The session whose payment is `payment_intent`, if one is stored.
+    fn session_for_payment(&self, payment_intent: &str) -> Result<Option<String>>;
+    /// Charge events kept for `payment_intent` until its session arrives.
+    fn unmatched(&self, payment_intent: &str) -> Result<Vec<ChargeEvent>>;
+    /// Replaces them (none: removes the entry).
+    fn put_unmatched(&mut self, payment_intent: &str, events: &[ChargeEvent]) -> Result<()>;
 }
+
+/// Charge events kept per payment intent while no session has it: more
+/// than any real payment gets (a refund or two, a dispute's three events);
+/// past it the oldest go, keeping the first.
+pub const MAX_UNMATCHED: usize = 64;
 
 /// Applies one input to session `id` (see `domain::step`).
 pub fn transition(
@@ -60,10 +71,66 @@ pub fn transition(
     if let Some(s) = &step.session {
         tx.store_over(old.as_ref(), s)?;
     }
+    let linked = step.session.as_ref().and_then(|s| {
+        let pi = s.rec.payment_intent.as_deref()?;
+        let old_pi = old.as_ref().and_then(|o| o.payment_intent.as_deref());
+        (old_pi != Some(pi)).then(|| pi.to_string())
+    });
     for effect in step.effects {
         apply(tx, id, effect, ctx.now)?;
     }
+    if let Some(pi) = linked {
+        link_unmatched(tx, id, &pi, ctx, key)?;
+    }
     Ok(step.reply)
+}
+
+/// The session just got its payment intent: charge events that arrived
+/// before it (a refund ahead of `checkout.session.completed`) apply now,
+/// oldest first, in this transaction.
+fn link_unmatched(
+    tx: &mut impl Txn,
+    id: &str,
+    pi: &str,
+    ctx: &Ctx,
+    key: &InstallationKey,
+) -> Result<()> {
+    let mut kept = tx.unmatched(pi)?;
+    if kept.is_empty() {
+        return Ok(());
+    }
+    tx.put_unmatched(pi, &[])?;
+    kept.sort_by(|a, b| (a.created, &a.event_id).cmp(&(b.created, &b.event_id)));
+    for ev in kept {
+        if let Some(mut rec) = tx.event(&ev.event_id)? {
+            rec.session_id = Some(id.to_string());
+            tx.update_event(&rec)?;
+        }
+        transition(tx, id, Input::Charge(ev), ctx, key)?;
+    }
+    Ok(())
+}
+
+/// A refund or dispute: applied to the session with its payment intent,
+/// or kept until one has it. True when it was applied.
+fn charge(tx: &mut impl Txn, ev: &ChargeEvent, ctx: &Ctx, key: &InstallationKey) -> Result<bool> {
+    if let Some(id) = tx.session_for_payment(&ev.payment_intent)? {
+        transition(tx, &id, Input::Charge(ev.clone()), ctx, key)?;
+        return Ok(true);
+    }
+    let mut kept = tx.unmatched(&ev.payment_intent)?;
+    if !kept.iter().any(|k| k.event_id == ev.event_id) {
+        push_capped(&mut kept, ev.clone(), MAX_UNMATCHED);
+        tx.put_unmatched(&ev.payment_intent, &kept)?;
+    }
+    Ok(false)
+}
+
+fn push_capped<T>(list: &mut Vec<T>, item: T, cap: usize) {
+    list.push(item);
+    if list.len() > cap {
+        list.remove(1);
+    }
 }
 
 fn apply(tx: &mut impl Txn, id: &str, effect: Effect, now: u64) -> Result<()> {
@@ -132,6 +199,16 @@ pub fn ingest(
         seen.deliveries = seen.deliveries.saturating_add(1);
         tx.update_event(&seen)?;
         return Ok(Ingested::Duplicate);
+    }
+    if let Some(c) = &ev.charge {
+        let mut rec = ev.record.clone();
+        rec.session_id = tx.session_for_payment(&c.payment_intent)?;
+        tx.put_event(&rec, &ev.raw)?;
+        return Ok(if charge(tx, c, ctx, key)? {
+            Ingested::Recorded
+        } else {
+            Ingested::Unmatched
+        });
     }
     tx.put_event(&ev.record, &ev.raw)?;
     match &ev.session {

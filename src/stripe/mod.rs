@@ -6,6 +6,7 @@
 //! other 4xx. Errors say whether a later attempt may succeed.
 
 pub mod double;
+pub mod links;
 pub mod types;
 
 use std::time::Duration;

@@ -23,6 +23,70 @@ pub struct Event {
     /// `data.object` as a tree, kept only for `checkout.session.async_payment_failed`
     /// (its callback carries the object); `Null` otherwise.
     pub failed_object: Value,
+    /// `data.object` of a `charge.*` event: a Charge, Refund or Dispute.
+    pub charge: Option<ChargeObject>,
+}
+
+/// The object of a `charge.*` event, read leniently: what fulfilld needs
+/// of a Charge (`charge.refunded`), a Refund (`charge.refund.updated`) or a
+/// Dispute (`charge.dispute.*`). `object` says which.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default)]
+pub struct ChargeObject {
+    #[serde(deserialize_with = "lenient")]
+    pub id: String,
+    /// `charge`, `refund` or `dispute`.
+    #[serde(deserialize_with = "lenient")]
+    pub object: String,
+    #[serde(deserialize_with = "lenient")]
+    pub amount: i64,
+    #[serde(deserialize_with = "lenient")]
+    pub amount_refunded: i64,
+    #[serde(deserialize_with = "lenient")]
+    pub refunded: bool,
+    #[serde(deserialize_with = "lenient")]
+    pub currency: Option<String>,
+    #[serde(deserialize_with = "lenient")]
+    pub status: Option<String>,
+    #[serde(deserialize_with = "lenient")]
+    pub reason: Option<String>,
+    #[serde(deserialize_with = "lenient_id")]
+    pub payment_intent: Option<String>,
+    #[serde(deserialize_with = "lenient")]
+    pub evidence_details: Option<EvidenceDetails>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default)]
+pub struct EvidenceDetails {
+    #[serde(deserialize_with = "lenient")]
+    pub due_by: Option<i64>,
+}
+
+impl ChargeObject {
+    /// The payment intent it belongs to, when it has a well-formed one.
+    pub fn payment_intent_id(&self) -> Option<&str> {
+        self.payment_intent
+            .as_deref()
+            .filter(|pi| is_object_id(pi, "pi_"))
+    }
+}
+
+/// An id Stripe made with `prefix` (`pi_`, `dp_`, `re_`): letters, digits, `_`.
+pub fn is_object_id(id: &str, prefix: &str) -> bool {
+    id.len() > prefix.len()
+        && id.len() <= 255
+        && id.starts_with(prefix)
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// An object reference as its id: the string, or an expanded object's `id`.
+fn lenient_id<'de, D>(d: D) -> Result<Option<String>, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    let v = Value::deserialize(d)?;
+    Ok(id_of(&v))
 }
 
 /// The envelope; `D` is what `data` is read as: a slice borrowed from the
@@ -64,6 +128,7 @@ impl Event {
         // tolerant path below.
         if let Ok(t) = serde_json::from_str::<Envelope<Data<Session>>>(body)
             && t.kind != SESSION_ASYNC_FAILED
+            && !t.kind.starts_with(CHARGE_PREFIX)
         {
             return Ok(Event {
                 id: t.id,
@@ -76,6 +141,7 @@ impl Event {
                     .and_then(|d| d.object)
                     .filter(|s| crate::model::is_session_id(&s.id)),
                 failed_object: Value::Null,
+                charge: None,
             });
         }
         Self::parse_tolerant(body)
@@ -95,6 +161,9 @@ impl Event {
             }
             _ => Value::Null,
         };
+        let charge = object
+            .filter(|_| env.kind.starts_with(CHARGE_PREFIX))
+            .and_then(|o| serde_json::from_str::<ChargeObject>(o.get()).ok());
         Ok(Event {
             id: env.id,
             kind: env.kind,
@@ -103,6 +172,7 @@ impl Event {
             account: env.account.filter(|a| is_account_id(a)),
             session,
             failed_object,
+            charge,
         })
     }
 }
@@ -110,10 +180,7 @@ impl Event {
 /// A connected account id, `acct_` and letters or digits: checked before it
 /// goes into a `Stripe-Account` header or a page.
 pub fn is_account_id(s: &str) -> bool {
-    s.len() > 5
-        && s.len() <= 255
-        && s.starts_with("acct_")
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    is_object_id(s, "acct_")
 }
 
 /// The Checkout Session event types fulfilld acts on.
@@ -121,6 +188,8 @@ pub const SESSION_COMPLETED: &str = "checkout.session.completed";
 pub const SESSION_ASYNC_SUCCEEDED: &str = "checkout.session.async_payment_succeeded";
 pub const SESSION_ASYNC_FAILED: &str = "checkout.session.async_payment_failed";
 pub const SESSION_EXPIRED: &str = "checkout.session.expired";
+/// Refund and dispute events (`charge.refunded`, `charge.dispute.created`, …).
+pub const CHARGE_PREFIX: &str = "charge.";
 
 /// A Checkout Session.
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -106,11 +106,113 @@ pub fn render(
             stuck_merchant(rec, error, links)
         }
         NotificationKind::PaymentFailedAlert => payment_failed_merchant(rec, links),
+        NotificationKind::DisputeMerchantEmail | NotificationKind::DisputeAlert => {
+            dispute_merchant(rec, links)
+        }
         // Callbacks are JSON to the merchant's endpoint, never rendered: the
         // merchant's summary is the closest reading should one reach here.
-        NotificationKind::FulfilledCallback | NotificationKind::PaymentFailedCallback => {
-            payment_failed_merchant(rec, links)
+        NotificationKind::FulfilledCallback
+        | NotificationKind::PaymentFailedCallback
+        | NotificationKind::RefundedCallback
+        | NotificationKind::DisputeOpenedCallback
+        | NotificationKind::DisputeClosedCallback => payment_failed_merchant(rec, links),
+    }
+}
+
+/// What a dispute alert says: the amount, Stripe's reason in words, and
+/// the deadline for evidence.
+struct DisputeFacts {
+    amount: String,
+    reason: String,
+    deadline: String,
+    payment: Option<String>,
+}
+
+fn dispute_facts(rec: &SessionRecord) -> DisputeFacts {
+    let d = rec.dispute.as_ref();
+    let amount = match d {
+        Some(d) => money::format(
+            d.amount,
+            d.currency
+                .as_deref()
+                .or(rec.currency.as_deref())
+                .unwrap_or("usd"),
+        ),
+        None => amount(rec),
+    };
+    let reason = d
+        .map(|d| reason_words(&d.reason))
+        .unwrap_or_else(|| "not given".into());
+    let deadline = match d.and_then(|d| d.evidence_due_by) {
+        Some(due) => crate::time::display_deadline(due),
+        None => "see the payment in Stripe's Dashboard".into(),
+    };
+    DisputeFacts {
+        amount,
+        reason,
+        deadline,
+        payment: crate::stripe::links::payment(rec),
+    }
+}
+
+/// Stripe's dispute reasons, as a merchant would say them.
+fn reason_words(reason: &str) -> String {
+    match reason {
+        "fraudulent" => "the cardholder says they did not make this payment (fraudulent)".into(),
+        "product_not_received" => "the customer says they did not receive the order".into(),
+        "product_unacceptable" => {
+            "the customer says the order was defective or not as described".into()
         }
+        "duplicate" => "the customer says they were charged twice".into(),
+        "subscription_canceled" => "the customer says they canceled the subscription".into(),
+        "credit_not_processed" => "the customer says a promised refund was not made".into(),
+        "unrecognized" => "the customer does not recognise the payment".into(),
+        "general" | "" => "no specific reason (general)".into(),
+        other => other.replace('_', " "),
+    }
+}
+
+fn dispute_merchant(rec: &SessionRecord, links: &Links<'_>) -> Email {
+    let f = dispute_facts(rec);
+    let dashboard = links.dashboard(rec);
+    let subject = format!(
+        "Payment disputed: {} ({}), respond by the deadline",
+        f.amount, rec.id
+    );
+    let customer = clean(rec.customer_email.as_deref().unwrap_or("unknown"));
+    let mut text = format!(
+        "A customer disputed a payment. Stripe has taken the disputed amount from your balance          until the dispute is decided. To contest it, submit evidence in Stripe's Dashboard          before the deadline; after it, the dispute is lost.\n\n         Amount:   {}\nReason:   {}\nDeadline: {}\nCustomer: {customer}\nSession:  {}\n\n         The session in fulfilld: {}\n",
+        clean(&f.amount),
+        clean(&f.reason),
+        clean(&f.deadline),
+        clean(rec.id.as_str()),
+        clean(&dashboard),
+    );
+    if let Some(p) = &f.payment {
+        text.push_str(&format!("The payment in Stripe: {}\n", clean(p)));
+    }
+    let html = frame(
+        &subject,
+        html! {
+            h1 style="font-size:20px" { "A customer disputed a payment" }
+            p { "Stripe has taken the disputed amount from your balance until the dispute is decided. To contest it, submit evidence in Stripe's Dashboard before the deadline; after it, the dispute is lost." }
+            table style="border-collapse:collapse" {
+                tr { td style="color:#6b7280;padding:2px 12px 2px 0" { "Amount" } td { strong { (f.amount) } } }
+                tr { td style="color:#6b7280;padding:2px 12px 2px 0;vertical-align:top" { "Reason" } td { (f.reason) } }
+                tr { td style="color:#6b7280;padding:2px 12px 2px 0" { "Deadline" } td { strong style="color:#b91c1c" { (f.deadline) } } }
+                tr { td style="color:#6b7280;padding:2px 12px 2px 0" { "Customer" } td { (customer) } }
+                tr { td style="color:#6b7280;padding:2px 12px 2px 0" { "Session" } td { code { (rec.id) } } }
+            }
+            @if let Some(p) = &f.payment {
+                p { a href=(p) style="display:inline-block;background:#4f46e5;color:#ffffff;padding:10px 16px;border-radius:8px;text-decoration:none;font-weight:600" { "Respond in Stripe's Dashboard" } }
+            }
+            p { a href=(dashboard) { "Open the session in the dashboard" } }
+        },
+    );
+    Email {
+        subject,
+        text,
+        html,
     }
 }
 
@@ -307,6 +409,20 @@ pub fn alert_text(
             ":rotating_light: Fulfillment failed for {id} ({amount}, {customer}): {}. Needs a person: {dashboard}",
             mrkdwn(error.unwrap_or("unknown error")),
         ),
+        NotificationKind::DisputeAlert | NotificationKind::DisputeMerchantEmail => {
+            let f = dispute_facts(rec);
+            let payment = f
+                .payment
+                .as_deref()
+                .map(|p| format!(" Respond in Stripe: {}", mrkdwn(p)))
+                .unwrap_or_default();
+            format!(
+                ":rotating_light: Payment disputed for {id} ({}, {customer}): {}. Evidence due by {}.{payment} Session: {dashboard}",
+                mrkdwn(&f.amount),
+                mrkdwn(&f.reason),
+                mrkdwn(&f.deadline),
+            )
+        }
         _ => format!(
             ":warning: Delayed payment failed for {id} ({amount}, {customer}). Not fulfilled. {dashboard}",
         ),

@@ -827,7 +827,13 @@ async fn check_config_connects_to_postgresql_and_reads_the_schema_version() {
         .unwrap();
     let (code, _, err) = check_config(dir.path(), &format!("{GOOD}[storage]\nurl = \"{url}\"\n"));
     assert_eq!(code, 0, "{err}");
-    assert!(err.contains("schema version 1"), "{err}");
+    assert!(
+        err.contains(&format!(
+            "schema version {}",
+            fulfilld::store::pg::migrate::LATEST
+        )),
+        "{err}"
+    );
     fulfilld::store::Storage::close(&store).await;
     let mut nowhere = reqwest::Url::parse(&url).unwrap();
     nowhere.set_port(Some(1)).unwrap();

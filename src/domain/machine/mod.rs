@@ -4,6 +4,7 @@
 //! the outbox in `outbox`.
 
 mod attempt;
+mod charge;
 mod outbox;
 
 use serde_json::json;
@@ -75,6 +76,11 @@ pub fn step(id: &str, current: Option<Session>, input: Input, env: &Env<'_>) -> 
                 (Some(s), Reply::Done(state))
             }
             None => (None, Reply::Skipped(State::Failed)),
+        },
+        Input::Charge(ev) => match current {
+            Some(s) => m.charge(s, ev),
+            // The store keeps a charge event until its session exists.
+            None => (None, Reply::Skipped(State::AwaitingPayment)),
         },
         Input::Reconcile { quiet_ms } => match current {
             Some(s) => m.reconcile(&s, quiet_ms),

@@ -2,6 +2,7 @@
 //! the results of a claimed attempt, and random sequences of events, claims,
 //! results, crashes and restarts checked against the invariants.
 
+mod charges;
 mod sequences;
 mod table;
 

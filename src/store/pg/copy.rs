@@ -74,6 +74,9 @@ pub async fn copy_into(
                 copied.jobs += 1;
                 writes.jobs.insert(key, JobWrite::Put(due, job));
             }
+            Row::Unmatched(pi, kept) => {
+                writes.unmatched.insert(pi, kept);
+            }
         }
         pending += 1;
         if pending == CHUNK {

@@ -11,10 +11,13 @@ use tokio_postgres::Client;
 use super::PgError;
 
 /// Every version, in order: (number, SQL).
-const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("schema/0001_initial.sql"))];
+const MIGRATIONS: &[(i32, &str)] = &[
+    (1, include_str!("schema/0001_initial.sql")),
+    (2, include_str!("schema/0002_after_the_sale.sql")),
+];
 
 /// The newest version this build knows.
-pub const LATEST: i32 = 1;
+pub const LATEST: i32 = 2;
 
 /// The advisory lock migrations hold: any fixed number, the same in every
 /// replica.

@@ -265,7 +265,13 @@ impl PgStore {
     async fn transition_id(&self, id: &str, input: Input, ctx: Ctx) -> Result<Reply> {
         let key = self.inner.key;
         let sid = id.to_string();
-        self.write(vec![Lock::Session(sid.clone())], move |tx| {
+        let mut locks = vec![Lock::Session(sid.clone())];
+        locks.extend(
+            input
+                .payment_intent()
+                .map(|pi| Lock::Payment(pi.to_string())),
+        );
+        self.write(locks, move |tx| {
             ops::transition(tx, &sid, input.clone(), &ctx, &key)
         })
         .await
@@ -302,6 +308,7 @@ impl PgStore {
     async fn list_rows(&self, query: &ListQuery, full: bool) -> Result<Page<Session>> {
         let limit = query.limit.max(1);
         let state = query.state.map(State::as_str);
+        let refund_status = query.refund_status.map(crate::model::RefundStatus::as_str);
         let (before_created, before_id) = match &query.cursor {
             Some((c, id)) => (Some(*c), Some(id.as_str())),
             None => (None, None),
@@ -326,6 +333,8 @@ impl PgStore {
                      ) found
                      WHERE ($4::text IS NULL OR state = $4)
                        AND ($5::int8 IS NULL OR (created, id) < ($5, $6::text))
+                       AND ($8::text IS NULL OR refund_status = $8)
+                       AND ($9::bool IS NOT TRUE OR disputed)
                      ORDER BY created DESC, id DESC LIMIT $7"
                 );
                 self.sessions_of(
@@ -338,6 +347,8 @@ impl PgStore {
                         &before_created,
                         &before_id,
                         &want,
+                        &refund_status,
+                        &query.disputed,
                     ],
                     full,
                 )
@@ -348,10 +359,19 @@ impl PgStore {
                     "SELECT record, {detail} FROM sessions
                      WHERE ($1::text IS NULL OR state = $1)
                        AND ($2::int8 IS NULL OR (created, id) < ($2, $3::text))
+                       AND ($5::text IS NULL OR refund_status = $5)
+                       AND ($6::bool IS NOT TRUE OR disputed)
                      ORDER BY created DESC, id DESC LIMIT $4"
                 );
-                self.sessions_of(&sql, &[&state, &before_created, &before_id, &want], full)
-                    .await?
+                let params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] = [
+                    &state,
+                    &before_created,
+                    &before_id,
+                    &want,
+                    &refund_status,
+                    &query.disputed,
+                ];
+                self.sessions_of(&sql, &params, full).await?
             }
         };
         let more = sessions.len() > limit;
@@ -421,8 +441,30 @@ impl Storage for PgStore {
     async fn ingest(&self, event: NewEvent, ctx: Ctx) -> Result<Ingested> {
         let key = self.inner.key;
         let mut locks = vec![Lock::Event(event.record.id.clone())];
-        if let Some((id, _)) = &event.session {
+        if let Some((id, input)) = &event.session {
             locks.push(Lock::Session(id.as_str().to_string()));
+            locks.extend(
+                input
+                    .payment_intent()
+                    .map(|pi| Lock::Payment(pi.to_string())),
+            );
+        }
+        if let Some(charge) = &event.charge {
+            // The session it will apply to, locked in the shared order; a
+            // session stored with it since is locked when the batch reads it.
+            locks.push(Lock::Payment(charge.payment_intent.clone()));
+            let found = self
+                .client()
+                .await?
+                .query_opt(
+                    "SELECT id FROM sessions WHERE payment_intent = $1",
+                    &[&charge.payment_intent],
+                )
+                .await
+                .map_err(pg_error)?;
+            if let Some(row) = found {
+                locks.push(Lock::Session(row.get(0)));
+            }
         }
         self.write(locks, move |tx| ops::ingest(tx, &event, &ctx, &key))
             .await

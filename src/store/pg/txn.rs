@@ -15,7 +15,7 @@ use std::{
 };
 
 use crate::{
-    domain::Session,
+    domain::{ChargeEvent, Session},
     model::{EventRecord, Job, Notification, SessionRecord},
     store::{Result, StoreError, ops::Txn},
 };
@@ -27,6 +27,10 @@ pub enum Need {
     Event(String),
     Notification(String),
     Job(String),
+    /// The session with this payment intent.
+    Payment(String),
+    /// Charge events kept for this payment intent.
+    Unmatched(String),
 }
 
 /// The marker error of a read the batch could not answer yet.
@@ -62,6 +66,9 @@ pub struct Rows {
     pub events: HashMap<String, Option<EventRecord>>,
     pub notifications: HashMap<String, Option<Notification>>,
     pub jobs: HashMap<String, Option<u64>>,
+    /// Payment intent → the session stored with it.
+    pub payments: HashMap<String, Option<String>>,
+    pub unmatched: HashMap<String, Option<Vec<ChargeEvent>>>,
     /// Rows that were read but do not decode: an operation reading one
     /// fails alone, as on redb.
     pub broken: HashMap<Need, String>,
@@ -77,11 +84,14 @@ pub struct Writes {
     pub events: HashMap<String, EventWrite>,
     pub notifications: HashMap<String, Notification>,
     pub jobs: HashMap<String, JobWrite>,
+    /// By payment intent; an empty list removes the row.
+    pub unmatched: HashMap<String, Vec<ChargeEvent>>,
 }
 
 impl Writes {
     pub fn is_empty(&self) -> bool {
-        self.sessions.is_empty()
+        self.unmatched.is_empty()
+            && self.sessions.is_empty()
             && self.bodies.is_empty()
             && self.events.is_empty()
             && self.notifications.is_empty()
@@ -98,6 +108,7 @@ impl Writes {
         self.bodies.extend(later.bodies);
         self.notifications.extend(later.notifications);
         self.jobs.extend(later.jobs);
+        self.unmatched.extend(later.unmatched);
         for (id, w) in later.events {
             let merged = match (self.events.remove(&id), w) {
                 // Still a first delivery, with its newer record.
@@ -122,6 +133,8 @@ impl Rows {
                 Need::Event(id) => !self.events.contains_key(id),
                 Need::Notification(id) => !self.notifications.contains_key(id),
                 Need::Job(k) => !self.jobs.contains_key(k),
+                Need::Payment(pi) => !self.payments.contains_key(pi),
+                Need::Unmatched(pi) => !self.unmatched.contains_key(pi),
             })
             .collect()
     }
@@ -133,6 +146,7 @@ impl Rows {
         self.events.extend(changes.events);
         self.notifications.extend(changes.notifications);
         self.jobs.extend(changes.jobs);
+        self.unmatched.extend(changes.unmatched);
         self.writes.merge(writes);
     }
 }
@@ -150,6 +164,7 @@ struct Changes {
     events: HashMap<String, Option<EventRecord>>,
     notifications: HashMap<String, Option<Notification>>,
     jobs: HashMap<String, Option<u64>>,
+    unmatched: HashMap<String, Option<Vec<ChargeEvent>>>,
 }
 
 /// One operation's view: its own changes over the batch's rows.
@@ -307,6 +322,52 @@ impl Txn for OpTx<'_> {
         // Removing a row that may not exist needs no read.
         self.changes.jobs.insert(key.to_string(), None);
         self.writes.jobs.insert(key.to_string(), JobWrite::Remove);
+        Ok(())
+    }
+
+    fn session_for_payment(&self, payment_intent: &str) -> Result<Option<String>> {
+        // A session this batch stored with it is newer than the table.
+        let stored = self
+            .changes
+            .sessions
+            .values()
+            .chain(self.base.sessions.values())
+            .flatten()
+            .find(|s| s.rec.payment_intent.as_deref() == Some(payment_intent));
+        if let Some(s) = stored {
+            return Ok(Some(s.rec.id.clone()));
+        }
+        // A payment intent, once a session has it, stays that session's.
+        match self.base.payments.get(payment_intent) {
+            Some(found) => Ok(found.clone()),
+            None => {
+                self.missing
+                    .borrow_mut()
+                    .insert(Need::Payment(payment_intent.to_string()));
+                Err(StoreError::Backend(Box::new(NotLoaded)))
+            }
+        }
+    }
+
+    fn unmatched(&self, payment_intent: &str) -> Result<Vec<ChargeEvent>> {
+        Ok(self
+            .look(
+                |c| &c.unmatched,
+                &self.base.unmatched,
+                payment_intent,
+                || Need::Unmatched(payment_intent.to_string()),
+            )?
+            .unwrap_or_default())
+    }
+
+    fn put_unmatched(&mut self, payment_intent: &str, events: &[ChargeEvent]) -> Result<()> {
+        let value = (!events.is_empty()).then(|| events.to_vec());
+        self.changes
+            .unmatched
+            .insert(payment_intent.to_string(), value);
+        self.writes
+            .unmatched
+            .insert(payment_intent.to_string(), events.to_vec());
         Ok(())
     }
 }

@@ -39,7 +39,7 @@ use super::{
     txn::{EventWrite, JobWrite, Need, OpTx, Rows, Writes, is_not_loaded},
 };
 use crate::{
-    domain::Session,
+    domain::{ChargeEvent, Session},
     model::{EventRecord, Job, Notification, fulfill_key},
     store::{Result, StoreError},
 };
@@ -59,12 +59,31 @@ pub const CHANNEL: &str = "fulfilld_jobs";
 /// the one-key locks of migrations and leader loops).
 const LOCK_SESSION: i32 = 1;
 const LOCK_EVENT: i32 = 2;
+const LOCK_PAYMENT: i32 = 3;
 
-/// A row a batch locks before it reads.
+/// A row a batch locks before it reads. An operation names the locks it
+/// knows it needs; a row it turns out to read besides is locked when the
+/// batch loads it (out of the shared order, so two batches may then
+/// deadlock: PostgreSQL ends one, and it is retried).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Lock {
     Session(String),
     Event(String),
+    /// A payment intent: the link between a session and the charge events
+    /// that name its payment.
+    Payment(String),
+}
+
+impl Lock {
+    /// The lock a read of `need` needs, if any.
+    fn of(need: &Need) -> Option<Lock> {
+        match need {
+            Need::Session(id) => Some(Lock::Session(id.clone())),
+            Need::Event(id) => Some(Lock::Event(id.clone())),
+            Need::Payment(pi) | Need::Unmatched(pi) => Some(Lock::Payment(pi.clone())),
+            Need::Notification(_) | Need::Job(_) => None,
+        }
+    }
 }
 
 /// A queued operation, as the writer sees it.
@@ -236,14 +255,18 @@ async fn run_once(
         return Err(StoreError::Stopped);
     };
     let tx = c.transaction().await.map_err(pg_error)?;
-    lock(&tx, st, batch.iter().flat_map(|op| op.locks().iter())).await?;
-    let mut rows = Rows::default();
-    let first: HashSet<Need> = batch
+    let mut locked: HashSet<Lock> = batch
         .iter()
-        .flat_map(|op| op.locks().iter())
+        .flat_map(|op| op.locks().iter().cloned())
+        .collect();
+    lock(&tx, st, locked.iter()).await?;
+    let mut rows = Rows::default();
+    let first: HashSet<Need> = locked
+        .iter()
         .flat_map(|l| match l {
             Lock::Session(id) => vec![Need::Session(id.clone()), Need::Job(fulfill_key(id))],
             Lock::Event(id) => vec![Need::Event(id.clone())],
+            Lock::Payment(pi) => vec![Need::Payment(pi.clone())],
         })
         .collect();
     load(&tx, st, &mut rows, first).await?;
@@ -257,6 +280,13 @@ async fn run_once(
                     "an operation kept reading rows it had not named".into(),
                 ));
             }
+            let unlocked: Vec<Lock> = missing
+                .iter()
+                .filter_map(Lock::of)
+                .filter(|l| !locked.contains(l))
+                .collect();
+            lock(&tx, st, unlocked.iter()).await?;
+            locked.extend(unlocked);
             load(&tx, st, &mut rows, missing).await?;
         }
     }
@@ -286,6 +316,7 @@ async fn lock<'a>(
         let (space, key) = match l {
             Lock::Session(id) => (LOCK_SESSION, id),
             Lock::Event(id) => (LOCK_EVENT, id),
+            Lock::Payment(pi) => (LOCK_PAYMENT, pi),
         };
         spaces.push(space);
         keys.push(key.as_str());
@@ -321,12 +352,16 @@ async fn load(
     let mut events = Vec::new();
     let mut notifications = Vec::new();
     let mut jobs = Vec::new();
+    let mut payments = Vec::new();
+    let mut unmatched = Vec::new();
     for n in needs {
         match n {
             Need::Session(id) => sessions.push(id),
             Need::Event(id) => events.push(id),
             Need::Notification(id) => notifications.push(id),
             Need::Job(k) => jobs.push(k),
+            Need::Payment(pi) => payments.push(pi),
+            Need::Unmatched(pi) => unmatched.push(pi),
         }
     }
     let q_sessions = st
@@ -357,12 +392,56 @@ async fn load(
             "SELECT key, due_ms FROM jobs WHERE key = ANY($1)",
         )
         .await?;
-    let (found_sessions, found_events, found_notifications, found_jobs) = tokio::try_join!(
+    let q_payments = st
+        .get_if(
+            !payments.is_empty(),
+            tx,
+            "SELECT payment_intent, id FROM sessions WHERE payment_intent = ANY($1)",
+        )
+        .await?;
+    let q_unmatched = st
+        .get_if(
+            !unmatched.is_empty(),
+            tx,
+            "SELECT payment_intent, value FROM unmatched_charges WHERE payment_intent = ANY($1)",
+        )
+        .await?;
+    let (
+        found_sessions,
+        found_events,
+        found_notifications,
+        found_jobs,
+        found_payments,
+        found_unmatched,
+    ) = tokio::try_join!(
         query_if(tx, q_sessions, &sessions),
         query_if(tx, q_events, &events),
         query_if(tx, q_notifications, &notifications),
         query_if(tx, q_jobs, &jobs),
+        query_if(tx, q_payments, &payments),
+        query_if(tx, q_unmatched, &unmatched),
     )?;
+    for pi in payments {
+        rows.payments.insert(pi, None);
+    }
+    for r in found_payments {
+        rows.payments.insert(r.get(0), Some(r.get(1)));
+    }
+    for pi in unmatched {
+        rows.unmatched.insert(pi, None);
+    }
+    for r in found_unmatched {
+        let pi: String = r.get(0);
+        match super::decode::<Vec<ChargeEvent>>(&pi, r.get(1)) {
+            Ok(kept) => {
+                rows.unmatched.insert(pi, Some(kept));
+            }
+            Err(e) => {
+                rows.unmatched.remove(&pi);
+                rows.broken.insert(Need::Unmatched(pi), e.to_string());
+            }
+        }
+    }
     for id in sessions {
         rows.sessions.insert(id, None);
     }
@@ -527,6 +606,15 @@ pub(super) async fn write_back(
         note_sessions.push(n.session_id.as_str());
         note_values.push(super::encode(n)?);
     }
+    let (mut kept_pis, mut kept_values, mut linked_pis) = (Vec::new(), Vec::new(), Vec::new());
+    for (pi, kept) in sorted(&w.unmatched) {
+        if kept.is_empty() {
+            linked_pis.push(pi.as_str());
+        } else {
+            kept_pis.push(pi.as_str());
+            kept_values.push(super::encode(kept)?);
+        }
+    }
     let mut jobs = JobColumns::default();
     let mut removed = Vec::new();
     for (key, j) in sorted(&w.jobs) {
@@ -540,11 +628,12 @@ pub(super) async fn write_back(
         .get_if(
             !sessions.id.is_empty(),
             tx,
-            "INSERT INTO sessions (id, state, created, email_lc, payment_intent, record, detail)
-             SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::text[], $5::text[], $6::bytea[], $7::bytea[])
+            "INSERT INTO sessions (id, state, created, email_lc, payment_intent, record, detail, refund_status, disputed)
+             SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::text[], $5::text[], $6::bytea[], $7::bytea[], $8::text[], $9::bool[])
              ON CONFLICT (id) DO UPDATE SET state = excluded.state, created = excluded.created,
                email_lc = excluded.email_lc, payment_intent = excluded.payment_intent,
-               record = excluded.record, detail = excluded.detail",
+               record = excluded.record, detail = excluded.detail,
+               refund_status = excluded.refund_status, disputed = excluded.disputed",
         )
         .await?;
     let q_bodies = st
@@ -601,8 +690,24 @@ pub(super) async fn write_back(
                due_ms = excluded.due_ms, job = excluded.job, taken_by = NULL, taken_until_ms = NULL",
         )
         .await?;
+    let q_kept = st
+        .get_if(
+            !kept_pis.is_empty(),
+            tx,
+            "INSERT INTO unmatched_charges (payment_intent, value)
+             SELECT * FROM unnest($1::text[], $2::bytea[])
+             ON CONFLICT (payment_intent) DO UPDATE SET value = excluded.value",
+        )
+        .await?;
+    let q_linked = st
+        .get_if(
+            !linked_pis.is_empty(),
+            tx,
+            "DELETE FROM unmatched_charges WHERE payment_intent = ANY($1)",
+        )
+        .await?;
     type Param<'p> = &'p (dyn ToSql + Sync);
-    let p_sessions: [Param; 7] = [
+    let p_sessions: [Param; 9] = [
         &sessions.id,
         &sessions.state,
         &sessions.created,
@@ -610,6 +715,8 @@ pub(super) async fn write_back(
         &sessions.payment_intent,
         &sessions.record,
         &sessions.detail,
+        &sessions.refund_status,
+        &sessions.disputed,
     ];
     let p_bodies: [Param; 2] = [&body_ids, &bodies];
     let p_new_events: [Param; 5] = [
@@ -622,6 +729,8 @@ pub(super) async fn write_back(
     let p_events: [Param; 2] = [&event_ids, &event_recs];
     let p_notifications: [Param; 3] = [&note_ids, &note_sessions, &note_values];
     let p_removed: [Param; 1] = [&removed];
+    let p_kept: [Param; 2] = [&kept_pis, &kept_values];
+    let p_linked: [Param; 1] = [&linked_pis];
     let p_jobs: [Param; 5] = [
         &jobs.key,
         &jobs.kind,
@@ -637,6 +746,8 @@ pub(super) async fn write_back(
         execute_if(tx, q_notifications, &p_notifications),
         execute_if(tx, q_removed, &p_removed),
         execute_if(tx, q_jobs, &p_jobs),
+        execute_if(tx, q_kept, &p_kept),
+        execute_if(tx, q_linked, &p_linked),
     )?;
     Ok(())
 }
@@ -672,6 +783,8 @@ struct SessionColumns<'a> {
     payment_intent: Vec<Option<&'a str>>,
     record: Vec<Vec<u8>>,
     detail: Vec<Vec<u8>>,
+    refund_status: Vec<&'static str>,
+    disputed: Vec<bool>,
 }
 
 impl<'a> SessionColumns<'a> {
@@ -695,6 +808,8 @@ impl<'a> SessionColumns<'a> {
         );
         self.record.push(super::encode(&s.rec)?);
         self.detail.push(super::encode(&s.detail)?);
+        self.refund_status.push(s.rec.refund_status().as_str());
+        self.disputed.push(s.rec.disputed());
         Ok(())
     }
 }

@@ -3,12 +3,13 @@
 use redb::{ReadTransaction, ReadableTableMetadata};
 
 use super::tables::{
-    BODIES, EVENTS, ID_MAX, INDEX, NOTIFICATIONS, SESSIONS, decode, email_term, get_event,
-    get_json, get_record, load_session, pi_term, split, state_range,
+    BODIES, EVENTS, FLAG_DISPUTED, FLAG_REFUND_FULL, FLAG_REFUND_PARTIAL, ID_MAX, INDEX,
+    NOTIFICATIONS, SESSIONS, decode, email_term, get_event, get_json, get_record, load_session,
+    pi_term, split, state_range,
 };
 use crate::{
     domain::Session,
-    model::{EventRecord, Notification, SessionDetail, SessionRecord, State},
+    model::{EventRecord, Notification, RefundStatus, SessionDetail, SessionRecord, State},
     store::{ListQuery, Page, StoreError},
 };
 
@@ -159,41 +160,63 @@ impl Reader {
         Ok(out)
     }
 
-    /// Sessions newest first, filtered by state and/or a search, after a cursor.
-    /// Without a search this walks an index from the cursor: no full scan.
+    /// Sessions newest first, filtered (state, refunds, disputes) and/or
+    /// searched, after a cursor. Without a search this walks the index range
+    /// of the most selective filter from the cursor: no full scan (a filter
+    /// combined with another reads that range until a page is full).
     pub fn list(&self, query: &ListQuery) -> Result<Page<SessionRecord>, StoreError> {
         let limit = query.limit.max(1);
-        let before = query.cursor.clone();
-        let mut ids: Vec<(i64, String)> = Vec::new();
-        match (&query.q, query.state) {
-            (Some(q), _) => {
+        let want = limit + 1;
+        let sessions_table = self.r.open_table(SESSIONS)?;
+        let mut sessions = Vec::with_capacity(want);
+        let admit = |id: &str, out: &mut Vec<SessionRecord>| -> Result<(), StoreError> {
+            if let Some(rec) = get_record(&sessions_table, id)?
+                && query.admits(&rec)
+            {
+                out.push(rec);
+            }
+            Ok(())
+        };
+        match &query.q {
+            Some(q) => {
                 let mut found = self.search(q)?;
                 found.sort_by(|a, b| b.cmp(a));
-                ids.extend(
-                    found
-                        .into_iter()
-                        .filter(|k| before.as_ref().is_none_or(|c| k < c)),
-                );
+                let before = query.cursor.as_ref();
+                for (_, id) in found.iter().filter(|k| before.is_none_or(|c| *k < c)) {
+                    admit(id, &mut sessions)?;
+                    if sessions.len() == want {
+                        break;
+                    }
+                }
             }
-            (None, Some(state)) => ids = self.newest(&[state], before.as_ref(), limit + 1)?,
-            (None, None) => ids = self.newest(&State::ALL, before.as_ref(), limit + 1)?,
+            None => {
+                let all: Vec<&str> = State::ALL.iter().map(|s| s.as_str()).collect();
+                let terms: Vec<&str> = match (query.disputed, query.refund_status, query.state) {
+                    (true, _, _) => vec![FLAG_DISPUTED],
+                    (_, Some(RefundStatus::Partial), _) => vec![FLAG_REFUND_PARTIAL],
+                    (_, Some(RefundStatus::Full), _) => vec![FLAG_REFUND_FULL],
+                    (_, _, Some(state)) => vec![state.as_str()],
+                    _ => all,
+                };
+                let mut cursor = query.cursor.clone();
+                'pages: loop {
+                    let batch = self.newest(&terms, cursor.as_ref(), want)?;
+                    let exhausted = batch.len() < want;
+                    for (created, id) in batch {
+                        admit(&id, &mut sessions)?;
+                        if sessions.len() == want {
+                            break 'pages;
+                        }
+                        cursor = Some((created, id));
+                    }
+                    if exhausted {
+                        break;
+                    }
+                }
+            }
         }
-        let sessions_table = self.r.open_table(SESSIONS)?;
-        let mut sessions = Vec::with_capacity(limit);
-        let mut more = false;
-        for (_, id) in ids {
-            let Some(rec) = get_record(&sessions_table, &id)? else {
-                continue;
-            };
-            if query.state.is_some_and(|s| s != rec.state) {
-                continue;
-            }
-            if sessions.len() == limit {
-                more = true;
-                break;
-            }
-            sessions.push(rec);
-        }
+        let more = sessions.len() > limit;
+        sessions.truncate(limit);
         let next_cursor = if more {
             sessions.last().map(|s| format!("{}:{}", s.created, s.id))
         } else {
@@ -210,15 +233,14 @@ impl Reader {
     /// reads about `want` index entries whatever the table's size.
     fn newest(
         &self,
-        states: &[State],
+        states: &[&str],
         before: Option<&(i64, String)>,
         want: usize,
     ) -> Result<Vec<(i64, String)>, StoreError> {
         use std::ops::Bound;
         let table = self.r.open_table(INDEX)?;
         let mut ranges = Vec::with_capacity(states.len());
-        for state in states {
-            let s = state.as_str();
+        for s in states.iter().copied() {
             let upper = match before {
                 Some((c, id)) => Bound::Excluded((s, *c, id.as_str())),
                 None => Bound::Included((s, i64::MAX, ID_MAX)),

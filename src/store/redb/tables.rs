@@ -8,6 +8,8 @@
 //! | `events` | event id | `EventRecord`'s length (u32 LE), the record, then the raw body as received (dedup of Stripe deliveries) |
 //! | `notifications` | notification id | `Notification` (outgoing callback bodies) |
 //! | `index` | (state, created, id) and (`e:`lowercased email or `p:`payment intent, 0, id) | () |
+//! | `index` (flags) | (`f:refund_partial`, `f:refund_full` or `f:disputed`, created, id) | () |
+//! | `unmatched_charges` | payment intent | charge events kept until a session has that payment (JSON list) |
 //! | `jobs` | job key | due ms (u64 LE), then the `Job` (at most one job per key) |
 //! | `meta` | name | installation facts (`installation_key`; `layout`) |
 //!
@@ -27,7 +29,7 @@ use super::{
     memory::{Changes, Counts, JobChange},
 };
 use crate::{
-    domain::Session,
+    domain::{ChargeEvent, Session},
     model::{EventRecord, Job, Notification, SessionRecord, State},
     store::{BackupStats, StoreError},
 };
@@ -39,6 +41,8 @@ pub(super) const NOTIFICATIONS: TableDefinition<&str, &[u8]> =
     TableDefinition::new("notifications");
 pub(super) const INDEX: TableDefinition<(&str, i64, &str), ()> = TableDefinition::new("index");
 pub(super) const JOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("jobs");
+pub(super) const UNMATCHED: TableDefinition<&str, &[u8]> =
+    TableDefinition::new("unmatched_charges");
 pub(super) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
 /// The layout this code writes (`meta.layout`); see `migrate` for older ones.
@@ -169,6 +173,25 @@ pub(super) fn pi_term(pi: &str) -> String {
     format!("p:{pi}")
 }
 
+/// The list filters a session matches, as index terms (keyed by created,
+/// like states, so a filtered list walks its own range newest first).
+pub(super) const FLAG_REFUND_PARTIAL: &str = "f:refund_partial";
+pub(super) const FLAG_REFUND_FULL: &str = "f:refund_full";
+pub(super) const FLAG_DISPUTED: &str = "f:disputed";
+
+pub(super) fn flags(rec: &SessionRecord) -> Vec<&'static str> {
+    let mut f = Vec::new();
+    match rec.refund_status() {
+        crate::model::RefundStatus::Partial => f.push(FLAG_REFUND_PARTIAL),
+        crate::model::RefundStatus::Full => f.push(FLAG_REFUND_FULL),
+        crate::model::RefundStatus::None => {}
+    }
+    if rec.disputed() {
+        f.push(FLAG_DISPUTED);
+    }
+    f
+}
+
 /// The index range of one state's entries.
 pub(super) fn state_range(s: &str) -> std::ops::RangeInclusive<(&str, i64, &str)> {
     (s, i64::MIN, "")..=(s, i64::MAX, ID_MAX)
@@ -186,6 +209,7 @@ pub struct Tx<'t> {
     index: Table<'t, (&'static str, i64, &'static str), ()>,
     jobs: Table<'t, &'static str, &'static [u8]>,
     meta: Table<'t, &'static str, &'static [u8]>,
+    unmatched: Table<'t, &'static str, &'static [u8]>,
     pub(super) changes: Changes,
     /// Something was written: a transaction that wrote nothing is not
     /// committed (a commit costs two syncs even when empty).
@@ -203,6 +227,7 @@ impl<'t> Tx<'t> {
             index: w.open_table(INDEX)?,
             jobs: w.open_table(JOBS)?,
             meta: w.open_table(META)?,
+            unmatched: w.open_table(UNMATCHED)?,
             changes: Changes::default(),
             dirty: false,
         })
@@ -296,6 +321,16 @@ impl<'t> Tx<'t> {
             }
             self.index
                 .insert((rec.state.as_str(), rec.created, id), ())?;
+        }
+        let old_flags: Vec<_> = old
+            .map(|o| flags(o).into_iter().map(|f| (f, o.created)).collect())
+            .unwrap_or_default();
+        let new_flags: Vec<_> = flags(rec).into_iter().map(|f| (f, rec.created)).collect();
+        for (flag, created) in old_flags.iter().filter(|f| !new_flags.contains(f)) {
+            self.index.remove((*flag, *created, id))?;
+        }
+        for (flag, created) in new_flags.iter().filter(|f| !old_flags.contains(f)) {
+            self.index.insert((*flag, *created, id), ())?;
         }
         for term in old_terms.iter().filter(|t| !new_terms.contains(t)) {
             self.index.remove((term.as_str(), 0, id))?;
@@ -554,6 +589,9 @@ pub(super) fn each_row(
     each(r, JOBS, |key, v| {
         let (due, job) = decode_job(key, v)?;
         send(Row::Job(key.to_string(), due, job))
+    })?;
+    each(r, UNMATCHED, |pi, v| {
+        send(Row::Unmatched(pi.to_string(), decode(pi, v)?))
     })
 }
 
@@ -575,7 +613,8 @@ pub(super) fn copy_all(
         + copy_table(from, to, NOTIFICATIONS)?
         + copy_table(from, to, INDEX)?
         + copy_table(from, to, JOBS)?
-        + copy_table(from, to, META)?;
+        + copy_table(from, to, META)?
+        + copy_table(from, to, UNMATCHED)?;
     Ok(BackupStats {
         sessions,
         events,
@@ -617,5 +656,32 @@ impl crate::store::ops::Txn for Tx<'_> {
     }
     fn unschedule(&mut self, key: &str) -> Result<(), StoreError> {
         Tx::unschedule(self, key)
+    }
+    fn session_for_payment(&self, payment_intent: &str) -> Result<Option<String>, StoreError> {
+        let term = pi_term(payment_intent);
+        let mut range = self
+            .index
+            .range((term.as_str(), 0, "")..=(term.as_str(), 0, ID_MAX))?;
+        Ok(match range.next() {
+            Some(entry) => Some(entry?.0.value().2.to_string()),
+            None => None,
+        })
+    }
+    fn unmatched(&self, payment_intent: &str) -> Result<Vec<ChargeEvent>, StoreError> {
+        Ok(get_json(&self.unmatched, payment_intent)?.unwrap_or_default())
+    }
+    fn put_unmatched(
+        &mut self,
+        payment_intent: &str,
+        events: &[ChargeEvent],
+    ) -> Result<(), StoreError> {
+        self.dirty = true;
+        if events.is_empty() {
+            self.unmatched.remove(payment_intent)?;
+        } else {
+            self.unmatched
+                .insert(payment_intent, encode(&events)?.as_slice())?;
+        }
+        Ok(())
     }
 }

@@ -30,6 +30,7 @@ fn event(n: u32) -> NewEvent {
         },
         raw: format!("{{\"id\":\"evt_{n}\",\"padding\":\"{}\"}}", "x".repeat(300)).into_bytes(),
         session: None,
+        charge: None,
     }
 }
 

@@ -11,7 +11,7 @@ pub use session::{DetailView, Flash, detail};
 pub use webhooks::{explain, webhooks};
 
 use crate::{
-    model::{SessionRecord, State},
+    model::{RefundStatus, SessionRecord, State},
     money,
     time::display_secs,
 };
@@ -135,6 +135,25 @@ pub fn state_badge(state: State) -> Markup {
     html! { span class={ "badge badge-" (tone) } data-state=(state.as_str()) { (state.as_str()) } }
 }
 
+/// "Refunded", "Partly refunded" and the dispute's standing, where they apply.
+pub(crate) fn after_sale_badges(rec: &SessionRecord) -> Markup {
+    let refund = match rec.refund_status() {
+        RefundStatus::None => None,
+        RefundStatus::Partial => Some("Partly refunded"),
+        RefundStatus::Full => Some("Refunded"),
+    };
+    let dispute = rec.dispute.as_ref().map(|d| match d.status.as_str() {
+        "won" => ("Dispute won", "ok"),
+        "lost" => ("Dispute lost", "bad"),
+        "warning_closed" | "prevented" => ("Inquiry closed", "off"),
+        _ => ("Disputed", "bad"),
+    });
+    html! {
+        @if let Some(r) = refund { span class="badge badge-off" data-refund=(rec.refund_status().as_str()) { (r) } }
+        @if let Some((d, tone)) = dispute { " " span class={ "badge badge-" (tone) } data-dispute=[rec.dispute.as_ref().map(|d| d.status.as_str())] { (d) } }
+    }
+}
+
 pub(crate) fn payment_badge(status: Option<&str>) -> Markup {
     let status = status.unwrap_or("unknown");
     let tone = match status {
@@ -164,6 +183,8 @@ pub(crate) fn amount(rec: &SessionRecord) -> String {
 pub struct ListView<'a> {
     pub counts: &'a [(State, u64)],
     pub state: Option<State>,
+    pub refund_status: Option<RefundStatus>,
+    pub disputed: bool,
     pub q: Option<&'a str>,
     pub rows: &'a [SessionRecord],
     pub next_cursor: Option<&'a str>,
@@ -171,9 +192,26 @@ pub struct ListView<'a> {
 }
 
 pub(crate) fn list_href(state: Option<State>, q: Option<&str>, cursor: Option<&str>) -> String {
+    filter_href(state, None, false, q, cursor)
+}
+
+/// The list with every filter it takes.
+pub(crate) fn filter_href(
+    state: Option<State>,
+    refund_status: Option<RefundStatus>,
+    disputed: bool,
+    q: Option<&str>,
+    cursor: Option<&str>,
+) -> String {
     let mut parts = Vec::new();
     if let Some(s) = state {
         parts.push(format!("state={}", s.as_str()));
+    }
+    if let Some(r) = refund_status {
+        parts.push(format!("refund_status={}", r.as_str()));
+    }
+    if disputed {
+        parts.push("disputed=true".into());
     }
     if let Some(q) = q {
         parts.push(format!("q={}", enc(q)));
@@ -220,16 +258,35 @@ pub fn sessions(chrome: &Chrome<'_>, v: &ListView<'_>) -> Markup {
                     }
                 }
             }
+            nav class="states after-sale" aria-label="Filter by refunds and disputes" {
+                @for (label, refund, disputed) in [("Partly refunded", Some(RefundStatus::Partial), false), ("Refunded", Some(RefundStatus::Full), false), ("Disputed", None, true)] {
+                    @let active = v.refund_status == refund && v.disputed == disputed;
+                    a href=(if active { filter_href(v.state, None, false, v.q, None) } else { filter_href(v.state, refund, disputed, v.q, None) })
+                      class={ "state-tab" @if active { " active" } } aria-current=[active.then_some("true")] {
+                        span { (label) }
+                    }
+                }
+            }
             form method="get" action="/admin" class="search" role="search" {
                 @if let Some(s) = v.state { input type="hidden" name="state" value=(s.as_str()); }
+                @if let Some(r) = v.refund_status { input type="hidden" name="refund_status" value=(r.as_str()); }
+                @if v.disputed { input type="hidden" name="disputed" value="true"; }
                 input type="search" name="q" value=(v.q.unwrap_or("")) placeholder="Session id (cs_…), email or payment intent (pi_…)" aria-label="Search";
                 button type="submit" { (icon("search")) "Search" }
                 @if v.q.is_some() { a class="muted" href=(list_href(v.state, None, None)) { "Clear" } }
             }
             @if v.rows.is_empty() {
                 section class="panel empty" {
-                    p { @if v.q.is_some() || v.state.is_some() { "No session matches." } @else {
+                    p { @if v.q.is_some() || v.state.is_some() || v.refund_status.is_some() || v.disputed { "No session matches." } @else {
                         "No sessions yet. Point a Stripe webhook endpoint at " code { "/webhook" } " and they will appear here." } }
+                    @if let Some(id) = v.q.filter(|q| crate::model::is_session_id(q)) {
+                        // A session fulfilld never heard of may still be in Stripe.
+                        form method="post" action=(format!("/admin/sessions/{id}/fulfill")) id="fetch-form" {
+                            input type="hidden" name="csrf" value=(chrome.csrf);
+                            p { "fulfilld has no record of " code { (id) } ". If Stripe has it (its events may be older than Stripe's 30 days), fetch it: a paid session is then fulfilled once." }
+                            button type="submit" class="primary" id="fetch-from-stripe" { "Fetch from Stripe" }
+                        }
+                    }
                 }
             } @else {
                 div class="table-wrap" {
@@ -246,7 +303,7 @@ pub fn sessions(chrome: &Chrome<'_>, v: &ListView<'_>) -> Markup {
                                     td class="hide-sm ellipsis" { (rec.customer_email.as_deref().unwrap_or("—")) }
                                     td class="num nowrap" { (amount(rec)) }
                                     td class="hide-sm" { (payment_badge(rec.payment_status.as_deref())) }
-                                    td { (state_badge(rec.state)) }
+                                    td { (state_badge(rec.state)) " " (after_sale_badges(rec)) }
                                 }
                             }
                         }
@@ -254,8 +311,8 @@ pub fn sessions(chrome: &Chrome<'_>, v: &ListView<'_>) -> Markup {
                 }
             }
             nav class="pager" {
-                @if !v.first_page { a href=(list_href(v.state, v.q, None)) { "← Newest" } }
-                @if let Some(c) = v.next_cursor { a id="older" href=(list_href(v.state, v.q, Some(c))) { "Older →" } }
+                @if !v.first_page { a href=(filter_href(v.state, v.refund_status, v.disputed, v.q, None)) { "← Newest" } }
+                @if let Some(c) = v.next_cursor { a id="older" href=(filter_href(v.state, v.refund_status, v.disputed, v.q, Some(c))) { "Older →" } }
             }
         },
     )
@@ -313,6 +370,8 @@ mod tests {
             &ListView {
                 counts: &[],
                 state: None,
+                refund_status: None,
+                disputed: false,
                 q: Some("\"><script>"),
                 rows: std::slice::from_ref(&rec),
                 next_cursor: None,

@@ -1,0 +1,15 @@
+-- Version 2: refunds and disputes (the lifecycle issue).
+
+-- List filters, kept in step with the record by every write.
+ALTER TABLE sessions ADD COLUMN refund_status text NOT NULL DEFAULT 'none',
+                     ADD COLUMN disputed boolean NOT NULL DEFAULT false;
+CREATE INDEX sessions_refunded ON sessions (refund_status, created DESC, id DESC)
+    WHERE refund_status <> 'none';
+CREATE INDEX sessions_disputed ON sessions (created DESC, id DESC) WHERE disputed;
+
+-- Charge events (refunds, disputes) for a payment no session has yet, by
+-- payment intent: applied, and removed, when a session with it is stored.
+CREATE TABLE unmatched_charges (
+    payment_intent text COLLATE "C" PRIMARY KEY,
+    value          bytea NOT NULL
+);

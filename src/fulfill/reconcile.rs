@@ -10,15 +10,44 @@ use crate::{
     stripe::Event,
 };
 
+/// Connected accounts the missed-event sweep looks at per round: a
+/// platform with more is not the user fulfilld is built for (one list call
+/// each, every round).
+const MAX_ACCOUNTS: usize = 100;
+
 impl Fulfiller {
-    /// Recovers Checkout Session events Stripe could not deliver (the endpoint
-    /// was down longer than Stripe retries, or fulfilld was): lists them with
+    /// Recovers the events Stripe could not deliver (the endpoint was down
+    /// longer than Stripe retries, or fulfilld was): lists them with
     /// `GET /v1/events?delivery_success=false` since `since_secs`, oldest
-    /// first, and records each through the same idempotent path as a webhook.
-    /// Events already received are duplicates and change nothing. Returns how
-    /// many were new.
+    /// first, on the platform and on each connected account sessions were
+    /// recorded on (up to `MAX_ACCOUNTS`), and records each through the same
+    /// idempotent path as a webhook. Events already received are duplicates
+    /// and change nothing. Returns how many were new.
     pub async fn reconcile_missed_events(
         &self,
+        since_secs: i64,
+        max_events: usize,
+    ) -> Result<usize, FulfillError> {
+        let mut recovered = self.recover_on(None, since_secs, max_events).await?;
+        for account in self.store.accounts(MAX_ACCOUNTS).await? {
+            // One account Stripe refuses (access revoked) must not stop the sweep.
+            match self
+                .recover_on(Some(&account), since_secs, max_events)
+                .await
+            {
+                Ok(n) => recovered += n,
+                Err(FulfillError::Stripe(e)) => {
+                    tracing::warn!(account = %account, error = %e, "cannot list a connected account's undelivered events");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(recovered)
+    }
+
+    async fn recover_on(
+        &self,
+        account: Option<&str>,
         since_secs: i64,
         max_events: usize,
     ) -> Result<usize, FulfillError> {
@@ -27,7 +56,7 @@ impl Fulfiller {
         loop {
             let (page, more) = self
                 .stripe
-                .list_undelivered_events(since_secs, after.as_deref())
+                .list_undelivered_events(since_secs, after.as_deref(), account)
                 .await?;
             after = page
                 .last()
@@ -41,6 +70,7 @@ impl Fulfiller {
             if events.len() >= max_events {
                 tracing::warn!(
                     max_events,
+                    account,
                     "more undelivered events than one round takes; the rest come next round"
                 );
                 break;
@@ -49,17 +79,26 @@ impl Fulfiller {
         // Stripe lists newest first; events are applied in the order they happened.
         events.reverse();
         let mut recovered = 0;
-        for value in events {
+        for mut value in events {
+            // Listed on a connected account: the event is that account's.
+            if let (Some(a), Some(o)) = (account, value.as_object_mut()) {
+                o.entry("account")
+                    .or_insert_with(|| Value::String(a.to_string()));
+            }
             let raw = value.to_string();
             let Ok(event) = Event::parse(&raw) else {
                 continue;
             };
-            if event.id.is_empty() || event.id.len() > 255 || event.session.is_none() {
+            let acted_on = event.session.is_some() || event.charge.is_some();
+            if event.id.is_empty() || event.id.len() > 255 || !acted_on {
                 continue;
             }
             let id = event.id.clone();
-            if self.ingest(raw, event).await? == Ingested::Recorded {
-                tracing::info!(event = %id, "recovered an event Stripe could not deliver");
+            if matches!(
+                self.ingest(raw, event).await?,
+                Ingested::Recorded | Ingested::Unmatched
+            ) {
+                tracing::info!(event = %id, account, "recovered an event Stripe could not deliver");
                 recovered += 1;
             }
         }

@@ -76,6 +76,10 @@ async fn page(req: &Request, state: &AppState, id: &str) -> Result<Response, Htt
                 // Not completed: nothing to fulfil, nothing to store.
                 return Ok(html(StatusCode::OK, render(&Landing::NotCompleted)));
             }
+            Ok(Ok(retrieved)) if retrieved.session.mode.as_deref() == Some("setup") => {
+                // A saved payment method: never fulfilled, so nothing to store.
+                return Ok(html(StatusCode::OK, render(&Landing::SetupSaved)));
+            }
             Ok(Ok(retrieved)) => opts.prefetched = Some(retrieved),
             Ok(Err(e)) if e.is_not_found() => return Err(HttpError::NotFound("no such session")),
             Ok(Err(e)) => {
@@ -131,6 +135,7 @@ async fn page(req: &Request, state: &AppState, id: &str) -> Result<Response, Htt
     };
     let has_fulfillment = !detail.fulfillments.is_empty();
     let view = match rec.state {
+        _ if rec.mode.as_deref() == Some("setup") => Landing::SetupSaved,
         State::Fulfilled => Landing::Receipt(&rec, &detail),
         _ if has_fulfillment => Landing::Receipt(&rec, &detail),
         State::AwaitingPayment => Landing::PaymentProcessing(&rec),

@@ -195,6 +195,9 @@ async fn fetch_unseen(
         .retrieve_session(id.as_str(), None)
         .await
     {
+        Ok(r) if r.session.mode.as_deref() == Some("setup") => Err(HttpError::BadRequest(
+            "a mode=setup session saved a payment method and sold nothing: there is nothing to fulfil",
+        )),
         Ok(r) => Ok(r),
         Err(e) if e.is_not_found() => Err(HttpError::NotFound(
             "no such session: neither fulfilld nor Stripe knows it (is it from the other mode, or a connected account?)",

@@ -318,6 +318,9 @@ pub trait Storage: Send + Sync + 'static {
     async fn session_count(&self) -> Result<u64>;
     /// Ids of every session in `state`.
     async fn ids_in_state(&self, state: State) -> Result<Vec<String>>;
+    /// The connected accounts (Stripe Connect) sessions were recorded on,
+    /// up to `limit`, in id order: the missed-event sweep looks at each.
+    async fn accounts(&self, limit: usize) -> Result<Vec<String>>;
 
     // Retention.
     /// Looks at up to `scan` events after `after` (by id) and removes the

@@ -331,6 +331,13 @@ async fn list_events(req: &Request, shared: Data<&Arc<Shared>>) -> Response {
             _ => {}
         }
     }
+    // A connected account's events are listed with its `Stripe-Account`, the
+    // platform's without one.
+    let account = req
+        .headers()
+        .get("stripe-account")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     // Newest first, as Stripe lists.
     let matching: Vec<Value> = shared
         .lock()
@@ -338,7 +345,8 @@ async fn list_events(req: &Request, shared: Data<&Arc<Shared>>) -> Response {
         .iter()
         .rev()
         .filter(|(e, delivered)| {
-            !(undelivered_only && *delivered)
+            e["account"].as_str() == account.as_deref()
+                && !(undelivered_only && *delivered)
                 && e["created"].as_i64().unwrap_or(0) >= created_gte
                 && (types.is_empty() || types.iter().any(|t| e["type"] == t.as_str()))
         })

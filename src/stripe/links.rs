@@ -30,9 +30,10 @@ pub fn subscription(rec: &SessionRecord) -> Option<String> {
     is_object_id(sub, "sub_").then(|| page(rec, &format!("subscriptions/{sub}")))
 }
 
-/// The session itself: Stripe lists Checkout Sessions under its id.
+/// The session in Stripe's Dashboard, through its search (which finds a
+/// Checkout Session by id; ids are checked, so nothing needs encoding).
 pub fn session(rec: &SessionRecord) -> String {
-    page(rec, &format!("checkout/sessions/{}", rec.id))
+    page(rec, &format!("search?query={}", rec.id))
 }
 
 #[cfg(test)]
@@ -57,5 +58,9 @@ mod tests {
         assert_eq!(payment(&rec), None);
         rec.subscription = Some("sub_9".into());
         assert!(subscription(&rec).is_some_and(|u| u.ends_with("/subscriptions/sub_9")));
+        assert_eq!(
+            session(&rec),
+            "https://dashboard.stripe.com/acct_1X/search?query=cs_test_1"
+        );
     }
 }

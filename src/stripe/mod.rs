@@ -218,11 +218,17 @@ impl StripeClient {
     /// events fulfilld acts on that Stripe could not deliver
     /// (`delivery_success=false`), created at or after `created_gte`.
     /// Returns the raw events and whether more pages follow.
+    /// One page of the events fulfilld acts on that Stripe could not
+    /// deliver, on the platform or (`account`) a connected account.
     pub async fn list_undelivered_events(
         &self,
         created_gte: i64,
         starting_after: Option<&str>,
+        account: Option<&str>,
     ) -> Result<(Vec<Value>, bool), StripeError> {
+        if account.is_some_and(|a| !types::is_account_id(a)) {
+            return Err(StripeError::Decode("not a connected account id".into()));
+        }
         let mut url = format!(
             "{}/v1/events?delivery_success=false&limit=100&created%5Bgte%5D={created_gte}",
             self.base
@@ -232,6 +238,11 @@ impl StripeClient {
             types::SESSION_ASYNC_SUCCEEDED,
             types::SESSION_ASYNC_FAILED,
             types::SESSION_EXPIRED,
+            "charge.refunded",
+            "charge.refund.updated",
+            "charge.dispute.created",
+            "charge.dispute.updated",
+            "charge.dispute.closed",
         ]
         .iter()
         .enumerate()
@@ -245,7 +256,7 @@ impl StripeClient {
             url.push_str("&starting_after=");
             url.push_str(after);
         }
-        let page = self.get(&url, None, ATTEMPTS).await?;
+        let page = self.get(&url, account, ATTEMPTS).await?;
         let data = page
             .get("data")
             .and_then(Value::as_array)

@@ -141,7 +141,7 @@ fn dispute_facts(rec: &SessionRecord) -> DisputeFacts {
         None => amount(rec),
     };
     let reason = d
-        .map(|d| reason_words(&d.reason))
+        .map(|d| super::dispute_reason(&d.reason))
         .unwrap_or_else(|| "not given".into());
     let deadline = match d.and_then(|d| d.evidence_due_by) {
         Some(due) => crate::time::display_deadline(due),
@@ -152,23 +152,6 @@ fn dispute_facts(rec: &SessionRecord) -> DisputeFacts {
         reason,
         deadline,
         payment: crate::stripe::links::payment(rec),
-    }
-}
-
-/// Stripe's dispute reasons, as a merchant would say them.
-fn reason_words(reason: &str) -> String {
-    match reason {
-        "fraudulent" => "the cardholder says they did not make this payment (fraudulent)".into(),
-        "product_not_received" => "the customer says they did not receive the order".into(),
-        "product_unacceptable" => {
-            "the customer says the order was defective or not as described".into()
-        }
-        "duplicate" => "the customer says they were charged twice".into(),
-        "subscription_canceled" => "the customer says they canceled the subscription".into(),
-        "credit_not_processed" => "the customer says a promised refund was not made".into(),
-        "unrecognized" => "the customer does not recognise the payment".into(),
-        "general" | "" => "no specific reason (general)".into(),
-        other => other.replace('_', " "),
     }
 }
 

@@ -22,6 +22,8 @@ pub enum Landing<'a> {
     Expired,
     /// The checkout was never completed.
     NotCompleted,
+    /// A `mode=setup` checkout: a payment method saved, nothing bought.
+    SetupSaved,
     NotFound,
     BadRequest,
     Unavailable,
@@ -109,6 +111,16 @@ pub fn render(view: &Landing<'_>) -> Markup {
             html! {
                 h1 { "This checkout is not complete" }
                 p { "No payment has been made yet. Please return to the checkout page to finish your order." }
+            },
+        ),
+        Landing::SetupSaved => page(
+            "Payment details saved",
+            None,
+            html! {
+                div class="badge badge-ok" { "Saved" }
+                h1 { "Your payment details are saved" }
+                p { "Nothing was charged. They will be used for future payments you agree to." }
+                p class="muted" { "You can close this page." }
             },
         ),
         Landing::NotFound => page(

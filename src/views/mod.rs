@@ -7,6 +7,23 @@ pub mod landing;
 
 use maud::{DOCTYPE, Markup, html};
 
+/// Stripe's dispute reasons, as a merchant would say them.
+pub(crate) fn dispute_reason(reason: &str) -> String {
+    match reason {
+        "fraudulent" => "the cardholder says they did not make this payment (fraudulent)".into(),
+        "product_not_received" => "the customer says they did not receive the order".into(),
+        "product_unacceptable" => {
+            "the customer says the order was defective or not as described".into()
+        }
+        "duplicate" => "the customer says they were charged twice".into(),
+        "subscription_canceled" => "the customer says they canceled the subscription".into(),
+        "credit_not_processed" => "the customer says a promised refund was not made".into(),
+        "unrecognized" => "the customer does not recognise the payment".into(),
+        "general" | "" => "no specific reason (general)".into(),
+        other => other.replace('_', " "),
+    }
+}
+
 /// The page frame shared by every page.
 pub fn page(title: &str, refresh_secs: Option<u32>, body: Markup) -> Markup {
     html! {

@@ -97,3 +97,128 @@ async fn admin_fulfills_a_failed_session_in_a_real_browser() {
     assert!(attempts.iter().any(|a| a["trigger"] == "admin"), "{s}");
     assert_eq!(app.receiver.of_kind("checkout.fulfilled").len(), 1);
 }
+
+/// After the sale in the dashboard: a disputed, partly refunded session shows
+/// its badges, the deadline and the way to Stripe; a session fulfilld never
+/// saw is found with "Fetch from Stripe" and fulfilled.
+#[tokio::test(flavor = "multi_thread")]
+async fn admin_sees_refunds_and_disputes_and_fetches_an_unseen_session() {
+    if !browser_or_skip("admin_sees_refunds_and_disputes_and_fetches_an_unseen_session") {
+        return;
+    }
+    let app = spawn_app().await;
+    let id = session_id("aftersale");
+    let session = app.seed(&SampleSession::paid(&id, 3));
+    assert_eq!(
+        app.send_event("evt_as_done", "checkout.session.completed", &session)
+            .await,
+        200
+    );
+    app.wait_for_state(&id, "fulfilled").await;
+    let pi = session["payment_intent"].as_str().unwrap();
+    let total = session["amount_total"].as_i64().unwrap();
+    let due = fulfilld::time::now_secs() + 6 * 86_400;
+    for body in [
+        charge_event(
+            "charge.refunded",
+            "evt_as_refund",
+            100,
+            pi,
+            serde_json::json!({"amount": total, "amount_refunded": 100, "refunded": false}),
+        ),
+        charge_event(
+            "charge.dispute.created",
+            "evt_as_dispute",
+            200,
+            pi,
+            serde_json::json!({"amount": total - 100, "evidence_details": {"due_by": due}}),
+        ),
+    ] {
+        let (body, header) = signed(&body);
+        assert_eq!(
+            app.post_webhook_raw(body, Some(&header)).await.status(),
+            200
+        );
+    }
+    eventually("the dispute is recorded", || async {
+        (!app.session(&id).await["dispute"].is_null()).then_some(())
+    })
+    .await;
+    let unseen = session_id("unseen_browser");
+    app.seed(&SampleSession::paid(&unseen, 1));
+
+    let browser = Browser::start().await;
+    browser.goto(&app.url("/admin/login")).await;
+    let username = browser.find("#username").await;
+    browser.send_keys(&username, "admin").await;
+    let password = browser.find("#password").await;
+    browser.send_keys(&password, "a long test password").await;
+    let submit = browser.find("#login-submit").await;
+    browser.click(&submit).await;
+    browser
+        .wait_for("a.session-link", Probe::Attribute("href"), |h| {
+            h.ends_with(&id)
+        })
+        .await;
+
+    // The "Disputed" filter lists it, with its badges.
+    browser.goto(&app.url("/admin?disputed=true")).await;
+    let row = browser
+        .wait_for_text("#sessions tbody tr", "Disputed")
+        .await;
+    let text = browser.text(&row).await;
+    assert!(text.contains("Partly refunded"), "{text}");
+    let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/screenshots");
+    browser
+        .screenshot_png(&shots.join("admin-disputed-list.png"))
+        .await;
+
+    browser
+        .goto(&app.url(&format!("/admin/sessions/{id}")))
+        .await;
+    let panel = browser
+        .wait_for_text("#after-sale", "Evidence due by")
+        .await;
+    let text = browser.text(&panel).await;
+    assert!(text.contains("did not make this payment"), "{text}");
+    let respond = browser.find("#respond-in-stripe").await;
+    assert_eq!(
+        browser.attribute(&respond, "href").await.as_deref(),
+        Some(format!("https://dashboard.stripe.com/test/payments/{pi}").as_str())
+    );
+    browser
+        .screenshot_png(&shots.join("admin-dispute-detail.png"))
+        .await;
+    browser.set_window_size(390, 844).await;
+    browser
+        .goto(&app.url(&format!("/admin/sessions/{id}")))
+        .await;
+    browser
+        .wait_for_text("#after-sale", "Evidence due by")
+        .await;
+    browser
+        .screenshot_png(&shots.join("admin-dispute-detail-phone.png"))
+        .await;
+    browser.set_window_size(1440, 900).await;
+
+    // A search for a session fulfilld never saw offers to fetch it.
+    browser.goto(&app.url(&format!("/admin?q={unseen}"))).await;
+    let fetch = browser.find("#fetch-from-stripe").await;
+    browser
+        .screenshot_png(&shots.join("admin-fetch-from-stripe.png"))
+        .await;
+    browser.click(&fetch).await;
+    browser.wait_until_gone(&fetch).await;
+    let state = browser
+        .wait_for_text_reloading(
+            &app.url(&format!("/admin/sessions/{unseen}")),
+            "#session-state",
+            "fulfilled",
+        )
+        .await;
+    assert_eq!(browser.text(&state).await.trim(), "fulfilled");
+    browser.quit().await;
+    app.settle().await;
+    let s = app.session(&unseen).await;
+    assert_eq!(s["fulfillments"].as_array().map(Vec::len), Some(1), "{s}");
+}

@@ -41,9 +41,12 @@ async fn a_setup_session_is_recorded_as_ignored_and_never_fulfilled() {
         ack["reason"].as_str().unwrap().contains("mode=setup"),
         "{ack}"
     );
-    // The customer lands on the success page too: still nothing fulfilled.
-    let (status, _) = app.landing(&id).await;
-    assert!(status < 500, "{status}");
+    // The customer lands on the success page too: told what happened, and
+    // still nothing fulfilled (or stored).
+    let (status, page) = app.landing(&id).await;
+    assert_eq!(status, 200);
+    assert!(page.contains("Your payment details are saved"), "{page}");
+    assert!(!page.contains("waiting"), "{page}");
     app.settle().await;
     let s = app.session(&id).await;
     if !s.is_null() {
@@ -52,6 +55,12 @@ async fn a_setup_session_is_recorded_as_ignored_and_never_fulfilled() {
         assert_eq!(s["mode"], "setup");
     }
     assert_eq!(app.queued_jobs().await, 0);
+    // Nor does "Fetch from Stripe" make an order of it.
+    let (status, body) = app
+        .api_post(&format!("/admin/api/sessions/{id}/fulfill"), json!({}))
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(app.session(&id).await.is_null());
 }
 
 #[tokio::test]
@@ -107,25 +116,6 @@ async fn a_connect_event_is_fetched_on_its_account() {
             c.path
         );
     }
-}
-
-/// A charge event from the fixtures (`charge.refunded`, …) about the
-/// payment `pi`, with Stripe's fields in `object` changed as given.
-fn charge_event(name: &str, event_id: &str, created: i64, pi: &str, object: Value) -> String {
-    let path = format!(
-        "{}/tests/fixtures/stripe/synthetic/{name}.event.json",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let mut event: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    event["id"] = json!(event_id);
-    event["created"] = json!(created);
-    event["data"]["object"]["payment_intent"] = json!(pi);
-    if let Some(fields) = object.as_object() {
-        for (k, v) in fields {
-            event["data"]["object"][k] = v.clone();
-        }
-    }
-    event.to_string()
 }
 
 async fn deliver(app: &TestApp, body: &str) -> Value {
@@ -412,4 +402,87 @@ async fn fetch_from_stripe_fulfils_a_session_fulfilld_never_saw_once() {
         .await;
     assert_eq!(status, 404, "{body}");
     assert!(app.session(&ghost).await.is_null());
+}
+
+#[tokio::test]
+async fn the_missed_event_sweep_looks_at_connected_accounts_too() {
+    let app = spawn_app().await;
+    const ACCT: &str = "acct_1SweepConnected0";
+    // A session on the account, known from a delivered Connect event.
+    let (known, session) = seeded(&app, "sweep_known", json!({}));
+    let mut event: Value = serde_json::from_str(&event_body(
+        "evt_sweep_known",
+        "checkout.session.completed",
+        &session,
+    ))
+    .unwrap();
+    event["account"] = json!(ACCT);
+    let (body, header) = signed(&event.to_string());
+    assert_eq!(
+        app.post_webhook_raw(body, Some(&header)).await.status(),
+        200
+    );
+    app.wait_for_state(&known, "fulfilled").await;
+    // Stripe could not deliver two of the account's events: another
+    // session's completion, and a refund of the known one.
+    let (missed, missed_session) = seeded(&app, "sweep_missed", json!({}));
+    let mut completed: Value = serde_json::from_str(&event_body(
+        "evt_sweep_missed",
+        "checkout.session.completed",
+        &missed_session,
+    ))
+    .unwrap();
+    completed["account"] = json!(ACCT);
+    app.stripe.add_event(completed, false);
+    let total = session["amount_total"].as_i64().unwrap();
+    let mut refund: Value = serde_json::from_str(&charge_event(
+        "charge.refunded",
+        "evt_sweep_refund",
+        fulfilld::time::now_secs(),
+        session["payment_intent"].as_str().unwrap(),
+        json!({"amount": total, "amount_refunded": total, "refunded": true}),
+    ))
+    .unwrap();
+    refund["account"] = json!(ACCT);
+    app.stripe.add_event(refund, false);
+
+    let since = fulfilld::time::now_secs() - 3600;
+    assert_eq!(
+        app.fulfiller
+            .reconcile_missed_events(since, 1000)
+            .await
+            .unwrap(),
+        2
+    );
+    let s = app.wait_for_state(&missed, "fulfilled").await;
+    assert_eq!(s["account"], ACCT);
+    let s = app.session(&known).await;
+    assert_eq!(s["refund_status"], "full", "{s}");
+    let listed: Vec<_> = app
+        .stripe
+        .requests()
+        .into_iter()
+        .filter(|r| r.path == "/v1/events")
+        .map(|r| r.stripe_account)
+        .collect();
+    assert!(
+        listed.contains(&None) && listed.contains(&Some(ACCT.to_string())),
+        "{listed:?}"
+    );
+    for c in app
+        .stripe
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.contains(&missed))
+    {
+        assert_eq!(c.stripe_account.as_deref(), Some(ACCT), "{}", c.path);
+    }
+    // A second sweep finds nothing new.
+    assert_eq!(
+        app.fulfiller
+            .reconcile_missed_events(since, 1000)
+            .await
+            .unwrap(),
+        0
+    );
 }

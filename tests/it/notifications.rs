@@ -707,3 +707,77 @@ async fn an_error_text_cannot_add_a_line_to_a_plain_text_email_or_an_alert() {
     );
     assert!(texts[0].contains("&lt;!channel&gt;"), "{}", texts[0]);
 }
+
+#[tokio::test]
+async fn a_dispute_alerts_the_merchant_once_with_the_deadline_and_links() {
+    let Setup { app, smtp, alerts } = setup(false).await;
+    let id = session_id("disputed");
+    let session = app.seed(&SampleSession::paid(&id, 2));
+    assert_eq!(
+        app.send_event("evt_dp_done", "checkout.session.completed", &session)
+            .await,
+        200
+    );
+    app.wait_for_state(&id, "fulfilled").await;
+    let pi = session["payment_intent"].as_str().unwrap();
+    // Tuesday 15 December 2026, 23:59:59 UTC.
+    let due = 1_797_379_199_i64;
+    let event = |event_id: &str, kind: &str, status: &str| {
+        serde_json::json!({
+            "id": event_id, "object": "event", "type": kind, "created": 1_796_000_000,
+            "livemode": false, "api_version": "2026-10-28.endive",
+            "data": {"object": {
+                "id": "dp_1Alert", "object": "dispute", "amount": 500, "currency": "usd",
+                "charge": "ch_1Alert", "payment_intent": pi, "reason": "product_not_received",
+                "status": status, "evidence_details": {"due_by": due, "has_evidence": false},
+            }},
+        })
+        .to_string()
+    };
+    for (event_id, kind, status) in [
+        ("evt_dp_open", "charge.dispute.created", "needs_response"),
+        ("evt_dp_open", "charge.dispute.created", "needs_response"),
+        ("evt_dp_update", "charge.dispute.updated", "under_review"),
+    ] {
+        let (body, header) = signed(&event(event_id, kind, status));
+        assert_eq!(
+            app.post_webhook_raw(body, Some(&header)).await.status(),
+            200
+        );
+    }
+    settled(&app, &id, 2).await;
+    app.settle().await;
+    let messages = smtp.messages();
+    assert_eq!(messages.len(), 1, "one merchant email, no customer email");
+    let mail = &messages[0];
+    assert_eq!(mail.to, [MERCHANT]);
+    let subject = mail.subject().unwrap();
+    assert!(
+        subject.contains("disputed") && subject.contains("$5.00"),
+        "{subject}"
+    );
+    let text = mail.text_body().unwrap();
+    for needle in [
+        "$5.00",
+        "did not receive the order",
+        "Tuesday 15 December 2026, 23:59 UTC",
+        &format!("https://orders.shop.example/admin/sessions/{id}"),
+        &format!("https://dashboard.stripe.com/test/payments/{pi}"),
+    ] {
+        assert!(text.contains(needle), "{needle} in {text}");
+    }
+    let html = mail.html_body().unwrap();
+    assert!(
+        html.contains(&format!(
+            "href=\"https://dashboard.stripe.com/test/payments/{pi}\""
+        )),
+        "{html}"
+    );
+    let texts = alerts.texts();
+    assert_eq!(texts.len(), 1, "{texts:?}");
+    assert!(
+        texts[0].contains("Tuesday 15 December 2026") && texts[0].contains(&id),
+        "{}",
+        texts[0]
+    );
+}

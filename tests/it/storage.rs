@@ -162,6 +162,9 @@ impl Storage for WritesFail {
     async fn ids_in_state(&self, state: State) -> StoreResult<Vec<String>> {
         self.inner.ids_in_state(state).await
     }
+    async fn accounts(&self, limit: usize) -> StoreResult<Vec<String>> {
+        self.inner.accounts(limit).await
+    }
     async fn probe(&self) -> StoreResult<()> {
         Err(full())
     }

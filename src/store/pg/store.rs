@@ -761,6 +761,20 @@ impl Storage for PgStore {
         self.count("SELECT count(*) FROM sessions").await
     }
 
+    async fn accounts(&self, limit: usize) -> Result<Vec<String>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT DISTINCT account FROM sessions WHERE account IS NOT NULL ORDER BY account LIMIT $1",
+                &[&limit],
+            )
+            .await
+            .map_err(pg_error)?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
     async fn ids_in_state(&self, state: State) -> Result<Vec<String>> {
         let rows = self
             .client()

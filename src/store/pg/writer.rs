@@ -628,12 +628,13 @@ pub(super) async fn write_back(
         .get_if(
             !sessions.id.is_empty(),
             tx,
-            "INSERT INTO sessions (id, state, created, email_lc, payment_intent, record, detail, refund_status, disputed)
-             SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::text[], $5::text[], $6::bytea[], $7::bytea[], $8::text[], $9::bool[])
+            "INSERT INTO sessions (id, state, created, email_lc, payment_intent, record, detail, refund_status, disputed, account)
+             SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::text[], $5::text[], $6::bytea[], $7::bytea[], $8::text[], $9::bool[], $10::text[])
              ON CONFLICT (id) DO UPDATE SET state = excluded.state, created = excluded.created,
                email_lc = excluded.email_lc, payment_intent = excluded.payment_intent,
                record = excluded.record, detail = excluded.detail,
-               refund_status = excluded.refund_status, disputed = excluded.disputed",
+               refund_status = excluded.refund_status, disputed = excluded.disputed,
+               account = excluded.account",
         )
         .await?;
     let q_bodies = st
@@ -707,7 +708,7 @@ pub(super) async fn write_back(
         )
         .await?;
     type Param<'p> = &'p (dyn ToSql + Sync);
-    let p_sessions: [Param; 9] = [
+    let p_sessions: [Param; 10] = [
         &sessions.id,
         &sessions.state,
         &sessions.created,
@@ -717,6 +718,7 @@ pub(super) async fn write_back(
         &sessions.detail,
         &sessions.refund_status,
         &sessions.disputed,
+        &sessions.account,
     ];
     let p_bodies: [Param; 2] = [&body_ids, &bodies];
     let p_new_events: [Param; 5] = [
@@ -785,6 +787,7 @@ struct SessionColumns<'a> {
     detail: Vec<Vec<u8>>,
     refund_status: Vec<&'static str>,
     disputed: Vec<bool>,
+    account: Vec<Option<&'a str>>,
 }
 
 impl<'a> SessionColumns<'a> {
@@ -810,6 +813,8 @@ impl<'a> SessionColumns<'a> {
         self.detail.push(super::encode(&s.detail)?);
         self.refund_status.push(s.rec.refund_status().as_str());
         self.disputed.push(s.rec.disputed());
+        // Checked to be `acct_` and letters or digits when it was recorded.
+        self.account.push(s.rec.account.as_deref());
         Ok(())
     }
 }

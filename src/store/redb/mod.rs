@@ -556,6 +556,10 @@ impl Storage for RedbStore {
         self.read(move |r| r.ids_in_state(state)).await
     }
 
+    async fn accounts(&self, limit: usize) -> Result<Vec<String>> {
+        self.read(move |r| r.accounts(limit)).await
+    }
+
     async fn prune_event_bodies(
         &self,
         before_ms: u64,

@@ -3,9 +3,9 @@
 use redb::{ReadTransaction, ReadableTableMetadata};
 
 use super::tables::{
-    BODIES, EVENTS, FLAG_DISPUTED, FLAG_REFUND_FULL, FLAG_REFUND_PARTIAL, ID_MAX, INDEX,
-    NOTIFICATIONS, SESSIONS, decode, email_term, get_event, get_json, get_record, load_session,
-    pi_term, split, state_range,
+    ACCOUNT_PREFIX, BODIES, EVENTS, FLAG_DISPUTED, FLAG_REFUND_FULL, FLAG_REFUND_PARTIAL, ID_MAX,
+    INDEX, NOTIFICATIONS, SESSIONS, decode, email_term, get_event, get_json, get_record,
+    load_session, pi_term, split, state_range,
 };
 use crate::{
     domain::Session,
@@ -156,6 +156,30 @@ impl Reader {
         let mut out = Vec::new();
         for entry in table.range(state_range(state.as_str()))? {
             out.push(entry?.0.value().2.to_string());
+        }
+        Ok(out)
+    }
+
+    /// Distinct connected accounts, from the index: one range read per
+    /// account (the next read starts past every entry of the last one).
+    pub fn accounts(&self, limit: usize) -> Result<Vec<String>, StoreError> {
+        let table = self.r.open_table(INDEX)?;
+        let mut out: Vec<String> = Vec::new();
+        let mut from = ACCOUNT_PREFIX.to_string();
+        let mut skip = 0;
+        while out.len() < limit {
+            let Some(entry) = table.range((from.as_str(), skip, "")..)?.next() else {
+                break;
+            };
+            let key = entry?.0;
+            let (term, _, _) = key.value();
+            let Some(account) = term.strip_prefix(ACCOUNT_PREFIX) else {
+                break;
+            };
+            out.push(account.to_string());
+            from = term.to_string();
+            // Entries of a term are (term, 0, id): (term, 1, "") is past them all.
+            skip = 1;
         }
         Ok(out)
     }

@@ -7,7 +7,7 @@
 //! | `session_bodies` | session id | the Checkout Session as last retrieved, with its line items |
 //! | `events` | event id | `EventRecord`'s length (u32 LE), the record, then the raw body as received (dedup of Stripe deliveries) |
 //! | `notifications` | notification id | `Notification` (outgoing callback bodies) |
-//! | `index` | (state, created, id) and (`e:`lowercased email or `p:`payment intent, 0, id) | () |
+//! | `index` | (state, created, id) and (`e:`lowercased email, `p:`payment intent or `a:`connected account, 0, id) | () |
 //! | `index` (flags) | (`f:refund_partial`, `f:refund_full` or `f:disputed`, created, id) | () |
 //! | `unmatched_charges` | payment intent | charge events kept until a session has that payment (JSON list) |
 //! | `jobs` | job key | due ms (u64 LE), then the `Job` (at most one job per key) |
@@ -173,6 +173,13 @@ pub(super) fn pi_term(pi: &str) -> String {
     format!("p:{pi}")
 }
 
+/// Index terms of the connected account a session belongs to.
+pub(super) const ACCOUNT_PREFIX: &str = "a:";
+
+pub(super) fn account_term(account: &str) -> String {
+    format!("{ACCOUNT_PREFIX}{account}")
+}
+
 /// The list filters a session matches, as index terms (keyed by created,
 /// like states, so a filtered list walks its own range newest first).
 pub(super) const FLAG_REFUND_PARTIAL: &str = "f:refund_partial";
@@ -308,9 +315,10 @@ impl<'t> Tx<'t> {
         let id = rec.id.as_str();
         let state_key = |r: &SessionRecord| (r.state, r.created);
         let terms = |r: &SessionRecord| {
-            let mut t: Vec<String> = Vec::with_capacity(2);
+            let mut t: Vec<String> = Vec::with_capacity(3);
             t.extend(r.customer_email.as_deref().map(email_term));
             t.extend(r.payment_intent.as_deref().map(pi_term));
+            t.extend(r.account.as_deref().map(account_term));
             t
         };
         let new_terms = terms(rec);

@@ -13,6 +13,7 @@ use crate::{
         State,
     },
     money,
+    stripe::links as stripe_links,
     time::{display_ms, display_secs},
 };
 
@@ -156,9 +157,17 @@ fn timeline(v: &DetailView<'_>) -> Vec<Moment> {
                 "delivered {deliveries} times by Stripe (redeliveries changed nothing)"
             ));
         }
+        // A dispute wants the merchant's attention; a refund is news.
+        let tone = if e.kind.starts_with("charge.dispute.") {
+            "bad"
+        } else if e.kind.starts_with("charge.refund") {
+            "wait"
+        } else {
+            "info"
+        };
         out.push(Moment {
             at_ms: e.received_at_ms,
-            tone: "info",
+            tone,
             icon: "event",
             title: format!("Stripe event {}", e.kind),
             lines,
@@ -274,6 +283,7 @@ pub fn detail(chrome: &Chrome<'_>, v: &DetailView<'_>) -> Markup {
                 }
                 div class="badges" {
                     span id="session-state" class={ "badge badge-" (tone(rec.state)) } data-state=(rec.state.as_str()) { (rec.state.as_str()) }
+                    (after_sale_badges(rec))
                     (mode_badge(rec.livemode))
                 }
             }
@@ -285,7 +295,26 @@ pub fn detail(chrome: &Chrome<'_>, v: &DetailView<'_>) -> Markup {
                         dt { "Payment" } dd { (payment_badge(rec.payment_status.as_deref())) }
                         dt { "Checkout status" } dd { (rec.status.as_deref().unwrap_or("—")) }
                         dt { "Customer" } dd class="break" { (rec.customer_email.as_deref().unwrap_or("—")) }
-                        dt { "Payment intent" } dd class="mono break" { (rec.payment_intent.as_deref().unwrap_or("—")) }
+                        dt { "Payment intent" } dd class="mono break" {
+                            @match (rec.payment_intent.as_deref(), stripe_links::payment(rec)) {
+                                (Some(pi), Some(url)) => a href=(url) target="_blank" rel="noopener noreferrer" id="stripe-payment" { (pi) " ↗" },
+                                (Some(pi), None) => (pi),
+                                (None, _) => "—",
+                            }
+                        }
+                        dt { "Mode" } dd { (rec.mode.as_deref().unwrap_or("—")) }
+                        @if let Some(sub) = &rec.subscription {
+                            dt { "Subscription" } dd class="mono break" {
+                                @match stripe_links::subscription(rec) {
+                                    Some(url) => a href=(url) target="_blank" rel="noopener noreferrer" { (sub) " ↗" },
+                                    None => (sub),
+                                }
+                            }
+                        }
+                        @if let Some(acct) = &rec.account {
+                            dt { "Connected account" } dd class="mono break" { (acct) }
+                        }
+                        dt { "In Stripe" } dd { a href=(stripe_links::session(rec)) target="_blank" rel="noopener noreferrer" id="stripe-session" { "Open in Stripe's Dashboard ↗" } }
                         @if let Some(err) = &rec.last_error {
                             dt { "Last error" } dd class="bad-text break" { (err) }
                         }
@@ -347,6 +376,9 @@ pub fn detail(chrome: &Chrome<'_>, v: &DetailView<'_>) -> Markup {
                     }
                 }
             }
+            @if rec.amount_refunded > 0 || rec.dispute.is_some() {
+                (after_the_sale(rec))
+            }
             section class="panel" {
                 h2 { "Line items " span class="muted" { "(" (d.line_items.len()) ")" } }
                 @if d.line_items.is_empty() {
@@ -394,6 +426,43 @@ pub fn detail(chrome: &Chrome<'_>, v: &DetailView<'_>) -> Markup {
             }
         },
     )
+}
+
+/// Refunds and the dispute, with what the merchant has to do about a dispute.
+fn after_the_sale(rec: &SessionRecord) -> Markup {
+    let currency = rec.currency.as_deref().unwrap_or("usd");
+    let total = rec.charge_amount.or(rec.amount_total);
+    html! {
+        section class="panel" id="after-sale" {
+            h2 { "After the sale" }
+            dl class="facts" {
+                @if rec.amount_refunded > 0 {
+                    dt { "Refunded" } dd id="refunded" {
+                        strong { (money::format(rec.amount_refunded, currency)) }
+                        @if let Some(t) = total { " of " (money::format(t, currency)) }
+                        " (" (rec.refund_status().as_str()) ")"
+                    }
+                }
+                @if let Some(d) = &rec.dispute {
+                    dt { "Dispute" } dd id="dispute" {
+                        span class={ "badge badge-" (if d.status == "won" { "ok" } else if d.is_open() || d.status == "lost" { "bad" } else { "off" }) } { (d.status.replace('_', " ")) }
+                        " " (money::format(d.amount, d.currency.as_deref().unwrap_or(currency)))
+                        div class="small" { "Reason: " (crate::views::dispute_reason(&d.reason)) }
+                        @if d.is_open() {
+                            @if let Some(due) = d.evidence_due_by {
+                                div class="small bad-text" { "Evidence due by " strong { (crate::time::display_deadline(due)) } ". After it, the dispute is lost." }
+                            }
+                            @if let Some(url) = stripe_links::payment(rec) {
+                                div { a href=(url) target="_blank" rel="noopener noreferrer" id="respond-in-stripe" { "Respond in Stripe's Dashboard ↗" } }
+                            }
+                        }
+                        div class="small muted mono" { (d.id) }
+                    }
+                }
+            }
+            p class="small muted" { "A refund or dispute does not undo the fulfillment: what to take back is yours to decide. Your callback hears of each change." }
+        }
+    }
 }
 
 fn notification_tone(status: OutboxStatus) -> &'static str {

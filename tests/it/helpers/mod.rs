@@ -309,6 +309,25 @@ impl TestApp {
     }
 }
 
+/// A charge event from the fixtures (`charge.refunded`, …) about the
+/// payment `pi`, with Stripe's fields in `object` changed as given.
+pub fn charge_event(name: &str, event_id: &str, created: i64, pi: &str, object: Value) -> String {
+    let path = format!(
+        "{}/tests/fixtures/stripe/synthetic/{name}.event.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let mut event: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    event["id"] = serde_json::json!(event_id);
+    event["created"] = serde_json::json!(created);
+    event["data"]["object"]["payment_intent"] = serde_json::json!(pi);
+    if let Some(fields) = object.as_object() {
+        for (k, v) in fields {
+            event["data"]["object"][k] = v.clone();
+        }
+    }
+    event.to_string()
+}
+
 /// Polls `check` until it returns `Some`, failing the test after `PATIENCE`.
 pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
 where

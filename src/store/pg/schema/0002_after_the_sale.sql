@@ -1,8 +1,11 @@
 -- Version 2: refunds and disputes (the lifecycle issue).
 
--- List filters, kept in step with the record by every write.
+-- List filters, kept in step with the record by every write; the
+-- connected account (Stripe Connect), for the missed-event sweep.
 ALTER TABLE sessions ADD COLUMN refund_status text NOT NULL DEFAULT 'none',
-                     ADD COLUMN disputed boolean NOT NULL DEFAULT false;
+                     ADD COLUMN disputed boolean NOT NULL DEFAULT false,
+                     ADD COLUMN account text COLLATE "C";
+CREATE INDEX sessions_by_account ON sessions (account) WHERE account IS NOT NULL;
 CREATE INDEX sessions_refunded ON sessions (refund_status, created DESC, id DESC)
     WHERE refund_status <> 'none';
 CREATE INDEX sessions_disputed ON sessions (created DESC, id DESC) WHERE disputed;

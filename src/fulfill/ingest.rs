@@ -63,6 +63,15 @@ pub fn ignore_reason(event: &Event) -> Option<&'static str> {
         .then_some("mode=setup: a saved payment method is never fulfilled")
 }
 
+/// One of Stripe's enum words (a dispute's status or reason), kept short
+/// whatever the body holds: it is shown on pages, in emails and alerts.
+fn bounded(word: Option<&str>, default: &str) -> String {
+    match word {
+        Some(w) if !w.is_empty() => w.chars().take(64).collect(),
+        _ => default.to_string(),
+    }
+}
+
 /// The reason given for a charge event kept until its session arrives.
 pub const UNMATCHED_REASON: &str =
     "no session has this payment_intent yet: kept, and applied when the session arrives";
@@ -93,8 +102,8 @@ fn charge_event(event: &Event) -> Option<ChargeEvent> {
         ) if is_object_id(&o.id, "dp_") || is_object_id(&o.id, "du_") => ChargeFact::Dispute {
             dispute: DisputeRecord {
                 id: o.id.clone(),
-                status: o.status.clone().unwrap_or_else(|| "needs_response".into()),
-                reason: o.reason.clone().unwrap_or_else(|| "general".into()),
+                status: bounded(o.status.as_deref(), "needs_response"),
+                reason: bounded(o.reason.as_deref(), "general"),
                 amount: o.amount,
                 currency: o.currency.clone(),
                 evidence_due_by: o.evidence_details.as_ref().and_then(|e| e.due_by),

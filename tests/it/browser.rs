@@ -10,6 +10,17 @@ use crate::helpers::{
     *,
 };
 
+/// Signs in on the login page, as an admin would.
+async fn sign_in(browser: &Browser, app: &TestApp) {
+    browser.goto(&app.url("/admin/login")).await;
+    let username = browser.find("#username").await;
+    browser.send_keys(&username, "admin").await;
+    let password = browser.find("#password").await;
+    browser.send_keys(&password, "a long test password").await;
+    let submit = browser.find("#login-submit").await;
+    browser.click(&submit).await;
+}
+
 /// Skips, saying why, where Chromium or chromedriver is not installed; fails
 /// instead under CI (see `browser_or_skip`). `.ci/run` installs both.
 #[tokio::test(flavor = "multi_thread")]
@@ -36,13 +47,7 @@ async fn admin_fulfills_a_failed_session_in_a_real_browser() {
     assert_eq!(app.stripe.count(&format!("/v1/checkout/sessions/{id}")), 1);
 
     let browser = Browser::start().await;
-    browser.goto(&app.url("/admin/login")).await;
-    let username = browser.find("#username").await;
-    browser.send_keys(&username, "admin").await;
-    let password = browser.find("#password").await;
-    browser.send_keys(&password, "a long test password").await;
-    let submit = browser.find("#login-submit").await;
-    browser.click(&submit).await;
+    sign_in(&browser, &app).await;
 
     // The sessions list links to the session; its detail page says failed.
     let link = browser
@@ -148,13 +153,7 @@ async fn admin_sees_refunds_and_disputes_and_fetches_an_unseen_session() {
     app.seed(&SampleSession::paid(&unseen, 1));
 
     let browser = Browser::start().await;
-    browser.goto(&app.url("/admin/login")).await;
-    let username = browser.find("#username").await;
-    browser.send_keys(&username, "admin").await;
-    let password = browser.find("#password").await;
-    browser.send_keys(&password, "a long test password").await;
-    let submit = browser.find("#login-submit").await;
-    browser.click(&submit).await;
+    sign_in(&browser, &app).await;
     browser
         .wait_for("a.session-link", Probe::Attribute("href"), |h| {
             h.ends_with(&id)

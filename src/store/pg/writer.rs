@@ -266,7 +266,9 @@ async fn run_once(
         .flat_map(|l| match l {
             Lock::Session(id) => vec![Need::Session(id.clone()), Need::Job(fulfill_key(id))],
             Lock::Event(id) => vec![Need::Event(id.clone())],
-            Lock::Payment(pi) => vec![Need::Payment(pi.clone())],
+            // A session's first write reads the charge events kept for
+            // its payment; a charge event, the session with it.
+            Lock::Payment(pi) => vec![Need::Payment(pi.clone()), Need::Unmatched(pi.clone())],
         })
         .collect();
     load(&tx, st, &mut rows, first).await?;

@@ -17,13 +17,32 @@ pub fn run(source: &ConfigSource) -> Result<ExitCode, CliError> {
         match client.get(format!("http://{host}/healthz")).send().await {
             Ok(r) if r.status().is_success() => Ok(ExitCode::SUCCESS),
             Ok(r) => {
-                eprintln!("unhealthy: /healthz answered {}", r.status());
+                eprintln!("unhealthy: http://{host}/healthz answered {}", r.status());
                 Ok(ExitCode::from(1))
             }
             Err(e) => {
-                eprintln!("unhealthy: {}", e.without_url());
+                eprintln!("unhealthy: http://{host}/healthz: {}", reason(&e));
                 Ok(ExitCode::from(1))
             }
         }
     })
+}
+
+/// Why the request failed, in words: reqwest's own says only "error sending
+/// request"; the cause (connection refused, a timeout) is in its source chain.
+fn reason(e: &reqwest::Error) -> String {
+    if e.is_timeout() {
+        return "no answer within 3 s (is the server overloaded or stuck?)".into();
+    }
+    let mut deepest = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        deepest = s.to_string();
+        source = s.source();
+    }
+    if e.is_connect() {
+        format!("cannot connect ({deepest}): is fulfilld running, and is server.listen right?")
+    } else {
+        deepest
+    }
 }

@@ -32,17 +32,30 @@ const TYPED_KEYS: [&str; 9] = [
 ];
 
 fn extract_error(e: figment::Error) -> ConfigError {
-    let key = e.path.join(".");
+    let key = e.path.join(".").to_ascii_lowercase();
+    let from_env = e
+        .metadata
+        .as_ref()
+        .is_some_and(|m| m.name.contains("environment"));
     match &e.kind {
         figment::error::Kind::Message(message) if TYPED_KEYS.contains(&key.as_str()) => {
-            ConfigError::invalid(&key, message.clone())
+            if from_env {
+                let path: Vec<&str> = key.split('.').collect();
+                let name = super::explain::env_name(&path);
+                ConfigError::invalid(
+                    &format!("{key} (environment variable {name})"),
+                    message.clone(),
+                )
+            } else {
+                ConfigError::invalid(&key, message.clone())
+            }
         }
-        _ => ConfigError::Load(Box::new(e)),
+        _ => ConfigError::Load(super::explain::explain(&e)),
     }
 }
 
 /// The prefix of the environment layer.
-const ENV_PREFIX: &str = "FULFILLD_";
+pub(super) const ENV_PREFIX: &str = "FULFILLD_";
 
 /// The environment layer, without the variables that name no key.
 ///
@@ -63,24 +76,39 @@ fn known_env(env: Env) -> (Env, Vec<String>) {
         let alone = Figment::from(Serialized::defaults(Config::default())).merge(
             Serialized::globals(figment::util::nest(key.as_str(), value)),
         );
-        let is_unknown = alone.extract::<Config>().err().is_some_and(|e| {
-            e.into_iter()
-                .any(|e| matches!(e.kind, figment::error::Kind::UnknownField(..)))
+        let unknown_field = alone.extract::<Config>().err().and_then(|e| {
+            e.into_iter().find_map(|e| match e.kind {
+                figment::error::Kind::UnknownField(found, expected) => {
+                    Some((e.path, found, expected))
+                }
+                _ => None,
+            })
         });
-        if is_unknown {
-            unknown.push(key.as_str().to_string());
+        if let Some((path, found, expected)) = unknown_field {
+            // What was probably meant: the closest key where the name went astray.
+            let hint = super::explain::did_you_mean(&found, expected).map(|best| {
+                let mut p: Vec<&str> = path
+                    .iter()
+                    .map(String::as_str)
+                    .skip_while(|p| *p == "default")
+                    .collect();
+                p.pop();
+                p.push(best);
+                format!("; did you mean {}?", super::explain::env_name(&p))
+            });
+            unknown.push((key.as_str().to_string(), hint.unwrap_or_default()));
         }
     }
     let names = unknown
         .iter()
-        .map(|k| {
+        .map(|(k, hint)| {
             format!(
-                "environment variable {ENV_PREFIX}{} names no configuration key and is ignored (orchestrators such as Kubernetes set such variables; if it is yours, check its spelling: FULFILLD_<SECTION>__<KEY>)",
+                "environment variable {ENV_PREFIX}{} names no configuration key and is ignored{hint} (orchestrators such as Kubernetes set such variables; if it is yours, check its spelling: FULFILLD_<SECTION>__<KEY>)",
                 k.to_ascii_uppercase().replace('.', "__")
             )
         })
         .collect();
-    let env = env.filter(move |k| !unknown.iter().any(|u| k == u.as_str()));
+    let env = env.filter(move |k| !unknown.iter().any(|(u, _)| k == u.as_str()));
     (env, names)
 }
 
@@ -102,7 +130,30 @@ impl Config {
         env: Env,
     ) -> Result<(Config, Vec<String>), ConfigError> {
         let (figment, warnings) = Self::layers(source, env)?;
-        Ok((Self::from_figment(figment)?, warnings))
+        match Self::from_figment(figment) {
+            Ok(c) => Ok((c, warnings)),
+            Err(e) => {
+                // What was read, and what was not, is often the answer.
+                let mut notes = warnings;
+                if !source.path.exists() {
+                    notes.push(format!(
+                        "no configuration file at {} (read the defaults and FULFILLD_* environment variables only; pass --config FILE or copy config.toml.example)",
+                        source.path.display()
+                    ));
+                }
+                if notes.is_empty() {
+                    return Err(e);
+                }
+                Err(ConfigError::Load(format!(
+                    "{e}\n{}",
+                    notes
+                        .iter()
+                        .map(|n| format!("  note: {n}"))
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                )))
+            }
+        }
     }
 
     fn layers(source: &ConfigSource, env: Env) -> Result<(Figment, Vec<String>), ConfigError> {

@@ -8,6 +8,7 @@
 //! across keys, `masked` prints it.
 
 mod cidr;
+mod explain;
 mod load;
 mod masked;
 mod secret;
@@ -33,8 +34,9 @@ pub const DEFAULT_STRIPE_API_BASE: &str = "https://api.stripe.com";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// A value that cannot be read, in the merchant's words (see `explain`).
     #[error("{0}")]
-    Load(Box<figment::Error>),
+    Load(String),
     #[error("{key}: {message}")]
     Invalid { key: String, message: String },
 }

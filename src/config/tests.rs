@@ -385,7 +385,10 @@ fn typed_values_from_the_environment_name_their_key_too() {
         assert_eq!(Config::listen_from(&source).ok(), Some(c.server.listen));
         jail.set_env("FULFILLD_SERVER__PUBLIC_URL", "orders.shop.test");
         let err = Config::load(&source).unwrap_err().to_string();
-        assert_eq!(err, "server.public_url: is not a valid URL");
+        assert_eq!(
+            err,
+            "server.public_url (environment variable FULFILLD_SERVER__PUBLIC_URL): is not a valid URL"
+        );
         Ok(())
     });
 }

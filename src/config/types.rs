@@ -111,10 +111,29 @@ fn parsed<'de, T: ConfigValue, D: Deserializer<'de>>(d: D) -> Result<T, D::Error
 }
 
 /// `server.listen`: what `SocketAddr::from_str` accepts (`127.0.0.1:4242`, `[::1]:4242`).
+/// `server.listen`: an address (`127.0.0.1:4242`, `[::]:4242`) or a host
+/// name with a port (`localhost:4242`), resolved once at load (an IPv4
+/// address first, where the name has one).
 pub(super) fn socket_addr<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
-    scalar_string(d)?
-        .parse()
-        .map_err(|_| serde::de::Error::custom("must be an address like 127.0.0.1:4242"))
+    let raw = scalar_string(d)?;
+    if let Ok(addr) = raw.parse() {
+        return Ok(addr);
+    }
+    let bad =
+        || serde::de::Error::custom("must be an address like 127.0.0.1:4242 or localhost:4242");
+    let (host, port) = raw.rsplit_once(':').ok_or_else(bad)?;
+    if host.is_empty() || port.parse::<u16>().is_err() {
+        return Err(bad());
+    }
+    let found: Vec<SocketAddr> = std::net::ToSocketAddrs::to_socket_addrs(raw.as_str())
+        .map_err(|e| serde::de::Error::custom(format!("cannot resolve {host}: {e}")))?
+        .collect();
+    found
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(found.first())
+        .copied()
+        .ok_or_else(|| serde::de::Error::custom(format!("{host} resolves to no address")))
 }
 
 fn mailbox<'de, D: Deserializer<'de>>(d: D, hint: &str) -> Result<Option<Mailbox>, D::Error> {

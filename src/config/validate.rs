@@ -520,6 +520,15 @@ impl Config {
                     .into(),
             );
         }
+        // Settings that ask for email but cannot send any.
+        if self.smtp.url.is_none() {
+            if self.fulfillment.receipt_email {
+                out.push("fulfillment.receipt_email is true but smtp.url is not set: no receipt will be sent".into());
+            }
+            if self.notifications.merchant_email.is_some() {
+                out.push("notifications.merchant_email is set but smtp.url is not: no email will reach it (alerts still go to notifications.webhook_url, if set)".into());
+            }
+        }
         out
     }
 

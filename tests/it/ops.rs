@@ -844,3 +844,117 @@ async fn check_config_connects_to_postgresql_and_reads_the_schema_version() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("storage.url: cannot connect"), "{err}");
 }
+
+/// `check-config` with extra environment variables.
+fn check_config_env(dir: &std::path::Path, toml: &str, env: &[(&str, &str)]) -> (i32, String) {
+    let path = dir.join("config.toml");
+    std::fs::write(&path, toml).unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fulfilld"));
+    cmd.arg("check-config")
+        .arg("--config")
+        .arg(&path)
+        .env_remove("FULFILLD_CONFIG")
+        .current_dir(dir);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+#[test]
+fn configuration_errors_say_where_and_what_was_probably_meant() {
+    let dir = tempfile::tempdir().unwrap();
+    let typo = GOOD.replace("secret_key = ", "secret_kye = ");
+    let (code, err) = check_config_env(dir.path(), &typo, &[]);
+    assert_eq!(code, 2, "{err}");
+    let line = typo
+        .lines()
+        .position(|l| l.starts_with("secret_kye"))
+        .unwrap()
+        + 1;
+    assert!(
+        err.contains(&format!("config.toml, line {line}: unknown key `stripe.secret_kye`; did you mean `stripe.secret_key`?")),
+        "{err}"
+    );
+    assert!(!err.contains("default.") && !err.contains("``"), "{err}");
+    // A misspelt variable is named with the one probably meant.
+    let (code, err) = check_config_env(
+        dir.path(),
+        &GOOD.replace("secret_key = \"sk_test_51HfakeFAKEfake1234567890\"\n", ""),
+        &[("FULFILLD_STRIPE__SECRETKEY", "sk_test_x")],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("stripe.secret_key: is required"), "{err}");
+    assert!(
+        err.contains("FULFILLD_STRIPE__SECRETKEY names no configuration key")
+            && err.contains("did you mean FULFILLD_STRIPE__SECRET_KEY?"),
+        "{err}"
+    );
+    // A bad value from the environment names the variable.
+    let (code, err) = check_config_env(
+        dir.path(),
+        GOOD,
+        &[("FULFILLD_JOBS__RETRY_BASE_MS", "soon")],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("environment variable FULFILLD_JOBS__RETRY_BASE_MS: `jobs.retry_base_ms` must be a whole number"),
+        "{err}"
+    );
+    // Email asked for but impossible: said, not silently dropped.
+    let (code, err) = check_config_env(
+        dir.path(),
+        GOOD,
+        &[
+            ("FULFILLD_FULFILLMENT__RECEIPT_EMAIL", "true"),
+            (
+                "FULFILLD_NOTIFICATIONS__MERCHANT_EMAIL",
+                "owner@shop.example",
+            ),
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("receipt_email is true but smtp.url is not set"),
+        "{err}"
+    );
+    assert!(
+        err.contains("merchant_email is set but smtp.url is not"),
+        "{err}"
+    );
+    // A host name is a valid listen address.
+    let (code, err) = check_config_env(
+        dir.path(),
+        GOOD,
+        &[("FULFILLD_SERVER__LISTEN", "localhost:4242")],
+    );
+    assert_eq!(code, 0, "{err}");
+}
+
+#[test]
+fn healthcheck_against_a_stopped_server_names_the_address_and_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    // A port nothing listens on: bound, then closed.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let out = Command::new(env!("CARGO_BIN_EXE_fulfilld"))
+        .arg("healthcheck")
+        .env_remove("FULFILLD_CONFIG")
+        .env("FULFILLD_SERVER__LISTEN", format!("127.0.0.1:{port}"))
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains(&format!("http://127.0.0.1:{port}/healthz")) && err.contains("cannot connect"),
+        "{err}"
+    );
+}

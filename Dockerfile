@@ -21,6 +21,10 @@ RUN touch src/main.rs src/lib.rs && cargo build --release --locked --bin fulfill
     && mkdir -p -m 700 /data
 
 FROM gcr.io/distroless/cc-debian12:nonroot
+LABEL org.opencontainers.image.title="fulfilld" \
+      org.opencontainers.image.description="Exactly-once fulfillment for Stripe Checkout and Payment Links: webhook endpoint, landing page, dashboard" \
+      org.opencontainers.image.version="0.1.0" \
+      org.opencontainers.image.licenses="MIT"
 COPY --from=build /src/target/release/fulfilld /usr/local/bin/fulfilld
 # distroless has no shell to mkdir/chown: bring an empty, writable /data along.
 COPY --from=build --chown=65532:65532 /data /data
@@ -28,7 +32,8 @@ ENV FULFILLD_SERVER__LISTEN=0.0.0.0:4242 \
     FULFILLD_STORAGE__PATH=/data/fulfilld.redb
 VOLUME /data
 EXPOSE 4242
-USER nonroot
+# Numeric, so Kubernetes' runAsNonRoot can verify it (distroless's nonroot).
+USER 65532:65532
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
     CMD ["/usr/local/bin/fulfilld", "healthcheck"]
 ENTRYPOINT ["/usr/local/bin/fulfilld"]

@@ -85,6 +85,25 @@ pub async fn open_store(config: &Config) -> Result<Store, AppError> {
     .map_err(|error| AppError::store(&path, error))
 }
 
+/// The backend and where it is, for people: `redb ./data/fulfilld.redb` or
+/// `PostgreSQL db.internal:5432/fulfilld` (never the password).
+fn backend_description(config: &Config) -> String {
+    let Some(url) = &config.storage.url else {
+        return format!("redb {}", config.storage.path.display());
+    };
+    let pg = &url.expose().config;
+    let host = match pg.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+        Some(tokio_postgres::config::Host::Unix(p)) => p.display().to_string(),
+        None => "localhost".into(),
+    };
+    let port = pg.get_ports().first().copied().unwrap_or(5432);
+    format!(
+        "PostgreSQL {host}:{port}/{}",
+        pg.get_dbname().unwrap_or("postgres")
+    )
+}
+
 /// Where the per-boot local token lives: beside the database.
 pub fn local_token_path(db: &std::path::Path) -> std::path::PathBuf {
     db.with_file_name(".fulfilld-local-token")
@@ -114,6 +133,9 @@ pub struct Application {
     stop: CancellationToken,
     max_connections: usize,
     event_retention_days: u32,
+    /// For the startup line: the backend and where it is (no secrets).
+    backend: String,
+    public_url: String,
 }
 
 impl Application {
@@ -212,6 +234,8 @@ impl Application {
             stop: CancellationToken::new(),
             max_connections: config.server.max_connections,
             event_retention_days: config.storage.event_retention_days,
+            backend: backend_description(config),
+            public_url: config.server.public_url.to_string(),
         })
     }
 
@@ -247,7 +271,17 @@ impl Application {
             self.event_retention_days,
             stop.clone(),
         ));
-        tracing::info!(addr = %self.addr, "listening");
+        tracing::info!(
+            version = env!("CARGO_PKG_VERSION"),
+            addr = %self.addr,
+            backend = %self.backend,
+            public_url = %self.public_url,
+            "fulfilld {} listening on {} ({}), public URL {}",
+            env!("CARGO_PKG_VERSION"),
+            self.addr,
+            self.backend,
+            self.public_url,
+        );
         let store_failed = self.fulfiller.store().failed();
         let watchdog = tokio::spawn({
             let stop = stop.clone();

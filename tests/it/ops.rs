@@ -549,9 +549,25 @@ async fn json_logs_carry_the_request_id_and_no_secrets() {
         .collect();
     let webhook = lines
         .iter()
-        .find(|l| l["fields"]["event"] == "evt_jsonlog")
+        .find(|l| l["event"] == "evt_jsonlog")
         .unwrap_or_else(|| panic!("a log line for the webhook in {stderr}"));
     assert_eq!(webhook["span"]["id"], "trace-4242", "{webhook}");
+    assert_eq!(
+        webhook["message"], "webhook",
+        "a top-level message: {webhook}"
+    );
+    let start = lines
+        .iter()
+        .find(|l| l["addr"].is_string() && l["version"].is_string())
+        .unwrap_or_else(|| panic!("a startup line in {stderr}"));
+    let message = start["message"].as_str().unwrap();
+    assert!(
+        message.starts_with(&format!(
+            "fulfilld {} listening on 127.0.0.1:{port} (redb ",
+            env!("CARGO_PKG_VERSION")
+        )) && message.contains("public URL"),
+        "{start}"
+    );
     assert_eq!(webhook["level"], "INFO");
     for secret in [
         SECRET_KEY,

@@ -211,6 +211,18 @@ impl Application {
             config.server.public_url.as_str(),
         );
         state.live_key = config.is_live();
+        let smtp = config.smtp.url.is_some();
+        state.shop = crate::views::landing::Shop {
+            name: config.shop.name.clone(),
+            url: config.shop.url.as_ref().map(|u| u.to_string()),
+            support_email: config
+                .shop
+                .support_email
+                .as_ref()
+                .map(|m| m.email.to_string()),
+            receipt_email: smtp && config.fulfillment.receipt_email,
+            payment_failed_email: smtp,
+        };
         state.trusted_proxies = config.server.trusted_proxies.clone();
         // The local token lets `fulfilld backup` ask this server for a
         // copy of its file; PostgreSQL is backed up with pg_dump instead.

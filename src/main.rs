@@ -52,6 +52,12 @@ enum Command {
         /// postgres://user:password@host/dbname (default: storage.url)
         url: Option<String>,
     },
+    /// Send one test message through the configured SMTP server (smtp.url,
+    /// smtp.from) and print the server's answer
+    SendTestEmail {
+        /// Where to send it
+        address: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -73,6 +79,7 @@ fn main() -> ExitCode {
         Command::Demo { listen } => cli::demo::run(listen),
         Command::Backup { path } => cli::backup::run(&source, &path),
         Command::MigrateTo { url } => cli::migrate_to::run(&source, url.as_deref()),
+        Command::SendTestEmail { address } => cli::send_test_email::run(&source, &address),
     };
     match result.map_err(anyhow::Error::from) {
         Ok(code) => code,

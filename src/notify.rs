@@ -64,6 +64,10 @@ pub struct Notifier {
     retry_url: Option<String>,
     /// The domain of `Message-ID`s: the host of `server.public_url`.
     domain: String,
+    shop_name: Option<String>,
+    shop_url: Option<String>,
+    /// `shop.support_email`: the `Reply-To` of customer emails.
+    support: Option<Mailbox>,
 }
 
 impl Notifier {
@@ -83,7 +87,11 @@ impl Notifier {
             return Ok(None);
         }
         let from = match (&smtp, &config.smtp.from) {
-            (Some(_), Some(f)) => Some(f.clone()),
+            // The shop's name is the sender's name customers see.
+            (Some(_), Some(f)) => Some(match &config.shop.name {
+                Some(name) => Mailbox::new(Some(name.clone()), f.email.clone()),
+                None => f.clone(),
+            }),
             (Some(_), None) => {
                 return Err(NotifyError::Address {
                     key: "smtp.from",
@@ -133,6 +141,9 @@ impl Notifier {
                     .as_ref()
                     .map(|u| u.as_str().to_string()),
                 domain,
+                shop_name: config.shop.name.clone(),
+                shop_url: config.shop.url.as_ref().map(|u| u.as_str().to_string()),
+                support: config.shop.support_email.clone(),
             },
             channels,
         )))
@@ -142,6 +153,9 @@ impl Notifier {
         Links {
             public_url: &self.public_url,
             retry_url: self.retry_url.as_deref(),
+            shop_name: self.shop_name.as_deref(),
+            shop_url: self.shop_url.as_deref(),
+            support_email: self.support.as_ref().map(|m| m.email.as_ref()),
         }
     }
 
@@ -183,13 +197,23 @@ impl Notifier {
         let to: Mailbox = to
             .parse()
             .map_err(|e| permanent(format!("not a deliverable address: {e}")))?;
-        let message = Message::builder()
+        let mut builder = Message::builder()
             .from(from.clone())
             .to(to)
             .subject(mail.subject)
             // Stable across retries, so a receiving server can drop a duplicate.
             .message_id(Some(format!("<{}@{}>", n.id, self.domain)))
-            .date_now()
+            .date_now();
+        if is_customer_email(n.kind) {
+            // A customer who answers reaches the shop, not the sending address.
+            if let Some(support) = &self.support {
+                builder = builder.reply_to(support.clone());
+            }
+        } else {
+            // RFC 3834: a machine wrote this; no vacation reply should answer it.
+            builder = builder.header(AutoSubmitted);
+        }
+        let message = builder
             .multipart(MultiPart::alternative_plain_html(mail.text, mail.html))
             .map_err(|e| permanent(format!("cannot build the message: {e}")))?;
         match smtp.send(message).await {
@@ -206,6 +230,95 @@ impl Notifier {
                 })
             }
         }
+    }
+}
+
+/// Emails to the customer (the rest go to the merchant).
+fn is_customer_email(kind: crate::model::NotificationKind) -> bool {
+    matches!(
+        kind,
+        crate::model::NotificationKind::ReceiptEmail
+            | crate::model::NotificationKind::PaymentFailedEmail
+    )
+}
+
+/// `Auto-Submitted: auto-generated` (RFC 3834), on the merchant's alerts.
+#[derive(Clone)]
+struct AutoSubmitted;
+
+impl lettre::message::header::Header for AutoSubmitted {
+    fn name() -> lettre::message::header::HeaderName {
+        lettre::message::header::HeaderName::new_from_ascii_str("Auto-Submitted")
+    }
+
+    fn parse(_: &str) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(AutoSubmitted)
+    }
+
+    fn display(&self) -> lettre::message::header::HeaderValue {
+        lettre::message::header::HeaderValue::new(Self::name(), "auto-generated".into())
+    }
+}
+
+/// Why a test email was not sent.
+#[derive(Debug, thiserror::Error)]
+pub enum TestEmailError {
+    #[error("{0}")]
+    Setup(String),
+    #[error("the SMTP server refused it: {0}")]
+    Refused(String),
+}
+
+impl TestEmailError {
+    /// The configuration, not the server, is the problem.
+    pub fn is_setup(&self) -> bool {
+        matches!(self, TestEmailError::Setup(_))
+    }
+}
+
+/// Sends one test message to `to` as configured (`smtp.*`, `shop.*`);
+/// returns the server's answer (`250 2.0.0 Ok: queued as …`).
+pub async fn send_test_email(config: &Config, to: &str) -> Result<String, TestEmailError> {
+    let Some(url) = &config.smtp.url else {
+        return Err(TestEmailError::Setup("smtp.url is not set".into()));
+    };
+    let Some(from) = &config.smtp.from else {
+        return Err(TestEmailError::Setup("smtp.from is not set".into()));
+    };
+    let transport =
+        smtp_transport(url.expose()).map_err(|e| TestEmailError::Setup(e.to_string()))?;
+    let to: Mailbox = to
+        .parse()
+        .map_err(|e| TestEmailError::Setup(format!("{to} is not an email address: {e}")))?;
+    let from = match &config.shop.name {
+        Some(name) => Mailbox::new(Some(name.clone()), from.email.clone()),
+        None => from.clone(),
+    };
+    let text = format!(
+        "This is a test message from fulfilld {}.\n\nIf you can read it, email from fulfilld reaches {}: receipts, failed-payment notices and alerts will too.\n",
+        env!("CARGO_PKG_VERSION"),
+        to.email
+    );
+    let mut builder = Message::builder()
+        .from(from)
+        .to(to)
+        .subject("fulfilld test email")
+        .date_now()
+        .header(AutoSubmitted);
+    if let Some(support) = &config.shop.support_email {
+        builder = builder.reply_to(support.clone());
+    }
+    let message = builder
+        .singlepart(lettre::message::SinglePart::plain(text))
+        .map_err(|e| TestEmailError::Setup(format!("cannot build the message: {e}")))?;
+    match tokio::time::timeout(Duration::from_secs(60), transport.send(message)).await {
+        Ok(Ok(answer)) => Ok(format!(
+            "{} {}",
+            answer.code(),
+            answer.message().collect::<Vec<_>>().join(" ")
+        )),
+        Ok(Err(e)) => Err(TestEmailError::Refused(e.to_string())),
+        Err(_) => Err(TestEmailError::Refused("no answer within 60 s".into())),
     }
 }
 

@@ -10,6 +10,7 @@ pub mod demo;
 pub mod healthcheck;
 pub mod logging;
 pub mod migrate_to;
+pub mod send_test_email;
 pub mod serve;
 
 use std::net::SocketAddr;

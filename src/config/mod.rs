@@ -60,8 +60,29 @@ pub struct Config {
     pub fulfillment: FulfillmentConfig,
     pub smtp: SmtpConfig,
     pub notifications: NotificationsConfig,
+    pub shop: ShopConfig,
     pub log: LogConfig,
     pub jobs: JobsConfig,
+}
+
+/// The shop's identity on customer pages and emails (CONTRACT.md "The
+/// shop's identity"). Unset, pages and emails name no shop.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShopConfig {
+    /// Shown on the landing page, in emails' From name and subjects.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// "Back to the shop" on the landing page and in emails.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<HttpUrl>,
+    /// Where customers are told to write; `Reply-To` of customer emails.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "masked::print_mailbox",
+        deserialize_with = "types::recipient"
+    )]
+    pub support_email: Option<Mailbox>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -172,6 +172,17 @@ fn is_digit_run(digits: &str) -> bool {
 impl Config {
     /// Checks what `serve` needs. Each error names the key.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        // It goes into email subjects and From names: one short line.
+        if let Some(name) = &self.shop.name
+            && (name.trim().is_empty()
+                || name.chars().count() > 100
+                || name.chars().any(char::is_control))
+        {
+            return Err(ConfigError::invalid(
+                "shop.name",
+                "must be one line of 1 to 100 characters",
+            ));
+        }
         if self.storage.path.as_os_str().is_empty() {
             return Err(ConfigError::invalid("storage.path", "must not be empty"));
         }

@@ -39,7 +39,7 @@ pub async fn after_checkout(req: &Request, state: Data<&Arc<AppState>>) -> Respo
                 StatusCode::NOT_FOUND => Landing::NotFound,
                 _ => Landing::Unavailable,
             };
-            html(status, render(&view))
+            html(status, render(&view, &state.shop))
         }),
     }
 }
@@ -65,20 +65,26 @@ async fn page(req: &Request, state: &AppState, id: &str) -> Result<Response, Htt
             if RATIONED_LOG.admit() {
                 tracing::info!(client = %client, "landing page: unknown-id lookups rationed");
             }
-            return Ok(busy(wait));
+            return Ok(busy(state, wait));
         }
         let Ok(_permit) = state.lookups.try_acquire() else {
-            return Ok(busy(Duration::from_secs(1)));
+            return Ok(busy(state, Duration::from_secs(1)));
         };
         let lookup = fulfiller.stripe().lookup_session(id.as_str());
         match tokio::time::timeout(WAIT, lookup).await {
             Ok(Ok(retrieved)) if retrieved.session.status.as_deref() == Some("open") => {
                 // Not completed: nothing to fulfil, nothing to store.
-                return Ok(html(StatusCode::OK, render(&Landing::NotCompleted)));
+                return Ok(html(
+                    StatusCode::OK,
+                    render(&Landing::NotCompleted, &state.shop),
+                ));
             }
             Ok(Ok(retrieved)) if retrieved.session.mode.as_deref() == Some("setup") => {
                 // A saved payment method: never fulfilled, so nothing to store.
-                return Ok(html(StatusCode::OK, render(&Landing::SetupSaved)));
+                return Ok(html(
+                    StatusCode::OK,
+                    render(&Landing::SetupSaved, &state.shop),
+                ));
             }
             Ok(Ok(retrieved)) => opts.prefetched = Some(retrieved),
             Ok(Err(e)) if e.is_not_found() => return Err(HttpError::NotFound("no such session")),
@@ -144,13 +150,16 @@ async fn page(req: &Request, state: &AppState, id: &str) -> Result<Response, Htt
         State::Fulfilling | State::Retrying => Landing::InProgress,
         State::Failed => Landing::NeedsAttention,
     };
-    Ok(html(StatusCode::OK, render(&view)))
+    Ok(html(StatusCode::OK, render(&view, &state.shop)))
 }
 
 /// The calm "try again shortly" page, with `Retry-After`, for a lookup the
 /// budget cannot afford now.
-fn busy(wait: Duration) -> Response {
-    let mut r = html(StatusCode::TOO_MANY_REQUESTS, render(&Landing::Unavailable));
+fn busy(state: &AppState, wait: Duration) -> Response {
+    let mut r = html(
+        StatusCode::TOO_MANY_REQUESTS,
+        render(&Landing::Unavailable, &state.shop),
+    );
     let secs = wait.as_secs().max(1);
     if let Ok(v) = poem::http::HeaderValue::from_str(&secs.to_string()) {
         r.headers_mut().insert(poem::http::header::RETRY_AFTER, v);

@@ -69,6 +69,8 @@ pub struct AppState {
     pub trusted_proxies: crate::config::TrustedProxies,
     /// Bytes of request bodies held at once, across all connections.
     pub body_budget: limits::BodyBudget,
+    /// The shop on customer pages (`shop.*`, and which emails are sent).
+    pub shop: crate::views::landing::Shop,
 }
 
 impl AppState {
@@ -107,6 +109,7 @@ impl AppState {
             local_token: None,
             mode_warned: std::sync::atomic::AtomicBool::new(false),
             trusted_proxies: crate::config::TrustedProxies::default(),
+            shop: Default::default(),
         }
     }
 }

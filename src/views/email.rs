@@ -23,6 +23,10 @@ pub struct Links<'a> {
     pub public_url: &'a str,
     /// `notifications.retry_url`.
     pub retry_url: Option<&'a str>,
+    /// `shop.name`, `shop.url`, `shop.support_email`: named in customer emails.
+    pub shop_name: Option<&'a str>,
+    pub shop_url: Option<&'a str>,
+    pub support_email: Option<&'a str>,
 }
 
 impl Links<'_> {
@@ -75,11 +79,51 @@ fn amount(rec: &SessionRecord) -> String {
     }
 }
 
+/// The shop's lines under a customer email: where to write, and the way back.
+fn shop_text(links: &Links<'_>) -> String {
+    let mut out = String::new();
+    if let Some(e) = links.support_email {
+        out.push_str(&format!("\nQuestions? Write to {}\n", clean(e)));
+    }
+    if let Some(u) = links.shop_url {
+        out.push_str(&format!(
+            "\n{}: {}\n",
+            clean(links.shop_name.unwrap_or("The shop")),
+            clean(u)
+        ));
+    }
+    out
+}
+
+fn shop_html(links: &Links<'_>) -> Markup {
+    html! {
+        @if let Some(e) = links.support_email {
+            p style="font-size:13px;color:#6b7280" { "Questions? Write to " a href=(format!("mailto:{e}")) { (e) } "." }
+        }
+        @if let Some(u) = links.shop_url {
+            p style="font-size:13px" { a href=(u) { "Back to " (links.shop_name.unwrap_or("the shop")) } }
+        }
+    }
+}
+
+/// A customer email's subject, with the shop's name in front when it has one.
+fn customer_subject(links: &Links<'_>, subject: String) -> String {
+    match links.shop_name {
+        Some(n) => format!("{}: {subject}", clean(n)),
+        None => subject,
+    }
+}
+
 fn frame(title: &str, body: Markup) -> String {
     html! {
         (DOCTYPE)
         html lang="en" {
-            head { meta charset="utf-8"; title { (title) } }
+            head {
+                meta charset="utf-8";
+                // Phones show the card at their width, not shrunk to a desktop's.
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) }
+            }
             body style="margin:0;padding:24px;background:#f6f7fb;font-family:system-ui,-apple-system,'Segoe UI',Roboto,Arial,sans-serif;color:#1f2937" {
                 div style="max-width:560px;margin:0 auto;background:#ffffff;border:1px solid #e5e7eb;border-radius:10px;padding:24px" {
                     (body)
@@ -201,9 +245,12 @@ fn dispute_merchant(rec: &SessionRecord, links: &Links<'_>) -> Email {
 
 fn payment_failed_customer(rec: &SessionRecord, links: &Links<'_>) -> Email {
     let amount = amount(rec);
-    let subject = format!("Your payment of {amount} did not go through");
+    let subject = customer_subject(
+        links,
+        format!("Your payment of {amount} did not go through"),
+    );
     let mut text = format!(
-        "Hello,\n\nyour bank reported that your payment of {} did not go through, so your \
+        "Hello,\n\nYour bank reported that your payment of {} did not go through, so your \
          order has not been placed and you have not been charged.\n\n",
         clean(&amount)
     );
@@ -212,6 +259,7 @@ fn payment_failed_customer(rec: &SessionRecord, links: &Links<'_>) -> Email {
         None => text.push_str("Please place your order again with another payment method.\n\n"),
     }
     text.push_str(&format!("Order reference: {}\n", clean(rec.id.as_str())));
+    text.push_str(&shop_text(links));
     let html = frame(
         &subject,
         html! {
@@ -225,6 +273,7 @@ fn payment_failed_customer(rec: &SessionRecord, links: &Links<'_>) -> Email {
                 None => { p { "Please place your order again with another payment method." } }
             }
             p style="font-size:13px;color:#6b7280" { "Order reference: " (rec.id) }
+            (shop_html(links))
         },
     );
     Email {
@@ -274,8 +323,8 @@ fn stuck_merchant(rec: &SessionRecord, error: Option<&str>, links: &Links<'_>) -
     // An error text quotes whatever the callback endpoint or Stripe
     // answered: cleaned, so it cannot add a line to the plain-text body.
     let text = format!(
-        "fulfilld gave up fulfilling a paid order. It needs a person: fix the cause, then press \
-         \"Fulfill now\" in the dashboard.\n\nSession:    {}\nAmount:     {}\nLast error: {}\n\n{}\n",
+        "fulfilld could not fulfil a paid order and has stopped trying. It needs a person: fix \
+         the cause, then press \"Fulfill now\" in the dashboard.\n\nSession:    {}\nAmount:     {}\nLast error: {}\n\n{}\n",
         clean(rec.id.as_str()),
         clean(&amount),
         clean(error),
@@ -285,11 +334,11 @@ fn stuck_merchant(rec: &SessionRecord, error: Option<&str>, links: &Links<'_>) -
         &subject,
         html! {
             h1 style="font-size:20px" { "A paid order could not be fulfilled" }
-            p { "fulfilld gave up after retrying. Fix the cause, then press “Fulfill now” in the dashboard." }
+            p { "fulfilld could not fulfil this paid order and has stopped trying. Fix the cause, then press “Fulfill now” in the dashboard." }
             table style="border-collapse:collapse" {
                 tr { td style="color:#6b7280;padding:2px 12px 2px 0" { "Session" } td { code { (rec.id) } } }
                 tr { td style="color:#6b7280;padding:2px 12px 2px 0" { "Amount" } td { strong { (amount) } } }
-                tr { td style="color:#6b7280;padding:2px 12px 2px 0;vertical-align:top" { "Last error" } td style="color:#b91c1c" { (error) } }
+                tr { td style="color:#6b7280;padding:2px 12px 2px 0;vertical-align:top" { "Last error" } td style="color:#b91c1c;overflow-wrap:anywhere;word-break:break-word" { (error) } }
             }
             p { a href=(dashboard) { "Open the session in the dashboard" } }
         },
@@ -304,7 +353,7 @@ fn stuck_merchant(rec: &SessionRecord, error: Option<&str>, links: &Links<'_>) -
 fn receipt(rec: &SessionRecord, detail: &SessionDetail, links: &Links<'_>) -> Email {
     let currency = rec.currency.clone().unwrap_or_else(|| "usd".into());
     let total = amount(rec);
-    let subject = format!("Your receipt: {total}");
+    let subject = customer_subject(links, format!("Your receipt: {total}"));
     let line = |amount: i64, cur: Option<&str>| money::format(amount, cur.unwrap_or(&currency));
     let mut text = String::from("Thank you for your order.\n\n");
     for item in &detail.line_items {
@@ -339,6 +388,7 @@ fn receipt(rec: &SessionRecord, detail: &SessionDetail, links: &Links<'_>) -> Em
         clean(&links.order_page(rec)),
         clean(rec.id.as_str())
     ));
+    text.push_str(&shop_text(links));
     let html = frame(
         &subject,
         html! {
@@ -366,6 +416,7 @@ fn receipt(rec: &SessionRecord, detail: &SessionDetail, links: &Links<'_>) -> Em
             }
             p { a href=(links.order_page(rec)) { "View your order" } }
             p style="font-size:13px;color:#6b7280" { "Order reference: " (rec.id) }
+            (shop_html(links))
         },
     );
     Email {
@@ -428,6 +479,9 @@ mod tests {
     const LINKS: Links<'static> = Links {
         public_url: "https://orders.example.com",
         retry_url: Some("https://shop.example.com/pay-again"),
+        shop_name: None,
+        shop_url: None,
+        support_email: None,
     };
 
     #[test]

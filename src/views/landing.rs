@@ -45,9 +45,49 @@ fn amount(rec: &SessionRecord) -> Option<String> {
     Some(money::format(rec.amount_total?, rec.currency.as_deref()?))
 }
 
-pub fn render(view: &Landing<'_>) -> Markup {
+/// The shop and what fulfilld will send, for the customer's pages: a page
+/// never promises an email that is not configured to be sent.
+#[derive(Debug, Clone, Default)]
+pub struct Shop {
+    pub name: Option<String>,
+    pub url: Option<String>,
+    pub support_email: Option<String>,
+    /// A receipt email goes to the customer on fulfillment.
+    pub receipt_email: bool,
+    /// The customer is emailed when a delayed payment fails.
+    pub payment_failed_email: bool,
+}
+
+/// The page frame with the shop's name above and its links below.
+fn frame(shop: &Shop, title: &str, refresh: Option<u32>, body: Markup) -> Markup {
+    let title = match &shop.name {
+        Some(n) => format!("{title} · {n}"),
+        None => title.to_string(),
+    };
+    page(
+        &title,
+        refresh,
+        html! {
+            @if let Some(n) = &shop.name { p class="shop-name" { (n) } }
+            (body)
+            @if shop.url.is_some() || shop.support_email.is_some() {
+                footer class="shop-links" {
+                    @if let Some(e) = &shop.support_email {
+                        p class="small" { "Questions? Write to " a href=(format!("mailto:{e}")) { (e) } "." }
+                    }
+                    @if let Some(u) = &shop.url {
+                        p { a href=(u) class="back" { "← Back to " (shop.name.as_deref().unwrap_or("the shop")) } }
+                    }
+                }
+            }
+        },
+    )
+}
+
+pub fn render(view: &Landing<'_>, shop: &Shop) -> Markup {
+    let page = |title: &str, refresh: Option<u32>, body: Markup| frame(shop, title, refresh, body);
     match view {
-        Landing::Receipt(rec, detail) => receipt(rec, detail),
+        Landing::Receipt(rec, detail) => receipt(rec, detail, shop),
         Landing::PaymentProcessing(rec) => page(
             "Payment processing",
             Some(15),
@@ -56,7 +96,7 @@ pub fn render(view: &Landing<'_>) -> Markup {
                 h1 { "Thanks, your order is in" }
                 p { "Your payment is still being processed by your bank. This can take a few business days for bank debits." }
                 @if let Some(a) = amount(rec) { p { "Amount: " strong { (a) } } }
-                @if let Some(e) = &rec.customer_email {
+                @if let (Some(e), true) = (&rec.customer_email, shop.receipt_email) {
                     p { "We will email " strong { (mask_email(e)) } " as soon as it clears and your order is on its way." }
                 } @else {
                     p { "We will let you know as soon as it clears and your order is on its way." }
@@ -150,16 +190,17 @@ pub fn render(view: &Landing<'_>) -> Markup {
     }
 }
 
-fn receipt(rec: &SessionRecord, detail: &SessionDetail) -> Markup {
+fn receipt(rec: &SessionRecord, detail: &SessionDetail, shop: &Shop) -> Markup {
     let currency = rec.currency.clone().unwrap_or_else(|| "usd".into());
     let delivery = &detail.delivery_details;
-    page(
+    frame(
+        shop,
         "Thank you for your order",
         None,
         html! {
             div class="badge badge-ok" { "Paid" }
             h1 { "Thank you for your order" }
-            @if let Some(e) = &rec.customer_email {
+            @if let (Some(e), true) = (&rec.customer_email, shop.receipt_email) {
                 p class="muted" { "A confirmation goes to " (mask_email(e)) "." }
             }
             table class="items" {
@@ -220,7 +261,7 @@ mod tests {
             unit_amount: Some(617),
         });
         detail.delivery_details.name = Some("</address><script>x</script>".into());
-        let html = render(&Landing::Receipt(&rec, &detail)).into_string();
+        let html = render(&Landing::Receipt(&rec, &detail), &Shop::default()).into_string();
         assert!(!html.contains("<script>"), "{html}");
         assert!(!html.contains("<img"), "{html}");
         assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));

@@ -751,6 +751,10 @@ async fn a_dispute_alerts_the_merchant_once_with_the_deadline_and_links() {
     assert_eq!(messages.len(), 1, "one merchant email, no customer email");
     let mail = &messages[0];
     assert_eq!(mail.to, [MERCHANT]);
+    assert_eq!(
+        mail.header("Auto-Submitted").as_deref(),
+        Some("auto-generated")
+    );
     let subject = mail.subject().unwrap();
     assert!(
         subject.contains("disputed") && subject.contains("$5.00"),
@@ -780,4 +784,149 @@ async fn a_dispute_alerts_the_merchant_once_with_the_deadline_and_links() {
         "{}",
         texts[0]
     );
+}
+
+#[tokio::test]
+async fn the_shop_is_named_on_the_landing_page_and_in_emails_and_replies_reach_support() {
+    let Setup { app, smtp, .. } = setup_with(true, |c| {
+        c.shop.name = Some("Coffee & Co".into());
+        c.shop.url = Some("https://coffee.example/".parse().unwrap());
+        c.shop.support_email = Some("help@coffee.example".parse().unwrap());
+    })
+    .await;
+    let id = session_id("shop");
+    let session = app.seed(&SampleSession::paid(&id, 1));
+    assert_eq!(
+        app.send_event("evt_shop_done", "checkout.session.completed", &session)
+            .await,
+        200
+    );
+    app.wait_for_state(&id, "fulfilled").await;
+    let (status, page) = app.landing(&id).await;
+    assert_eq!(status, 200);
+    for needle in [
+        "Coffee &amp; Co",
+        "mailto:help@coffee.example",
+        "href=\"https://coffee.example\"",
+        "A confirmation goes to",
+    ] {
+        assert!(page.contains(needle), "{needle} in {page}");
+    }
+    let mail = smtp.wait_for(1).await.remove(0);
+    assert_eq!(
+        mail.subject().unwrap(),
+        format!("Coffee & Co: Your receipt: {}", usd(200))
+    );
+    assert!(
+        mail.decoded_header("From").unwrap().contains("Coffee & Co"),
+        "{:?}",
+        mail.header("From")
+    );
+    assert_eq!(
+        mail.header("Reply-To").as_deref(),
+        Some("help@coffee.example")
+    );
+    assert_eq!(
+        mail.header("Auto-Submitted"),
+        None,
+        "a receipt is for a person to answer"
+    );
+    let text = mail.text_body().unwrap();
+    assert!(
+        text.contains("Questions? Write to help@coffee.example"),
+        "{text}"
+    );
+    assert!(
+        text.contains("Coffee & Co: https://coffee.example"),
+        "{text}"
+    );
+    let html = mail.html_body().unwrap();
+    assert!(html.contains("name=\"viewport\""), "{html}");
+}
+
+#[tokio::test]
+async fn a_page_never_promises_an_email_that_is_not_configured() {
+    // No SMTP at all: neither the receipt nor the processing page promise mail.
+    let app = spawn_app().await;
+    let id = session_id("nopromise");
+    let session = app.seed(&SampleSession::paid(&id, 1));
+    assert_eq!(
+        app.send_event("evt_np_done", "checkout.session.completed", &session)
+            .await,
+        200
+    );
+    app.wait_for_state(&id, "fulfilled").await;
+    let (_, page) = app.landing(&id).await;
+    assert!(page.contains("Thank you for your order"), "{page}");
+    assert!(!page.contains("confirmation goes to"), "{page}");
+    let id = session_id("nopromise_sepa");
+    let session = app.seed(&delayed(&id));
+    assert_eq!(
+        app.send_event("evt_np_sepa", "checkout.session.completed", &session)
+            .await,
+        200
+    );
+    app.wait_for_state(&id, "awaiting_payment").await;
+    let (_, page) = app.landing(&id).await;
+    assert!(page.contains("still being processed"), "{page}");
+    assert!(!page.contains("We will email"), "{page}");
+}
+
+#[tokio::test]
+async fn send_test_email_reports_the_servers_answer() {
+    let smtp = SmtpSink::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let run = |to: &'static str, smtp_url: Option<String>| {
+        let dir = dir.path().to_path_buf();
+        tokio::task::spawn_blocking(move || {
+            let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_fulfilld"));
+            cmd.arg("send-test-email")
+                .arg(to)
+                .current_dir(&dir)
+                .env_remove("FULFILLD_CONFIG")
+                .env(
+                    "FULFILLD_STRIPE__SECRET_KEY",
+                    "sk_test_51HfakeFAKEfake1234567890",
+                )
+                .env(
+                    "FULFILLD_STRIPE__WEBHOOK_SECRETS",
+                    "[\"whsec_abcdefghijklmnop\"]",
+                )
+                .env("FULFILLD_ADMIN__USERNAME", "admin")
+                .env("FULFILLD_ADMIN__PASSWORD", "correct horse battery")
+                .env("FULFILLD_SMTP__FROM", "Shop <orders@shop.example>")
+                .env("FULFILLD_SHOP__SUPPORT_EMAIL", "help@shop.example");
+            if let Some(url) = smtp_url {
+                cmd.env("FULFILLD_SMTP__URL", url);
+            }
+            let out = cmd.output().unwrap();
+            (out.status.code(), String::from_utf8(out.stderr).unwrap())
+        })
+    };
+    let (code, err) = run("owner@shop.example", Some(smtp.url())).await.unwrap();
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        err.contains("sent to owner@shop.example: the server answered 250"),
+        "{err}"
+    );
+    let m = smtp.wait_for(1).await.remove(0);
+    assert_eq!(m.to, ["owner@shop.example"]);
+    assert_eq!(m.subject().as_deref(), Some("fulfilld test email"));
+    assert_eq!(m.header("Reply-To").as_deref(), Some("help@shop.example"));
+    assert_eq!(
+        m.header("Auto-Submitted").as_deref(),
+        Some("auto-generated")
+    );
+    // A refused recipient: the server's answer, exit 1.
+    smtp.reject_rcpt(Some("nobody".into()));
+    let (code, err) = run("nobody@shop.example", Some(smtp.url())).await.unwrap();
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("not sent: the SMTP server refused it") && err.contains("55"),
+        "{err}"
+    );
+    // No SMTP configured: a setup error, exit 2.
+    let (code, err) = run("owner@shop.example", None).await.unwrap();
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("smtp.url is not set"), "{err}");
 }

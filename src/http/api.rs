@@ -45,39 +45,46 @@ pub struct ListParams {
     limit: Option<usize>,
 }
 
+impl ListParams {
+    /// The list query these parameters ask for; `400` naming a bad one.
+    pub fn query(self, default_limit: usize, max_limit: usize) -> Result<ListQuery, HttpError> {
+        let state = match self.state.as_deref().filter(|s| !s.is_empty()) {
+            None => None,
+            Some(s) => Some(State::parse(s).ok_or(HttpError::BadRequest("unknown state"))?),
+        };
+        let cursor = match self.cursor.as_deref().filter(|c| !c.is_empty()) {
+            None => None,
+            Some(c) => Some(parse_cursor(c).ok_or(HttpError::BadRequest("invalid cursor"))?),
+        };
+        let refund_status = match self.refund_status.as_deref().filter(|s| !s.is_empty()) {
+            None => None,
+            Some(s) => {
+                Some(RefundStatus::parse(s).ok_or(HttpError::BadRequest("unknown refund_status"))?)
+            }
+        };
+        let disputed = match self.disputed.as_deref() {
+            None | Some("" | "false") => false,
+            Some("true") => true,
+            Some(_) => return Err(HttpError::BadRequest("disputed takes true or false")),
+        };
+        Ok(ListQuery {
+            state,
+            refund_status,
+            disputed,
+            q: self.q.filter(|q| !q.trim().is_empty()),
+            cursor,
+            limit: self.limit.unwrap_or(default_limit).clamp(1, max_limit),
+        })
+    }
+}
+
 #[handler]
 pub async fn list_sessions(
     _caller: ApiCaller,
     Query(p): Query<ListParams>,
     state: Data<&Arc<AppState>>,
 ) -> Result<Response, HttpError> {
-    let state_filter = match p.state.as_deref().filter(|s| !s.is_empty()) {
-        None => None,
-        Some(s) => Some(State::parse(s).ok_or(HttpError::BadRequest("unknown state"))?),
-    };
-    let cursor = match p.cursor.as_deref().filter(|c| !c.is_empty()) {
-        None => None,
-        Some(c) => Some(parse_cursor(c).ok_or(HttpError::BadRequest("invalid cursor"))?),
-    };
-    let refund_status = match p.refund_status.as_deref().filter(|s| !s.is_empty()) {
-        None => None,
-        Some(s) => {
-            Some(RefundStatus::parse(s).ok_or(HttpError::BadRequest("unknown refund_status"))?)
-        }
-    };
-    let disputed = match p.disputed.as_deref() {
-        None | Some("" | "false") => false,
-        Some("true") => true,
-        Some(_) => return Err(HttpError::BadRequest("disputed takes true or false")),
-    };
-    let query = ListQuery {
-        state: state_filter,
-        refund_status,
-        disputed,
-        q: p.q.filter(|q| !q.trim().is_empty()),
-        cursor,
-        limit: p.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT),
-    };
+    let query = p.query(DEFAULT_LIMIT, MAX_LIMIT)?;
     let (rows, next_cursor) = list(&state, query).await?;
     let data = rows
         .iter()

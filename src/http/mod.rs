@@ -8,6 +8,7 @@ pub mod auth;
 pub mod client;
 pub mod dto;
 pub mod error;
+mod export;
 pub mod extract;
 mod headers;
 mod landing;
@@ -138,6 +139,7 @@ pub fn routes(state: Arc<AppState>) -> impl Endpoint {
         .at("/admin/webhooks", get(admin::webhooks))
         .at("/admin/api/backup", post(api::backup))
         .at("/admin/api/sessions", get(api::list_sessions))
+        .at("/admin/api/sessions.csv", get(export::sessions_csv))
         .at("/admin/api/sessions/:id", get(api::get_session))
         .at(
             "/admin/api/sessions/:id/fulfill",

@@ -199,3 +199,127 @@ async fn list_filters_searches_and_pages_newest_first() {
     let (status, _) = app.api_get("/admin/api/sessions?cursor=garbage").await;
     assert_eq!(status, 400);
 }
+
+#[tokio::test]
+async fn the_csv_export_round_trips_through_a_csv_parser_with_the_lists_filters() {
+    let app = spawn_app().await;
+    let mut ids = Vec::new();
+    for (i, email) in [
+        "plain@example.com",
+        "=cmd|' /C calc'!A0@evil.example",
+        "quote\"comma,@example.com",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let id = session_id(&format!("csv{i}"));
+        let mut sample = fulfilld::stripe::double::SampleSession::paid(&id, 1);
+        sample.email = (*email).into();
+        let session = app.seed(&sample);
+        assert_eq!(
+            app.send_event(
+                &format!("evt_csv_{i}"),
+                "checkout.session.completed",
+                &session
+            )
+            .await,
+            200
+        );
+        app.wait_for_state(&id, "fulfilled").await;
+        ids.push((id, *email));
+    }
+    let get = |query: &'static str| {
+        let app = &app;
+        async move {
+            let r = app
+                .http
+                .get(app.url(&format!("/admin/api/sessions.csv{query}")))
+                .bearer_auth(API_TOKEN)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            assert!(
+                r.headers()["content-type"]
+                    .to_str()
+                    .unwrap()
+                    .starts_with("text/csv"),
+                "{:?}",
+                r.headers()
+            );
+            r.text().await.unwrap()
+        }
+    };
+    let body = get("").await;
+    let mut reader = csv::Reader::from_reader(body.as_bytes());
+    let headers = reader.headers().unwrap().clone();
+    assert_eq!(&headers[0], "id");
+    let col = |name: &str| headers.iter().position(|h| h == name).unwrap();
+    let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    assert_eq!(rows.len(), 3);
+    for (id, email) in &ids {
+        let row = rows.iter().find(|r| &r[0] == id.as_str()).unwrap();
+        assert_eq!(&row[col("state")], "fulfilled");
+        assert_eq!(&row[col("amount_total")], "200");
+        assert_eq!(&row[col("currency")], "usd");
+        // A formula-looking value is defused, everything else exact.
+        let expected = if email.starts_with('=') {
+            format!("'{email}")
+        } else {
+            email.to_string()
+        };
+        assert_eq!(row[col("customer_email")], expected);
+    }
+    // The list's filters apply: nothing is refunded.
+    let refunded = get("?refund_status=full").await;
+    let mut reader = csv::Reader::from_reader(refunded.as_bytes());
+    assert_eq!(reader.records().count(), 0);
+    let (status, _) = app.api_get("/admin/api/sessions.csv?state=bogus").await;
+    assert_eq!(status, 400);
+    let r = app
+        .http
+        .get(app.url("/admin/api/sessions.csv"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        401,
+        "the export needs the token or a signed-in admin"
+    );
+}
+
+#[tokio::test]
+async fn the_csv_export_pages_through_more_sessions_than_one_read() {
+    let app = spawn_app().await;
+    let now = fulfilld::time::now_ms();
+    let sessions: Vec<_> = (0..1203)
+        .map(|i| {
+            let id = format!("cs_test_bulk{i:05}");
+            let mut rec = fulfilld::model::SessionRecord::new(&id, 1_700_000_000 + i, now);
+            rec.state = fulfilld::model::State::Fulfilled;
+            fulfilld::domain::Session {
+                rec,
+                detail: Default::default(),
+            }
+        })
+        .collect();
+    app.store.import(sessions).await.unwrap();
+    let r = app
+        .http
+        .get(app.url("/admin/api/sessions.csv"))
+        .bearer_auth(API_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    let body = r.text().await.unwrap();
+    let mut reader = csv::Reader::from_reader(body.as_bytes());
+    let ids: Vec<String> = reader
+        .records()
+        .map(|r| r.unwrap()[0].to_string())
+        .collect();
+    assert_eq!(ids.len(), 1203);
+    let unique: std::collections::HashSet<_> = ids.iter().collect();
+    assert_eq!(unique.len(), 1203, "no row twice across pages");
+    assert_eq!(ids[0], "cs_test_bulk01202", "newest first");
+}

@@ -274,6 +274,7 @@ pub fn sessions(chrome: &Chrome<'_>, v: &ListView<'_>) -> Markup {
                 input type="search" name="q" value=(v.q.unwrap_or("")) placeholder="Session id (cs_…), email or payment intent (pi_…)" aria-label="Search";
                 button type="submit" { (icon("search")) "Search" }
                 @if v.q.is_some() { a class="muted" href=(list_href(v.state, None, None)) { "Clear" } }
+                a class="muted" id="export-csv" href=(filter_href(v.state, v.refund_status, v.disputed, v.q, None).replacen("/admin", "/admin/api/sessions.csv", 1)) download { "Export CSV" }
             }
             @if v.rows.is_empty() {
                 section class="panel empty" {

@@ -152,6 +152,17 @@ impl Application {
         listener: TcpListener,
         store: Store,
     ) -> Result<Application, AppError> {
+        Self::build_with_clock(config, listener, store, None).await
+    }
+
+    /// `build_with_store` with the fulfiller on `clock` (tests that need
+    /// time to pass without waiting for it).
+    pub async fn build_with_clock(
+        config: &Config,
+        listener: TcpListener,
+        store: Store,
+        clock: Option<Arc<dyn crate::time::Clock>>,
+    ) -> Result<Application, AppError> {
         let path = config.storage.path.clone();
         let key = config
             .stripe
@@ -181,6 +192,9 @@ impl Application {
             Notifier::from_config(config).map_err(|e| AppError::Setup(e.to_string()))?
         {
             fulfiller = fulfiller.with_notifications(channels, Arc::new(notifier));
+        }
+        if let Some(clock) = clock {
+            fulfiller = fulfiller.with_clock(clock);
         }
         let fulfiller = Arc::new(fulfiller);
         fulfiller

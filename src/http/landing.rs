@@ -23,15 +23,16 @@ const WAIT: Duration = Duration::from_secs(8);
 pub async fn after_checkout(req: &Request, state: Data<&Arc<AppState>>) -> Response {
     // Session ids are `cs_` + letters, digits and underscores: anything
     // percent-encoded is malformed, so the raw query value is checked as is.
-    let id = req
-        .uri()
-        .query()
-        .unwrap_or_default()
-        .split('&')
-        .find_map(|pair| pair.strip_prefix("session_id="))
-        .unwrap_or_default();
-    match page(req, &state, id).await {
-        Ok(r) => r,
+    let id = session_param(req);
+    let shop = &state.shop;
+    match resolve(req, &state, id).await {
+        Ok(Resolved::NotCompleted) => html(StatusCode::OK, render(&Landing::NotCompleted, shop)),
+        Ok(Resolved::SetupSaved) => html(StatusCode::OK, render(&Landing::SetupSaved, shop)),
+        Ok(Resolved::Busy(wait)) => busy(&state, wait),
+        Ok(Resolved::Session(s)) => {
+            let (rec, detail) = &*s;
+            html(StatusCode::OK, render(&view_of(rec, detail), shop))
+        }
         // The customer's pages: a fixed text per status, never the input.
         Err(e) => e.render(|status, _| {
             let view = match status {
@@ -39,12 +40,81 @@ pub async fn after_checkout(req: &Request, state: Data<&Arc<AppState>>) -> Respo
                 StatusCode::NOT_FOUND => Landing::NotFound,
                 _ => Landing::Unavailable,
             };
-            html(status, render(&view, &state.shop))
+            html(status, render(&view, shop))
         }),
     }
 }
 
-async fn page(req: &Request, state: &AppState, id: &str) -> Result<Response, HttpError> {
+/// `GET /after-checkout/status?session_id=cs_…`: what the landing page would
+/// show now, as `{"view": "processing"}`, for the page's script to reload
+/// when it changes. The same rules as the page: a re-check with Stripe at
+/// most once a minute per session, nothing written when nothing changed.
+#[handler]
+pub async fn after_checkout_status(req: &Request, state: Data<&Arc<AppState>>) -> Response {
+    let id = session_param(req);
+    let view = match resolve(req, &state, id).await {
+        Ok(Resolved::NotCompleted) => "not_completed",
+        Ok(Resolved::SetupSaved) => "setup_saved",
+        Ok(Resolved::Busy(wait)) => {
+            let mut r = super::json_response(
+                StatusCode::TOO_MANY_REQUESTS,
+                &serde_json::json!({"view": "unavailable"}),
+            );
+            if let Ok(v) = poem::http::HeaderValue::from_str(&wait.as_secs().max(1).to_string()) {
+                r.headers_mut().insert(poem::http::header::RETRY_AFTER, v);
+            }
+            return r;
+        }
+        Ok(Resolved::Session(s)) => view_of(&s.0, &s.1).key(),
+        Err(e) => {
+            return e.render(|status, _| {
+                let view = match status {
+                    StatusCode::BAD_REQUEST => "bad_request",
+                    StatusCode::NOT_FOUND => "not_found",
+                    _ => "unavailable",
+                };
+                super::json_response(status, &serde_json::json!({"view": view}))
+            });
+        }
+    };
+    super::json_response(StatusCode::OK, &serde_json::json!({"view": view}))
+}
+
+/// What the landing page found.
+enum Resolved {
+    NotCompleted,
+    SetupSaved,
+    /// The unknown-id budget cannot afford a lookup now.
+    Busy(Duration),
+    Session(Box<(SessionRecord, SessionDetail)>),
+}
+
+/// The raw `session_id` of the query (see `after_checkout`).
+fn session_param(req: &Request) -> &str {
+    req.uri()
+        .query()
+        .unwrap_or_default()
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("session_id="))
+        .unwrap_or_default()
+}
+
+/// The page for a recorded session.
+fn view_of<'a>(rec: &'a SessionRecord, detail: &'a SessionDetail) -> Landing<'a> {
+    let has_fulfillment = !detail.fulfillments.is_empty();
+    match rec.state {
+        _ if rec.mode.as_deref() == Some("setup") => Landing::SetupSaved,
+        State::Fulfilled => Landing::Receipt(rec, detail),
+        _ if has_fulfillment => Landing::Receipt(rec, detail),
+        State::AwaitingPayment => Landing::PaymentProcessing(rec),
+        State::PaymentFailed => Landing::PaymentFailed(rec),
+        State::Expired => Landing::Expired,
+        State::Fulfilling | State::Retrying => Landing::InProgress,
+        State::Failed => Landing::NeedsAttention,
+    }
+}
+
+async fn resolve(req: &Request, state: &AppState, id: &str) -> Result<Resolved, HttpError> {
     let Some(id) = SessionId::parse(id) else {
         return Err(HttpError::BadRequest("malformed session id"));
     };
@@ -65,26 +135,20 @@ async fn page(req: &Request, state: &AppState, id: &str) -> Result<Response, Htt
             if RATIONED_LOG.admit() {
                 tracing::info!(client = %client, "landing page: unknown-id lookups rationed");
             }
-            return Ok(busy(state, wait));
+            return Ok(Resolved::Busy(wait));
         }
         let Ok(_permit) = state.lookups.try_acquire() else {
-            return Ok(busy(state, Duration::from_secs(1)));
+            return Ok(Resolved::Busy(Duration::from_secs(1)));
         };
         let lookup = fulfiller.stripe().lookup_session(id.as_str());
         match tokio::time::timeout(WAIT, lookup).await {
             Ok(Ok(retrieved)) if retrieved.session.status.as_deref() == Some("open") => {
                 // Not completed: nothing to fulfil, nothing to store.
-                return Ok(html(
-                    StatusCode::OK,
-                    render(&Landing::NotCompleted, &state.shop),
-                ));
+                return Ok(Resolved::NotCompleted);
             }
             Ok(Ok(retrieved)) if retrieved.session.mode.as_deref() == Some("setup") => {
                 // A saved payment method: never fulfilled, so nothing to store.
-                return Ok(html(
-                    StatusCode::OK,
-                    render(&Landing::SetupSaved, &state.shop),
-                ));
+                return Ok(Resolved::SetupSaved);
             }
             Ok(Ok(retrieved)) => opts.prefetched = Some(retrieved),
             Ok(Err(e)) if e.is_not_found() => return Err(HttpError::NotFound("no such session")),
@@ -139,18 +203,7 @@ async fn page(req: &Request, state: &AppState, id: &str) -> Result<Response, Htt
             None,
         ));
     };
-    let has_fulfillment = !detail.fulfillments.is_empty();
-    let view = match rec.state {
-        _ if rec.mode.as_deref() == Some("setup") => Landing::SetupSaved,
-        State::Fulfilled => Landing::Receipt(&rec, &detail),
-        _ if has_fulfillment => Landing::Receipt(&rec, &detail),
-        State::AwaitingPayment => Landing::PaymentProcessing(&rec),
-        State::PaymentFailed => Landing::PaymentFailed(&rec),
-        State::Expired => Landing::Expired,
-        State::Fulfilling | State::Retrying => Landing::InProgress,
-        State::Failed => Landing::NeedsAttention,
-    };
-    Ok(html(StatusCode::OK, render(&view, &state.shop)))
+    Ok(Resolved::Session(Box::new((rec, detail))))
 }
 
 /// The calm "try again shortly" page, with `Retry-After`, for a lookup the

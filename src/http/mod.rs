@@ -123,6 +123,10 @@ pub fn routes(state: Arc<AppState>) -> impl Endpoint {
     Route::new()
         .at("/webhook", post(webhook::receive))
         .at("/after-checkout", get(landing::after_checkout))
+        .at(
+            "/after-checkout/status",
+            get(landing::after_checkout_status),
+        )
         .at("/healthz", get(ops::healthz))
         .at("/metrics", get(ops::metrics))
         .at("/admin", get(admin::sessions))
@@ -207,9 +211,10 @@ where
     tokio::spawn(work.instrument(tracing::Span::current()))
 }
 
-/// Headers every HTML page carries: no inline script, no framing, no sniffing.
-const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; base-uri 'none'; \
-                   form-action 'self'; frame-ancestors 'none'";
+/// Headers every HTML page carries: no inline script (only the page's own
+/// file, which asks `/after-checkout/status`), no framing, no sniffing.
+const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; script-src 'self'; \
+                   connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
 /// The dashboard's policy: as above, plus its own script file.
 const ADMIN_CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; script-src 'self'; \

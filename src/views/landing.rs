@@ -29,6 +29,37 @@ pub enum Landing<'a> {
     Unavailable,
 }
 
+impl Landing<'_> {
+    /// The page's name, for its script and `/after-checkout/status`: the
+    /// page reloads when the status names another.
+    pub fn key(&self) -> &'static str {
+        match self {
+            Landing::Receipt(..) => "receipt",
+            Landing::PaymentProcessing(_) => "processing",
+            Landing::InProgress => "in_progress",
+            Landing::NeedsAttention => "needs_attention",
+            Landing::PaymentFailed(_) => "payment_failed",
+            Landing::Expired => "expired",
+            Landing::NotCompleted => "not_completed",
+            Landing::SetupSaved => "setup_saved",
+            Landing::NotFound => "not_found",
+            Landing::BadRequest => "bad_request",
+            Landing::Unavailable => "unavailable",
+        }
+    }
+
+    /// How often a page that waits for news asks for it (ms); None: it
+    /// shows a final answer.
+    fn poll_ms(&self) -> Option<u32> {
+        match self {
+            Landing::InProgress => Some(3_000),
+            Landing::Unavailable => Some(10_000),
+            Landing::PaymentProcessing(_) | Landing::NeedsAttention => Some(15_000),
+            _ => None,
+        }
+    }
+}
+
 /// Shows an email as `j•••@example.com`: enough for the customer to recognise,
 /// not enough to harvest from a shared link.
 pub fn mask_email(email: &str) -> String {
@@ -58,18 +89,25 @@ pub struct Shop {
     pub payment_failed_email: bool,
 }
 
-/// The page frame with the shop's name above and its links below.
-fn frame(shop: &Shop, title: &str, refresh: Option<u32>, body: Markup) -> Markup {
+/// The page frame with the shop's name above and its links below. `poll`:
+/// the page's key and how often (ms) its script asks whether it changed.
+fn frame(shop: &Shop, title: &str, poll: Option<(&str, u32)>, body: Markup) -> Markup {
     let title = match &shop.name {
         Some(n) => format!("{title} · {n}"),
         None => title.to_string(),
     };
     page(
         &title,
-        refresh,
+        poll.is_some(),
         html! {
             @if let Some(n) = &shop.name { p class="shop-name" { (n) } }
             (body)
+            @if let Some((key, ms)) = poll {
+                // Without JavaScript, the link does what the script would.
+                p class="small muted" id="poll" data-view=(key) data-poll-ms=(ms) {
+                    "This page updates by itself. " a href="" { "Check now" }
+                }
+            }
             @if shop.url.is_some() || shop.support_email.is_some() {
                 footer class="shop-links" {
                     @if let Some(e) = &shop.support_email {
@@ -85,12 +123,12 @@ fn frame(shop: &Shop, title: &str, refresh: Option<u32>, body: Markup) -> Markup
 }
 
 pub fn render(view: &Landing<'_>, shop: &Shop) -> Markup {
-    let page = |title: &str, refresh: Option<u32>, body: Markup| frame(shop, title, refresh, body);
+    let poll = view.poll_ms().map(|ms| (view.key(), ms));
+    let page = |title: &str, body: Markup| frame(shop, title, poll, body);
     match view {
         Landing::Receipt(rec, detail) => receipt(rec, detail, shop),
         Landing::PaymentProcessing(rec) => page(
             "Payment processing",
-            Some(15),
             html! {
                 div class="badge badge-wait" { "Payment processing" }
                 h1 { "Thanks, your order is in" }
@@ -106,7 +144,6 @@ pub fn render(view: &Landing<'_>, shop: &Shop) -> Markup {
         ),
         Landing::InProgress => page(
             "Finishing your order",
-            Some(3),
             html! {
                 div class="badge badge-wait" { "Processing" }
                 h1 { "Thanks! We are finishing your order" }
@@ -115,7 +152,6 @@ pub fn render(view: &Landing<'_>, shop: &Shop) -> Markup {
         ),
         Landing::NeedsAttention => page(
             "Thanks for your order",
-            None,
             html! {
                 div class="badge badge-wait" { "Received" }
                 h1 { "Thanks! Your order is received" }
@@ -124,7 +160,6 @@ pub fn render(view: &Landing<'_>, shop: &Shop) -> Markup {
         ),
         Landing::PaymentFailed(rec) => page(
             "Payment failed",
-            None,
             html! {
                 div class="badge badge-bad" { "Payment failed" }
                 h1 { "Your payment did not go through" }
@@ -138,7 +173,6 @@ pub fn render(view: &Landing<'_>, shop: &Shop) -> Markup {
         ),
         Landing::Expired => page(
             "Checkout expired",
-            None,
             html! {
                 div class="badge badge-bad" { "Expired" }
                 h1 { "This checkout has expired" }
@@ -147,7 +181,6 @@ pub fn render(view: &Landing<'_>, shop: &Shop) -> Markup {
         ),
         Landing::NotCompleted => page(
             "Checkout not completed",
-            None,
             html! {
                 h1 { "This checkout is not complete" }
                 p { "No payment has been made yet. Please return to the checkout page to finish your order." }
@@ -155,7 +188,6 @@ pub fn render(view: &Landing<'_>, shop: &Shop) -> Markup {
         ),
         Landing::SetupSaved => page(
             "Payment details saved",
-            None,
             html! {
                 div class="badge badge-ok" { "Saved" }
                 h1 { "Your payment details are saved" }
@@ -165,7 +197,6 @@ pub fn render(view: &Landing<'_>, shop: &Shop) -> Markup {
         ),
         Landing::NotFound => page(
             "Order not found",
-            None,
             html! {
                 h1 { "We could not find that order" }
                 p { "The link may be incomplete. If you just paid, please use the link from your confirmation email or contact us." }
@@ -173,7 +204,6 @@ pub fn render(view: &Landing<'_>, shop: &Shop) -> Markup {
         ),
         Landing::BadRequest => page(
             "Invalid link",
-            None,
             html! {
                 h1 { "This link is not valid" }
                 p { "The order reference in the address is missing or malformed." }
@@ -181,7 +211,6 @@ pub fn render(view: &Landing<'_>, shop: &Shop) -> Markup {
         ),
         Landing::Unavailable => page(
             "Please try again",
-            Some(10),
             html! {
                 h1 { "We could not load your order just now" }
                 p { "If you have paid, your payment is safe and your order will be processed. This page will try again shortly." }

@@ -24,8 +24,10 @@ pub(crate) fn dispute_reason(reason: &str) -> String {
     }
 }
 
-/// The page frame shared by every page.
-pub fn page(title: &str, refresh_secs: Option<u32>, body: Markup) -> Markup {
+/// The page frame of the customer's pages. `script`: the page waits for
+/// news and loads the small script that asks for it (no meta refresh: it
+/// reloads only when there is something new to show).
+pub fn page(title: &str, script: bool, body: Markup) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -33,12 +35,10 @@ pub fn page(title: &str, refresh_secs: Option<u32>, body: Markup) -> Markup {
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width, initial-scale=1";
                 meta name="robots" content="noindex";
-                @if let Some(s) = refresh_secs {
-                    meta http-equiv="refresh" content=(s);
-                }
                 title { (title) }
                 link rel="stylesheet" href="/assets/app.css";
                 link rel="icon" href="/assets/favicon.svg" type="image/svg+xml";
+                @if script { script src="/assets/landing.js" defer {} }
             }
             body {
                 main class="card" { (body) }

@@ -371,3 +371,69 @@ async fn made_up_ids_from_many_clients_are_held_to_the_shared_budget() {
     );
     assert_eq!(calls, answered.iter().filter(|s| **s == 404).count());
 }
+
+#[tokio::test]
+async fn a_processing_page_left_open_polls_without_adding_history_or_stripe_calls() {
+    let clock = std::sync::Arc::new(fulfilld::time::ManualClock::new(fulfilld::time::now_ms()));
+    let app = spawn_app_with_clock(clock.clone()).await;
+    let id = session_id("polling");
+    let mut sample = SampleSession::paid(&id, 1);
+    sample.payment_status = "unpaid";
+    sample.payment_method = "sepa_debit";
+    app.seed(&sample);
+    let (status, page) = app.landing(&id).await;
+    assert_eq!(status, 200);
+    assert!(
+        page.contains("id=\"poll\"") && page.contains("data-view=\"processing\""),
+        "{page}"
+    );
+    assert!(
+        page.contains("/assets/landing.js") && !page.contains("http-equiv"),
+        "{page}"
+    );
+    app.settle().await;
+    let path = format!("/v1/checkout/sessions/{id}");
+    let (attempts, calls) = (
+        app.session(&id).await["attempts"].as_array().unwrap().len(),
+        app.stripe.count(&path),
+    );
+    // Five minutes of the page's script asking every 3 s.
+    for _ in 0..100 {
+        clock.advance(std::time::Duration::from_secs(3));
+        let r = app
+            .http
+            .get(app.url(&format!("/after-checkout/status?session_id={id}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let v: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(v["view"], "processing");
+    }
+    app.settle().await;
+    let s = app.session(&id).await;
+    assert_eq!(s["state"], "awaiting_payment");
+    assert_eq!(
+        s["attempts"].as_array().unwrap().len(),
+        attempts,
+        "nothing changed, so nothing was added: {s}"
+    );
+    let rechecks = app.stripe.count(&path) - calls;
+    assert!(
+        rechecks <= 5,
+        "at most one Stripe re-check a minute: {rechecks}"
+    );
+    // When the payment clears, the next poll says so.
+    let mut paid = SampleSession::paid(&id, 1);
+    paid.payment_method = "sepa_debit";
+    app.seed(&paid);
+    clock.advance(std::time::Duration::from_secs(61));
+    let r = app
+        .http
+        .get(app.url(&format!("/after-checkout/status?session_id={id}")))
+        .send()
+        .await
+        .unwrap();
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_ne!(v["view"], "processing", "{v}");
+}

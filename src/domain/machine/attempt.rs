@@ -332,6 +332,19 @@ impl Machine<'_, '_> {
         let now = self.now();
         s.rec.lease = None;
         s.rec.updated_at_ms = now;
+        // A re-check by an open landing page or the reconciler that found
+        // what the last attempt found is not news: the timeline keeps the
+        // first (a tab left open would otherwise add one an hour a minute).
+        let outcome = s.rec.state.as_str();
+        let repeat = matches!(trigger, Trigger::LandingPage | Trigger::Reconcile)
+            && error.is_none()
+            && s.detail
+                .attempts
+                .last()
+                .is_some_and(|a| a.outcome == outcome && a.error.is_none());
+        if repeat {
+            return;
+        }
         push_bounded(
             &mut s.detail.attempts,
             AttemptRecord {

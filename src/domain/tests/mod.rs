@@ -671,3 +671,58 @@ fn a_setup_session_is_never_payable_and_a_read_of_one_fulfils_nothing() {
     };
     assert!(sub.is_payable());
 }
+
+#[test]
+fn an_open_landing_page_rechecking_an_unpaid_session_adds_no_history() {
+    // Without a callback, a paid read is fulfilled (and its attempt recorded) at once.
+    let p = policy(false);
+    let mut s = in_state(State::AwaitingPayment);
+    let mut now = NOW;
+    for _ in 0..5 {
+        now += 61_000;
+        let claimed = step(
+            ID,
+            Some(s.clone()),
+            claim(Trigger::LandingPage, false),
+            &env(&p, ME, now),
+        );
+        let Reply::Claimed { token, .. } = claimed.reply else {
+            panic!("{:?}", claimed.reply)
+        };
+        let read = step(
+            ID,
+            claimed.session,
+            Input::Fetched {
+                claim: token,
+                fetched: fetched("unpaid", "complete"),
+            },
+            &env(&p, ME, now + 5),
+        );
+        s = read.session.unwrap();
+        assert_eq!(s.rec.state, State::AwaitingPayment);
+    }
+    assert_eq!(s.detail.attempts.len(), 1, "{:?}", s.detail.attempts);
+    // News is recorded: the payment arrived.
+    now += 61_000;
+    let claimed = step(
+        ID,
+        Some(s),
+        claim(Trigger::LandingPage, false),
+        &env(&p, ME, now),
+    );
+    let Reply::Claimed { token, .. } = claimed.reply else {
+        panic!("{:?}", claimed.reply)
+    };
+    let paid = step(
+        ID,
+        claimed.session,
+        Input::Fetched {
+            claim: token,
+            fetched: fetched("paid", "complete"),
+        },
+        &env(&p, ME, now + 5),
+    );
+    let s = paid.session.unwrap();
+    assert_eq!(s.rec.state, State::Fulfilled);
+    assert_eq!(s.detail.attempts.len(), 2, "{:?}", s.detail.attempts);
+}

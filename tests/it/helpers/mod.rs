@@ -75,6 +75,18 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
+    spawn_app_on(tweak, None).await
+}
+
+/// `spawn_app` with the fulfiller on `clock`: time passes when the test says.
+pub async fn spawn_app_with_clock(clock: std::sync::Arc<fulfilld::time::ManualClock>) -> TestApp {
+    spawn_app_on(|_| {}, Some(clock)).await
+}
+
+async fn spawn_app_on(
+    tweak: impl FnOnce(&mut Config),
+    clock: Option<std::sync::Arc<fulfilld::time::ManualClock>>,
+) -> TestApp {
     // `TEST_LOG=fulfilld=debug` shows the apps' logs (a tracing filter).
     if let Ok(filter) = std::env::var("TEST_LOG") {
         let _ = tracing_subscriber::fmt()
@@ -100,7 +112,11 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
     tweak(&mut config);
     // Bound before the server starts, so requests never race its startup.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let app = Application::build(&config, listener).await.unwrap();
+    let store = fulfilld::app::open_store(&config).await.unwrap();
+    let clock = clock.map(|c| c as std::sync::Arc<dyn fulfilld::time::Clock>);
+    let app = Application::build_with_clock(&config, listener, store, clock)
+        .await
+        .unwrap();
     let address = format!("http://{}", app.local_addr());
     let stop = app.stop_token();
     let store = app.store();

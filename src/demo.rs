@@ -119,8 +119,9 @@ async fn shop_endpoint(req: &Request, body: Body, shop: Data<&Arc<Shop>>) -> Res
 /// Runs the demo until `stop` is cancelled; calls `ready` once it serves.
 pub async fn run(
     listen: SocketAddr,
+    shop: crate::config::ShopConfig,
     stop: CancellationToken,
-    ready: impl FnOnce(&DemoInfo),
+    ready: impl FnOnce(&DemoInfo) -> String,
 ) -> Result<(), DemoError> {
     let dir = std::env::temp_dir().join(format!("fulfilld-demo-{}", random_hex(12)?));
     let mut builder = std::fs::DirBuilder::new();
@@ -129,7 +130,7 @@ pub async fn run(
     builder
         .create(&dir)
         .map_err(|e| DemoError::Setup(e.to_string()))?;
-    let result = run_in(&dir, listen, stop, ready).await;
+    let result = run_in(&dir, listen, shop, stop, ready).await;
     // The database is temporary by design.
     let _ = std::fs::remove_dir_all(&dir);
     result
@@ -138,8 +139,9 @@ pub async fn run(
 async fn run_in(
     dir: &std::path::Path,
     listen: SocketAddr,
+    shop_config: crate::config::ShopConfig,
     stop: CancellationToken,
-    ready: impl FnOnce(&DemoInfo),
+    ready: impl FnOnce(&DemoInfo) -> String,
 ) -> Result<(), DemoError> {
     let setup = |e: std::io::Error| DemoError::Setup(e.to_string());
     let stripe = StripeDouble::start(SECRET_KEY).await.map_err(setup)?;
@@ -200,6 +202,7 @@ async fn run_in(
     config.admin.api_token = Some(Secret::new(info.api_token.clone()));
     config.fulfillment.callback_url = Some(shop_url.parse().map_err(DemoError::Setup)?);
     config.fulfillment.callback_secret = Some(Secret::new(callback_secret));
+    config.shop = shop_config;
     config
         .validate()
         .map_err(|e| DemoError::Setup(e.to_string()))?;
@@ -207,9 +210,11 @@ async fn run_in(
     let app = Application::build(&config, listener).await?;
     let app_stop = app.stop_token();
     let server = tokio::spawn(app.run_until_stopped());
-    ready(&info);
+    let banner = ready(&info);
 
     let story = Story {
+        stop: stop.clone(),
+        banner,
         base: format!("http://{addr}"),
         secret: webhook_secret,
         stripe,
@@ -231,6 +236,9 @@ async fn run_in(
 }
 
 struct Story {
+    stop: CancellationToken,
+    /// The banner, said again when the story ends (it scrolled away).
+    banner: String,
     base: String,
     secret: String,
     stripe: StripeDouble,
@@ -238,11 +246,22 @@ struct Story {
     http: reqwest::Client,
 }
 
-fn say(line: &str) {
-    println!("  {line}");
+/// Writes a line for the person running the demo. Nobody reading any more
+/// (`fulfilld demo | head -1` closed the pipe) ends the demo cleanly, its
+/// temporary database removed, instead of a panic.
+pub fn print_or_stop(text: &str, stop: &CancellationToken) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if out.write_all(text.as_bytes()).and_then(|()| out.flush()).is_err() {
+        stop.cancel();
+    }
 }
 
 impl Story {
+    fn say(&self, line: &str) {
+        print_or_stop(&format!("  {line}\n"), &self.stop);
+    }
+
     /// Sends one event, signed as Stripe would, through the real HTTP path.
     async fn send(&self, event_id: &str, kind: &str, session: &Value) {
         let body = event_body(event_id, kind, session);
@@ -279,7 +298,7 @@ impl Story {
     }
 
     async fn play(&self) {
-        say("delivering signed sample events to /webhook:");
+        self.say("delivering signed sample events to /webhook:");
         // A paid card order, delivered three times (Stripe retries): fulfilled once.
         let mut paid = self.session("card", "", "maria.garcia@example.com", 95);
         paid.items = vec![
@@ -296,7 +315,7 @@ impl Story {
             )
             .await;
         }
-        say(&format!(
+        self.say(&format!(
             "paid card order (3 items), delivered 3 times, fulfilled once; the customer's page: {}/after-checkout?session_id={}",
             self.base, paid.id
         ));
@@ -318,7 +337,7 @@ impl Story {
             &many_obj,
         )
         .await;
-        say("an order with 120 line items (fetched page by page from Stripe)");
+        self.say("an order with 120 line items (fetched page by page from Stripe)");
 
         let mut free = self.session("free", "Gift: tasting set", "sam.lee@example.com", 70);
         free.items = vec![("Gift: tasting set".into(), 0, 1)];
@@ -330,7 +349,7 @@ impl Story {
             &free_obj,
         )
         .await;
-        say("a 100%-off order (no_payment_required)");
+        self.say("a 100%-off order (no_payment_required)");
 
         let delayed = |tag: &str, name: &str, email: &str, method: &'static str, ago: i64| {
             let mut s = self.session(tag, name, email, ago);
@@ -382,7 +401,7 @@ impl Story {
             &sepa_wait_obj,
         )
         .await;
-        say("three delayed payments (SEPA, ACH): awaiting_payment until the bank answers");
+        self.say("three delayed payments (SEPA, ACH): awaiting_payment until the bank answers");
 
         let mut expired = self.session("expired", "Travel mug", "alex.kim@example.com", 1440);
         expired.payment_status = "unpaid";
@@ -390,7 +409,7 @@ impl Story {
         let expired_obj = self.seed(&expired);
         self.send("evt_demo_expired", "checkout.session.expired", &expired_obj)
             .await;
-        say("an abandoned checkout (expired)");
+        self.say("an abandoned checkout (expired)");
 
         let failing = self.session("refused", "Cold brew bottle", "noor.haddad@example.com", 30);
         let failing_obj = self.seed(&failing);
@@ -401,7 +420,7 @@ impl Story {
             &failing_obj,
         )
         .await;
-        say(
+        self.say(
             "a session Stripe refused to serve (failed): press \"Fulfill now\" on it in the dashboard",
         );
 
@@ -416,7 +435,7 @@ impl Story {
             &shop_down_obj,
         )
         .await;
-        say("a paid order whose shop endpoint is down (retrying, recovers after a minute)");
+        self.say("a paid order whose shop endpoint is down (retrying, recovers after a minute)");
 
         let slow = self.session("slow", "Gooseneck kettle", "priya.patel@example.com", 10);
         let slow_obj = self.seed(&slow);
@@ -427,7 +446,7 @@ impl Story {
             &slow_obj,
         )
         .await;
-        say("a paid order waiting on a slow Stripe answer (fulfilling for ~20 s)");
+        self.say("a paid order waiting on a slow Stripe answer (fulfilling for ~20 s)");
 
         // Two requests that are not from Stripe, for the webhook log.
         let forged = event_body("evt_forged", "checkout.session.completed", &paid_obj);
@@ -446,7 +465,7 @@ impl Story {
             .body(forged)
             .send()
             .await;
-        say("two forged webhooks (no signature; another endpoint's secret): see the Webhook log");
+        self.say("two forged webhooks (no signature; another endpoint's secret): see the Webhook log");
 
         tokio::time::sleep(Duration::from_secs(2)).await;
         self.send(
@@ -455,11 +474,11 @@ impl Story {
             &ach_obj,
         )
         .await;
-        say("t+2s  the ACH debit failed: checkout.session.async_payment_failed (payment_failed)");
+        self.say("t+2s  the ACH debit failed: checkout.session.async_payment_failed (payment_failed)");
 
         tokio::time::sleep(Duration::from_secs(18)).await;
         self.stripe.release_hangs();
-        say("t+20s Stripe answered the slow request: that order is fulfilled");
+        self.say("t+20s Stripe answered the slow request: that order is fulfilled");
 
         tokio::time::sleep(Duration::from_secs(5)).await;
         self.stripe
@@ -472,13 +491,14 @@ impl Story {
             &cleared,
         )
         .await;
-        say("t+25s the SEPA debit cleared: checkout.session.async_payment_succeeded (fulfilled)");
+        self.say("t+25s the SEPA debit cleared: checkout.session.async_payment_succeeded (fulfilled)");
 
         tokio::time::sleep(Duration::from_secs(35)).await;
         if let Ok(mut d) = self.shop.down.lock() {
             d.clear();
         }
-        say("t+60s the shop endpoint is back: the retried callback goes through (fulfilled)");
-        say("the story is over; the dashboard stays up until Ctrl-C");
+        self.say("t+60s the shop endpoint is back: the retried callback goes through (fulfilled)");
+        self.say("the story is over; the dashboard stays up until Ctrl-C");
+        print_or_stop(&format!("\n{}", self.banner), &self.stop);
     }
 }

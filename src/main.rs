@@ -36,6 +36,7 @@ enum Command {
     Healthcheck,
     /// A complete instance on a temporary database with a built-in Stripe
     /// test double, fed with signed sample events. No Stripe account needed.
+    /// With --config, the file's [shop] is shown on its pages.
     Demo {
         /// Where to serve (port 0 picks a free one)
         #[arg(long, default_value = "127.0.0.1:4242")]
@@ -76,7 +77,7 @@ fn main() -> ExitCode {
         Command::Serve => cli::serve::run(&source),
         Command::CheckConfig => Ok(cli::check_config::run(&source)),
         Command::Healthcheck => cli::healthcheck::run(&source),
-        Command::Demo { listen } => cli::demo::run(listen),
+        Command::Demo { listen } => cli::demo::run(listen, &source),
         Command::Backup { path } => cli::backup::run(&source, &path),
         Command::MigrateTo { url } => cli::migrate_to::run(&source, url.as_deref()),
         Command::SendTestEmail { address } => cli::send_test_email::run(&source, &address),

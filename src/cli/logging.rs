@@ -4,8 +4,13 @@ use crate::config::LogFormat;
 
 /// Installs the global subscriber; call once, before anything logs.
 pub fn init(format: LogFormat) {
+    init_with_default(format, "info,poem=warn")
+}
+
+/// `init`, with `default` as the filter when `RUST_LOG` is not set.
+pub fn init_with_default(format: LogFormat, default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,poem=warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     // Colours only for a person at a terminal, never in files or log collectors.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -112,6 +112,24 @@ fn known_env(env: Env) -> (Env, Vec<String>) {
     (env, names)
 }
 
+impl super::ShopConfig {
+    /// The `[shop]` table of `path` alone (the demo shows it); the file's
+    /// other tables are read but not checked beyond their keys.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        if !path.exists() {
+            return Err(ConfigError::invalid(
+                "--config",
+                format!("file {} does not exist", path.display()),
+            ));
+        }
+        let config: Config = Figment::from(Serialized::defaults(Config::default()))
+            .merge(Toml::file(path))
+            .extract()
+            .map_err(extract_error)?;
+        Ok(config.shop)
+    }
+}
+
 impl Config {
     /// Loads every layer, reads `_file` secrets and validates the result for `serve`.
     pub fn load(source: &ConfigSource) -> Result<Config, ConfigError> {

@@ -160,3 +160,40 @@ async fn demo_shows_every_state_within_ten_seconds() {
         "{story:?}"
     );
 }
+
+/// `fulfilld demo | head -1`: the reader goes away after one line; the demo
+/// notices at its next line, stops cleanly (exit 0) and removes its
+/// temporary database.
+#[tokio::test(flavor = "multi_thread")]
+async fn demo_into_a_pipe_closed_after_one_line_exits_0_and_leaves_nothing_behind() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_fulfilld"))
+        .args(["demo", "--listen", "127.0.0.1:0"])
+        .env("TMPDIR", tmp.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = tokio::time::timeout(Duration::from_secs(30), out.next_line())
+        .await
+        .expect("a first line")
+        .unwrap()
+        .unwrap();
+    assert!(first.starts_with("fulfilld demo"), "{first}");
+    drop(out);
+    let status = tokio::time::timeout(Duration::from_secs(60), child.wait())
+        .await
+        .expect("the demo stops once nobody reads")
+        .unwrap();
+    let mut err = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        use tokio::io::AsyncReadExt;
+        let _ = e.read_to_string(&mut err).await;
+    }
+    assert!(status.success(), "{status:?}: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}

@@ -252,7 +252,11 @@ struct Story {
 pub fn print_or_stop(text: &str, stop: &CancellationToken) {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
-    if out.write_all(text.as_bytes()).and_then(|()| out.flush()).is_err() {
+    if out
+        .write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .is_err()
+    {
         stop.cancel();
     }
 }
@@ -465,7 +469,9 @@ impl Story {
             .body(forged)
             .send()
             .await;
-        self.say("two forged webhooks (no signature; another endpoint's secret): see the Webhook log");
+        self.say(
+            "two forged webhooks (no signature; another endpoint's secret): see the Webhook log",
+        );
 
         tokio::time::sleep(Duration::from_secs(2)).await;
         self.send(
@@ -474,7 +480,9 @@ impl Story {
             &ach_obj,
         )
         .await;
-        self.say("t+2s  the ACH debit failed: checkout.session.async_payment_failed (payment_failed)");
+        self.say(
+            "t+2s  the ACH debit failed: checkout.session.async_payment_failed (payment_failed)",
+        );
 
         tokio::time::sleep(Duration::from_secs(18)).await;
         self.stripe.release_hangs();
@@ -491,7 +499,9 @@ impl Story {
             &cleared,
         )
         .await;
-        self.say("t+25s the SEPA debit cleared: checkout.session.async_payment_succeeded (fulfilled)");
+        self.say(
+            "t+25s the SEPA debit cleared: checkout.session.async_payment_succeeded (fulfilled)",
+        );
 
         tokio::time::sleep(Duration::from_secs(35)).await;
         if let Ok(mut d) = self.shop.down.lock() {

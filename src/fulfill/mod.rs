@@ -142,6 +142,7 @@ impl Fulfiller {
         // The store's own signal: woken by commits that queue work due
         // sooner than anything queued, not by every write.
         let wake = store.queue_changed();
+        let metrics = Arc::new(Metrics::new().with_stripe(stripe.stats().clone()));
         Ok(Fulfiller {
             store,
             stripe,
@@ -151,7 +152,7 @@ impl Fulfiller {
             policy: Arc::new(policy),
             clock: Arc::new(SystemClock),
             wake,
-            metrics: Arc::new(Metrics::new()),
+            metrics,
             outbox: None,
         })
     }
@@ -430,7 +431,7 @@ impl Fulfiller {
                 Some(n) => {
                     let started = self.now();
                     let sent = sender.send(&fid, &n.body).await;
-                    self.metrics.delivery(sent.is_ok());
+                    self.metrics.delivery("callback", sent.is_ok());
                     let attempt = Some(delivery(started, n.kind.as_str(), &fid, sent.as_ref()));
                     match sent {
                         Ok(_) => (

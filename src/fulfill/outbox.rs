@@ -70,7 +70,14 @@ impl Fulfiller {
         } else {
             (self.send_message(&n, session_id).await, None, None)
         };
-        self.metrics.delivery(outcome == Attempt::Sent);
+        let channel = if n.kind.is_callback() {
+            "callback"
+        } else if n.kind.is_alert() {
+            "alert"
+        } else {
+            "email"
+        };
+        self.metrics.delivery(channel, outcome == Attempt::Sent);
         if let Attempt::Failed { error, .. } = &outcome {
             tracing::warn!(session = %session_id, notification = %n.kind, error = %error, "notification not delivered");
         }

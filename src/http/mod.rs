@@ -120,6 +120,7 @@ pub fn routes(state: Arc<AppState>) -> impl Endpoint {
     // refusals included) carries nosniff, and HSTS when public_url is https.
     let security_headers = headers::SecurityHeaders::for_origin(&state.public_origin);
     let budget = state.body_budget.clone();
+    let metrics = state.fulfiller.metrics().clone();
     Route::new()
         .at("/webhook", post(webhook::receive))
         .at("/after-checkout", get(landing::after_checkout))
@@ -154,7 +155,21 @@ pub fn routes(state: Arc<AppState>) -> impl Endpoint {
         // Every body is read under its route's limit before a handler runs.
         .around(move |next, req| limits::limit_bodies(next, req, budget.clone()))
         .around(with_request_id)
+        .around(move |next, req| count_requests(next, req, metrics.clone()))
         .with(security_headers)
+}
+
+/// Counts every answer by route and status for `/metrics` (refusals by the
+/// middleware inside, like a body over its limit, included).
+async fn count_requests<E: Endpoint>(
+    next: Arc<E>,
+    req: poem::Request,
+    metrics: Arc<crate::metrics::Metrics>,
+) -> poem::Result<Response> {
+    let path = req.uri().path().to_string();
+    let response = next.get_response(req).await;
+    metrics.http_request(&path, response.status().as_u16());
+    Ok(response)
 }
 
 /// Gives every request an id (the caller's `X-Request-Id` when it is sane),

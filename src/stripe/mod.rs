@@ -69,6 +69,8 @@ pub struct StripeClient {
     key: Secret,
     version: String,
     retry_base: Duration,
+    /// Every request's outcome and duration, for `/metrics`.
+    stats: std::sync::Arc<crate::metrics::StripeStats>,
 }
 
 impl StripeClient {
@@ -91,7 +93,13 @@ impl StripeClient {
             key,
             version: version.to_string(),
             retry_base,
+            stats: Default::default(),
         })
+    }
+
+    /// The counters of this client's requests.
+    pub fn stats(&self) -> &std::sync::Arc<crate::metrics::StripeStats> {
+        &self.stats
     }
 
     /// `GET /v1/checkout/sessions/{id}?expand[]=line_items`, then every further
@@ -306,11 +314,16 @@ impl StripeClient {
         if let Some(account) = account {
             request = request.header("Stripe-Account", account);
         }
-        let response = request
-            .send()
-            .await
-            .map_err(|e| StripeError::Network(without_url(e)))?;
+        let started = std::time::Instant::now();
+        let response = match request.send().await {
+            Ok(r) => r,
+            Err(e) => {
+                self.stats.request(None, started.elapsed());
+                return Err(StripeError::Network(without_url(e)));
+            }
+        };
         let status = response.status().as_u16();
+        self.stats.request(Some(status), started.elapsed());
         let should_retry = response
             .headers()
             .get("stripe-should-retry")

@@ -167,7 +167,27 @@ async fn metrics_parse_and_move_when_events_arrive() {
         after["fulfilld_fulfillment_duration_seconds_count"]
     );
     assert_eq!(after["fulfilld_sessions{state=\"fulfilled\"}"], 1.0);
-    assert_eq!(after["fulfilld_deliveries_total{result=\"ok\"}"], 1.0);
+    assert_eq!(
+        after["fulfilld_deliveries_total{channel=\"callback\",result=\"ok\"}"],
+        1.0
+    );
+    assert_eq!(
+        after["fulfilld_deliveries_total{channel=\"email\",result=\"ok\"}"],
+        0.0
+    );
+    assert!(after["fulfilld_stripe_requests_total{outcome=\"ok\"}"] >= 1.0);
+    assert!(after["fulfilld_stripe_request_duration_seconds_count"] >= 1.0);
+    assert!(after["fulfilld_http_requests_total{route=\"webhook\",status=\"200\"}"] >= 2.0);
+    assert!(after["fulfilld_http_requests_total{route=\"webhook\",status=\"400\"}"] >= 1.0);
+    assert!(after["process_resident_memory_bytes"] > 1e6);
+    assert!(after["process_open_fds"] >= 3.0);
+    assert!(after["process_cpu_seconds_total"] > 0.0);
+    let started = after["process_start_time_seconds"];
+    let now = fulfilld::time::now_secs() as f64;
+    assert!(
+        started <= now + 1.0 && started > now - 3600.0,
+        "{started} vs {now}"
+    );
     assert!(after.contains_key("fulfilld_jobs_queued"));
     assert!(after.contains_key("fulfilld_oldest_pending_job_age_seconds"));
 }

@@ -170,6 +170,14 @@ pub struct SessionRecord {
     pub dispute: Option<DisputeRecord>,
     #[serde(default)]
     pub dispute_as_of: i64,
+    /// For the list: who bought (the name they gave Checkout), what (the
+    /// first line item's description) and how many line items in all.
+    #[serde(default)]
+    pub customer_name: Option<String>,
+    #[serde(default)]
+    pub first_item: Option<String>,
+    #[serde(default)]
+    pub item_count: u32,
 }
 
 /// How much of a session's payment was refunded (CONTRACT.md "After the sale").
@@ -262,6 +270,9 @@ impl SessionRecord {
             refund_changes: 0,
             dispute: None,
             dispute_as_of: 0,
+            customer_name: None,
+            first_item: None,
+            item_count: 0,
         }
     }
 

@@ -119,6 +119,8 @@ pub struct Snapshot {
     pub amount_total: Option<i64>,
     pub currency: Option<String>,
     pub customer_email: Option<String>,
+    /// The name the customer gave Checkout.
+    pub customer_name: Option<String>,
     pub payment_intent: Option<String>,
     pub mode: Option<String>,
     pub subscription: Option<String>,

@@ -528,6 +528,11 @@ pub fn snapshot(s: &stripe::Session) -> Snapshot {
         amount_total: s.amount_total,
         currency: s.currency.clone(),
         customer_email: s.email(),
+        customer_name: s
+            .customer_details
+            .as_ref()
+            .and_then(|c| c.name.clone())
+            .map(|n| n.chars().take(120).collect()),
         payment_intent: s.payment_intent_id(),
         mode: s.mode.clone(),
         subscription: s.subscription_id(),

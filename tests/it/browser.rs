@@ -56,8 +56,10 @@ async fn admin_fulfills_a_failed_session_in_a_real_browser() {
         })
         .await;
     browser.click(&link).await;
-    let state = browser.wait_for_text("#session-state", "failed").await;
-    assert_eq!(browser.text(&state).await.trim(), "failed");
+    let state = browser
+        .wait_for_text("#session-state", "Needs attention")
+        .await;
+    assert_eq!(browser.text(&state).await.trim(), "Needs attention");
     let detail_url = browser.current_url().await;
 
     // Like every state-changing form, it carries its CSRF token (CONTRACT.md).
@@ -74,9 +76,9 @@ async fn admin_fulfills_a_failed_session_in_a_real_browser() {
     assert!(!flash.trim().is_empty(), "an empty #flash");
     // The server renders the state: reload until the attempt has finished.
     let state = browser
-        .wait_for_text_reloading(&detail_url, "#session-state", "fulfilled")
+        .wait_for_text_reloading(&detail_url, "#session-state", "Fulfilled")
         .await;
-    assert_eq!(browser.text(&state).await.trim(), "fulfilled");
+    assert_eq!(browser.text(&state).await.trim(), "Fulfilled");
     // For a person to look at: the page as shown and as served.
     let shot = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/screenshots/admin-detail.png");
     browser.screenshot_png(&shot).await;
@@ -86,7 +88,7 @@ async fn admin_fulfills_a_failed_session_in_a_real_browser() {
     // On a phone's width the state is still on screen.
     browser.set_window_size(390, 844).await;
     browser.goto(&detail_url).await;
-    browser.wait_for_text("#session-state", "fulfilled").await;
+    browser.wait_for_text("#session-state", "Fulfilled").await;
     browser
         .screenshot_png(&shot.with_file_name("admin-detail-phone.png"))
         .await;
@@ -171,6 +173,20 @@ async fn admin_sees_refunds_and_disputes_and_fetches_an_unseen_session() {
     browser
         .screenshot_png(&shots.join("admin-disputed-list.png"))
         .await;
+    browser.set_window_size(390, 844).await;
+    browser.goto(&app.url("/admin")).await;
+    browser
+        .wait_for_text("#sessions tbody tr", "Disputed")
+        .await;
+    browser
+        .screenshot_png(&shots.join("admin-list-phone.png"))
+        .await;
+    browser.set_window_size(1440, 900).await;
+    browser.goto(&app.url("/admin")).await;
+    browser
+        .wait_for_text("#sessions tbody tr", "Disputed")
+        .await;
+    browser.screenshot_png(&shots.join("admin-list.png")).await;
 
     browser
         .goto(&app.url(&format!("/admin/sessions/{id}")))
@@ -212,10 +228,10 @@ async fn admin_sees_refunds_and_disputes_and_fetches_an_unseen_session() {
         .wait_for_text_reloading(
             &app.url(&format!("/admin/sessions/{unseen}")),
             "#session-state",
-            "fulfilled",
+            "Fulfilled",
         )
         .await;
-    assert_eq!(browser.text(&state).await.trim(), "fulfilled");
+    assert_eq!(browser.text(&state).await.trim(), "Fulfilled");
     browser.quit().await;
     app.settle().await;
     let s = app.session(&unseen).await;

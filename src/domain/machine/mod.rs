@@ -397,6 +397,9 @@ pub(super) fn apply_summary(rec: &mut SessionRecord, s: &Snapshot) {
     if let Some(e) = &s.customer_email {
         rec.customer_email = Some(e.clone());
     }
+    if let Some(n) = &s.customer_name {
+        rec.customer_name = Some(n.clone());
+    }
     if let Some(pi) = &s.payment_intent {
         rec.payment_intent = Some(pi.clone());
     }
@@ -414,6 +417,12 @@ pub(super) fn apply_summary(rec: &mut SessionRecord, s: &Snapshot) {
 pub(super) fn apply_fetched(s: &mut Session, f: &Fetched) {
     apply_summary(&mut s.rec, &f.snapshot);
     s.detail.line_items = f.line_items.clone();
+    s.rec.first_item = f
+        .line_items
+        .first()
+        .and_then(|i| i.description.clone())
+        .map(|d| d.chars().take(120).collect());
+    s.rec.item_count = u32::try_from(f.line_items.len()).unwrap_or(u32::MAX);
     s.detail.delivery_details = f.delivery_details.clone();
     s.detail.amount_subtotal = f.amount_subtotal;
     s.detail.raw = Some(f.raw.clone());

@@ -54,6 +54,7 @@ pub(super) fn snap(payment_status: &str, status: &str) -> Snapshot {
         amount_total: Some(1200),
         currency: Some("eur".into()),
         customer_email: Some("buyer@example.com".into()),
+        customer_name: Some("Ana Buyer".into()),
         payment_intent: Some("pi_1".into()),
         mode: Some("payment".into()),
         subscription: None,

@@ -78,9 +78,11 @@ pub(crate) fn admin_page(title: &str, chrome: &Chrome<'_>, body: Markup) -> Mark
     frame(
         title,
         html! {
+            // Keyboard users jump past the header to the page's content.
+            a class="skip-link" href="#main" { "Skip to content" }
             header class="topbar" {
                 a class="brand" href="/admin" { img src="/assets/favicon.svg" alt="fulfilld" width="22" height="22"; span class="name" { "fulfilld" } }
-                nav { (tab(Nav::Sessions, "/admin", "Sessions")) (tab(Nav::Webhooks, "/admin/webhooks", "Webhook log")) }
+                nav aria-label="Main" { (tab(Nav::Sessions, "/admin", "Sessions")) (tab(Nav::Webhooks, "/admin/webhooks", "Webhook log")) }
                 div class="who" {
                     span class="muted hide-sm" { (chrome.username) }
                     form method="post" action="/admin/logout" class="inline" {
@@ -89,7 +91,7 @@ pub(crate) fn admin_page(title: &str, chrome: &Chrome<'_>, body: Markup) -> Mark
                     }
                 }
             }
-            main class="wide" { (body) }
+            main class="wide" id="main" tabindex="-1" { (body) }
         },
     )
 }
@@ -125,6 +127,29 @@ pub fn problem(chrome: &Chrome<'_>, title: &str, text: &str) -> Markup {
     )
 }
 
+/// A state as the merchant says it (the API keeps the codes).
+pub(crate) fn state_words(state: State) -> &'static str {
+    match state {
+        State::AwaitingPayment => "Awaiting payment",
+        State::Fulfilling => "Fulfilling",
+        State::Fulfilled => "Fulfilled",
+        State::Retrying => "Retrying",
+        State::Failed => "Needs attention",
+        State::PaymentFailed => "Payment failed",
+        State::Expired => "Expired",
+    }
+}
+
+/// A payment status in words.
+pub(crate) fn payment_words(status: &str) -> &str {
+    match status {
+        "paid" => "Paid",
+        "unpaid" => "Not paid yet",
+        "no_payment_required" => "No payment needed",
+        other => other,
+    }
+}
+
 pub fn state_badge(state: State) -> Markup {
     let tone = match state {
         State::Fulfilled => "ok",
@@ -132,7 +157,7 @@ pub fn state_badge(state: State) -> Markup {
         State::Failed | State::PaymentFailed => "bad",
         State::Expired => "off",
     };
-    html! { span class={ "badge badge-" (tone) } data-state=(state.as_str()) { (state.as_str()) } }
+    html! { span class={ "badge badge-" (tone) } data-state=(state.as_str()) { (state_words(state)) } }
 }
 
 /// "Refunded", "Partly refunded" and the dispute's standing, where they apply.
@@ -161,7 +186,7 @@ pub(crate) fn payment_badge(status: Option<&str>) -> Markup {
         "unpaid" => "wait",
         _ => "off",
     };
-    html! { span class={ "pill pill-" (tone) } { (status) } }
+    html! { span class={ "pill pill-" (tone) } data-payment=(status) { (payment_words(status)) } }
 }
 
 pub(crate) fn mode_badge(livemode: bool) -> Markup {
@@ -228,21 +253,30 @@ pub(crate) fn filter_href(
 
 pub fn sessions(chrome: &Chrome<'_>, v: &ListView<'_>) -> Markup {
     let total: u64 = v.counts.iter().map(|(_, n)| n).sum();
-    let attention: u64 = v
-        .counts
-        .iter()
-        .filter(|(s, _)| matches!(s, State::Failed))
-        .map(|(_, n)| n)
-        .sum();
+    // What a person must act on: fulfillment that gave up, and delayed
+    // payments that failed (the customer may need a word).
+    let count = |state: State| {
+        v.counts
+            .iter()
+            .filter(|(s, _)| *s == state)
+            .map(|(_, n)| *n)
+            .sum::<u64>()
+    };
+    let (failed, payment_failed) = (count(State::Failed), count(State::PaymentFailed));
     admin_page(
         "Sessions",
         chrome,
         html! {
             div class="page-head" {
                 h1 { "Checkout Sessions" }
-                @if attention > 0 {
+                @if failed > 0 {
                     a class="alert-chip" href=(list_href(Some(State::Failed), None, None)) {
-                        (icon("alert")) (attention) " need" @if attention == 1 { "s" } " attention"
+                        (icon("alert")) (failed) " need" @if failed == 1 { "s" } " attention"
+                    }
+                }
+                @if payment_failed > 0 {
+                    a class="alert-chip" href=(list_href(Some(State::PaymentFailed), None, None)) {
+                        (icon("alert")) (payment_failed) " payment" @if payment_failed != 1 { "s" } " failed"
                     }
                 }
             }
@@ -254,7 +288,7 @@ pub fn sessions(chrome: &Chrome<'_>, v: &ListView<'_>) -> Markup {
                     a href=(list_href(Some(*state), v.q, None))
                       class={ "state-tab tone-" (tone(*state)) @if v.state == Some(*state) { " active" } }
                       data-count=(n) {
-                        span { (state.as_str()) } strong { (n) }
+                        span { (state_words(*state)) } strong { (n) }
                     }
                 }
             }
@@ -293,15 +327,25 @@ pub fn sessions(chrome: &Chrome<'_>, v: &ListView<'_>) -> Markup {
                 div class="table-wrap" {
                     table class="grid" id="sessions" {
                         thead { tr {
-                            th class="hide-sm" { "Created" } th { "Session" } th class="hide-sm" { "Customer" }
+                            th class="hide-sm" { "Created" } th { "Order" } th class="hide-sm" { "Customer" }
                             th class="num" { "Amount" } th class="hide-sm" { "Payment" } th { "Fulfillment" }
                         } }
                         tbody {
                             @for rec in v.rows {
                                 tr {
                                     td class="nowrap muted hide-sm" { (display_secs(rec.created)) }
-                                    td { a class="session-link mono" href=(format!("/admin/sessions/{}", rec.id)) { (short_id(&rec.id)) } " " (mode_badge(rec.livemode)) }
-                                    td class="hide-sm ellipsis" { (rec.customer_email.as_deref().unwrap_or("—")) }
+                                    td {
+                                        @if let Some(item) = &rec.first_item {
+                                            div class="item ellipsis" { (item) @if rec.item_count > 1 { span class="muted" { " +" (rec.item_count - 1) " more" } } }
+                                        }
+                                        a class="session-link mono" href=(format!("/admin/sessions/{}", rec.id)) { (short_id(&rec.id)) } " " (mode_badge(rec.livemode))
+                                        // On a phone the customer and date columns are hidden: said here.
+                                        div class="show-sm small muted ellipsis" { (rec.customer_email.as_deref().unwrap_or("")) " · " (display_secs(rec.created)) }
+                                    }
+                                    td class="hide-sm" {
+                                        @if let Some(n) = &rec.customer_name { div class="ellipsis" { strong { (n) } } }
+                                        div class="ellipsis muted" { (rec.customer_email.as_deref().unwrap_or("—")) }
+                                    }
                                     td class="num nowrap" { (amount(rec)) }
                                     td class="hide-sm" { (payment_badge(rec.payment_status.as_deref())) }
                                     td { (state_badge(rec.state)) " " (after_sale_badges(rec)) }
@@ -311,7 +355,7 @@ pub fn sessions(chrome: &Chrome<'_>, v: &ListView<'_>) -> Markup {
                     }
                 }
             }
-            nav class="pager" {
+            nav class="pager" aria-label="Pages" {
                 @if !v.first_page { a href=(filter_href(v.state, v.refund_status, v.disputed, v.q, None)) { "← Newest" } }
                 @if let Some(c) = v.next_cursor { a id="older" href=(filter_href(v.state, v.refund_status, v.disputed, v.q, Some(c))) { "Older →" } }
             }

@@ -282,7 +282,7 @@ pub fn detail(chrome: &Chrome<'_>, v: &DetailView<'_>) -> Markup {
                     p class="muted" { "Created " (display_secs(rec.created)) " · updated " (display_ms(rec.updated_at_ms)) }
                 }
                 div class="badges" {
-                    span id="session-state" class={ "badge badge-" (tone(rec.state)) } data-state=(rec.state.as_str()) { (rec.state.as_str()) }
+                    span id="session-state" class={ "badge badge-" (tone(rec.state)) } data-state=(rec.state.as_str()) { (state_words(rec.state)) }
                     (after_sale_badges(rec))
                     (mode_badge(rec.livemode))
                 }
@@ -325,7 +325,18 @@ pub fn detail(chrome: &Chrome<'_>, v: &DetailView<'_>) -> Markup {
                 }
                 section class="panel actions" {
                     h2 { "Fulfillment" }
-                    @if !fulfilled {
+                    @if !fulfilled && matches!(rec.state, State::PaymentFailed | State::Expired) {
+                        // Nothing to fulfil unless Stripe now says otherwise: no primary action.
+                        p class="muted" {
+                            @if rec.state == State::PaymentFailed { "The payment failed, so there is nothing to fulfil." }
+                            @else { "The checkout expired unpaid, so there is nothing to fulfil." }
+                            " If the customer paid after all, ask Stripe again: a paid session is then fulfilled once."
+                        }
+                        form method="post" action=(action) id="fulfill-now" {
+                            input type="hidden" name="csrf" value=(chrome.csrf);
+                            button type="submit" class="small-button" { "Check with Stripe again" }
+                        }
+                    } @else if !fulfilled {
                         p class="muted" { "Runs the same exactly-once fulfillment as a webhook would: a fresh look at Stripe, then at most one fulfillment." }
                         form method="post" action=(action) id="fulfill-now" {
                             input type="hidden" name="csrf" value=(chrome.csrf);
@@ -382,7 +393,12 @@ pub fn detail(chrome: &Chrome<'_>, v: &DetailView<'_>) -> Markup {
             section class="panel" {
                 h2 { "Line items " span class="muted" { "(" (d.line_items.len()) ")" } }
                 @if d.line_items.is_empty() {
-                    p class="muted" { "Not retrieved from Stripe yet: they are fetched when the session is fulfilled." }
+                    p class="muted" {
+                        @match rec.state {
+                            State::PaymentFailed | State::Expired => "None recorded: they are fetched from Stripe only for a session that is paid.",
+                            _ => "Not retrieved from Stripe yet: they are fetched when the session is fulfilled.",
+                        }
+                    }
                 } @else {
                     div class="table-wrap" {
                         table class="grid" id="line-items" {

@@ -136,10 +136,11 @@ pub fn render(view: &Landing<'_>, shop: &Shop) -> Markup {
                 @if let Some(a) = amount(rec) { p { "Amount: " strong { (a) } } }
                 @if let (Some(e), true) = (&rec.customer_email, shop.receipt_email) {
                     p { "We will email " strong { (mask_email(e)) } " as soon as it clears and your order is on its way." }
+                    p class="muted" { "You can close this page." }
                 } @else {
-                    p { "We will let you know as soon as it clears and your order is on its way." }
+                    // No email is configured: this page is where the answer shows.
+                    p { "Your order goes on its way as soon as the payment clears. Keep this page's address: it shows the outcome when your bank answers." }
                 }
-                p class="muted" { "You can close this page." }
             },
         ),
         Landing::InProgress => page(

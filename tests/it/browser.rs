@@ -237,3 +237,100 @@ async fn admin_sees_refunds_and_disputes_and_fetches_an_unseen_session() {
     let s = app.session(&unseen).await;
     assert_eq!(s["fulfillments"].as_array().map(Vec::len), Some(1), "{s}");
 }
+
+/// Every page a merchant or a customer sees, at a phone's width, checked
+/// with axe-core (zero violations) and kept as a screenshot
+/// (`target/screenshots/a11y/`).
+#[tokio::test(flavor = "multi_thread")]
+async fn every_page_passes_axe_core_at_a_phones_width() {
+    const TEST: &str = "every_page_passes_axe_core_at_a_phones_width";
+    if !browser_or_skip(TEST) {
+        return;
+    }
+    let Some(axe) = crate::helpers::webdriver::axe_or_skip(TEST) else {
+        return;
+    };
+    let app = spawn_app().await;
+    let paid = session_id("a11y_paid");
+    let session = app.seed(&SampleSession::paid(&paid, 3));
+    assert_eq!(
+        app.send_event("evt_a11y_paid", "checkout.session.completed", &session)
+            .await,
+        200
+    );
+    app.wait_for_state(&paid, "fulfilled").await;
+    let pi = session["payment_intent"].as_str().unwrap().to_string();
+    let (body, header) = signed(&charge_event(
+        "charge.dispute.created",
+        "evt_a11y_dispute",
+        100,
+        &pi,
+        serde_json::json!({"evidence_details": {"due_by": fulfilld::time::now_secs() + 86_400}}),
+    ));
+    assert_eq!(
+        app.post_webhook_raw(body, Some(&header)).await.status(),
+        200
+    );
+    let waiting = session_id("a11y_waiting");
+    let mut sample = SampleSession::paid(&waiting, 1);
+    sample.payment_status = "unpaid";
+    sample.payment_method = "sepa_debit";
+    let waiting_obj = app.seed(&sample);
+    assert_eq!(
+        app.send_event("evt_a11y_wait", "checkout.session.completed", &waiting_obj)
+            .await,
+        200
+    );
+    // A rejected webhook, for the webhook log.
+    let _ = app.post_webhook_raw("{}", None).await;
+    app.settle().await;
+
+    let browser = Browser::start().await;
+    browser.set_window_size(390, 844).await;
+    let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/screenshots/a11y");
+    let mut failures = Vec::new();
+    let mut check = async |name: &str, url: String| {
+        browser.goto(&url).await;
+        browser
+            .screenshot_png(&shots.join(format!("{name}.png")))
+            .await;
+        for v in browser.axe_violations(&axe).await {
+            failures.push(format!("{name}: {v}"));
+        }
+    };
+    // axe-core really looks: a page with a known fault is caught.
+    browser
+        .goto("data:text/html,<html><body><img src='x.png'><button></button></body></html>")
+        .await;
+    let known = browser.axe_violations(&axe).await;
+    assert!(
+        known.iter().any(|v| v.starts_with("image-alt")),
+        "axe-core did not run: {known:?}"
+    );
+    check("login", app.url("/admin/login")).await;
+    check(
+        "landing-receipt",
+        app.url(&format!("/after-checkout?session_id={paid}")),
+    )
+    .await;
+    check(
+        "landing-processing",
+        app.url(&format!("/after-checkout?session_id={waiting}")),
+    )
+    .await;
+    check(
+        "landing-not-found",
+        app.url("/after-checkout?session_id=cs_test_nobody"),
+    )
+    .await;
+    sign_in(&browser, &app).await;
+    check("list", app.url("/admin")).await;
+    check("session", app.url(&format!("/admin/sessions/{paid}"))).await;
+    check("webhooks", app.url("/admin/webhooks")).await;
+    browser.quit().await;
+    assert!(
+        failures.is_empty(),
+        "axe-core found:\n{}",
+        failures.join("\n")
+    );
+}

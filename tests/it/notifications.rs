@@ -869,7 +869,10 @@ async fn a_page_never_promises_an_email_that_is_not_configured() {
     app.wait_for_state(&id, "awaiting_payment").await;
     let (_, page) = app.landing(&id).await;
     assert!(page.contains("still being processed"), "{page}");
-    assert!(!page.contains("We will email"), "{page}");
+    assert!(
+        !page.contains("We will email") && !page.contains("let you know"),
+        "{page}"
+    );
 }
 
 #[tokio::test]

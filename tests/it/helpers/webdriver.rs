@@ -96,6 +96,28 @@ fn browser_required() -> bool {
 /// to install it, and returns `false` so the test skips; under CI (`CI=true`
 /// or `REQUIRE_BROWSER_TEST=1`) it fails the test instead, so a CI
 /// machine without a browser is never silently green.
+/// axe-core's script, from the file `AXE_CORE_JS` names (`.ci/run` gets it
+/// from the npm registry); None, said on stderr, where it is not set outside CI.
+pub fn axe_or_skip(test: &str) -> Option<String> {
+    match std::env::var("AXE_CORE_JS") {
+        Ok(path) => Some(
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("AXE_CORE_JS={path}: {e}")),
+        ),
+        Err(_) => {
+            assert!(
+                !browser_required(),
+                "{test}: AXE_CORE_JS is not set, and axe-core is required here (CI)"
+            );
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED the axe-core checks of {test}: set AXE_CORE_JS to axe.min.js \
+                 (`npm pack axe-core@4` and unpack it; .ci/run does this)."
+            );
+            None
+        }
+    }
+}
+
 pub fn browser_or_skip(test: &str) -> bool {
     let Some(missing) = missing_browser() else {
         return true;
@@ -247,6 +269,27 @@ impl Browser {
 
     pub async fn page_source(&self) -> String {
         string(&self.must(Method::GET, "/source", Value::Null).await)
+    }
+
+    /// Runs axe-core (the file `AXE_CORE_JS` names) on the page and returns
+    /// its violations as `rule (impact): selectors` lines; empty when none.
+    pub async fn axe_violations(&self, axe_js: &str) -> Vec<String> {
+        let script = format!(
+            "{axe_js}\n;const done = arguments[arguments.length - 1];\
+             axe.run(document, {{resultTypes: ['violations']}})\
+               .then(r => done(r.violations.map(v => v.id + ' (' + v.impact + '): ' + v.help + ' at ' + v.nodes.map(n => n.target.join(' ')).join(', '))))\
+               .catch(e => done(['axe failed: ' + e]));"
+        );
+        let v = self
+            .must(
+                Method::POST,
+                "/execute/async",
+                json!({"script": script, "args": []}),
+            )
+            .await;
+        v.as_array()
+            .map(|a| a.iter().map(string).collect())
+            .unwrap_or_else(|| vec![format!("axe answered {v}")])
     }
 
     /// Writes a PNG of the viewport to `path`, creating its directory.

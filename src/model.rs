@@ -178,6 +178,10 @@ pub struct SessionRecord {
     pub first_item: Option<String>,
     #[serde(default)]
     pub item_count: u32,
+    /// Checkout's `locale` (`auto`, `de`, `fr-CA`…): the customer's pages
+    /// speak it when they can.
+    #[serde(default)]
+    pub locale: Option<String>,
 }
 
 /// How much of a session's payment was refunded (CONTRACT.md "After the sale").
@@ -273,6 +277,7 @@ impl SessionRecord {
             customer_name: None,
             first_item: None,
             item_count: 0,
+            locale: None,
         }
     }
 

@@ -121,6 +121,8 @@ pub struct Snapshot {
     pub customer_email: Option<String>,
     /// The name the customer gave Checkout.
     pub customer_name: Option<String>,
+    /// Checkout's `locale`.
+    pub locale: Option<String>,
     pub payment_intent: Option<String>,
     pub mode: Option<String>,
     pub subscription: Option<String>,

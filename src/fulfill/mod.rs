@@ -533,6 +533,8 @@ pub fn snapshot(s: &stripe::Session) -> Snapshot {
             .as_ref()
             .and_then(|c| c.name.clone())
             .map(|n| n.chars().take(120).collect()),
+        // A language tag is short; anything longer is not one.
+        locale: s.locale.clone().filter(|l| l.len() <= 16),
         payment_intent: s.payment_intent_id(),
         mode: s.mode.clone(),
         subscription: s.subscription_id(),

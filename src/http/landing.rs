@@ -9,7 +9,10 @@ use super::{AppState, error::HttpError, html, spawn_in_request_span};
 use crate::{
     fulfill::FulfillOptions,
     model::{SessionDetail, SessionId, SessionRecord, State, Trigger},
-    views::landing::{Landing, render},
+    views::{
+        landing::{Landing, render},
+        words::Lang,
+    },
 };
 
 /// Anyone can send made-up ids: the line about rationing them is rate limited.
@@ -25,13 +28,25 @@ pub async fn after_checkout(req: &Request, state: Data<&Arc<AppState>>) -> Respo
     // percent-encoded is malformed, so the raw query value is checked as is.
     let id = session_param(req);
     let shop = &state.shop;
+    let accept = req
+        .headers()
+        .get(poem::http::header::ACCEPT_LANGUAGE)
+        .and_then(|v| v.to_str().ok());
+    let browser = Lang::pick(None, accept);
     match resolve(req, &state, id).await {
-        Ok(Resolved::NotCompleted) => html(StatusCode::OK, render(&Landing::NotCompleted, shop)),
-        Ok(Resolved::SetupSaved) => html(StatusCode::OK, render(&Landing::SetupSaved, shop)),
-        Ok(Resolved::Busy(wait)) => busy(&state, wait),
+        Ok(Resolved::NotCompleted) => html(
+            StatusCode::OK,
+            render(&Landing::NotCompleted, shop, browser),
+        ),
+        Ok(Resolved::SetupSaved) => {
+            html(StatusCode::OK, render(&Landing::SetupSaved, shop, browser))
+        }
+        Ok(Resolved::Busy(wait)) => busy(&state, wait, browser),
         Ok(Resolved::Session(s)) => {
             let (rec, detail) = &*s;
-            html(StatusCode::OK, render(&view_of(rec, detail), shop))
+            // What the customer saw at checkout, else what their browser asks for.
+            let lang = Lang::pick(rec.locale.as_deref(), accept);
+            html(StatusCode::OK, render(&view_of(rec, detail), shop, lang))
         }
         // The customer's pages: a fixed text per status, never the input.
         Err(e) => e.render(|status, _| {
@@ -40,7 +55,7 @@ pub async fn after_checkout(req: &Request, state: Data<&Arc<AppState>>) -> Respo
                 StatusCode::NOT_FOUND => Landing::NotFound,
                 _ => Landing::Unavailable,
             };
-            html(status, render(&view, shop))
+            html(status, render(&view, shop, browser))
         }),
     }
 }
@@ -208,10 +223,10 @@ async fn resolve(req: &Request, state: &AppState, id: &str) -> Result<Resolved, 
 
 /// The calm "try again shortly" page, with `Retry-After`, for a lookup the
 /// budget cannot afford now.
-fn busy(state: &AppState, wait: Duration) -> Response {
+fn busy(state: &AppState, wait: Duration, lang: Lang) -> Response {
     let mut r = html(
         StatusCode::TOO_MANY_REQUESTS,
-        render(&Landing::Unavailable, &state.shop),
+        render(&Landing::Unavailable, &state.shop, lang),
     );
     let secs = wait.as_secs().max(1);
     if let Ok(v) = poem::http::HeaderValue::from_str(&secs.to_string()) {

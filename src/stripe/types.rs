@@ -201,6 +201,9 @@ pub struct Session {
     /// `payment`, `subscription` or `setup` (kept open: Stripe may add more).
     #[serde(deserialize_with = "lenient")]
     pub mode: Option<String>,
+    /// The language Checkout was shown in (`auto`, `de`, `fr-CA`…).
+    #[serde(deserialize_with = "lenient")]
+    pub locale: Option<String>,
     /// The subscription a `subscription`-mode session created: an id, or
     /// the expanded object.
     pub subscription: Value,

@@ -2,7 +2,7 @@
 
 use maud::{Markup, html};
 
-use super::page;
+use super::{page, words::Lang};
 use crate::{
     model::{SessionDetail, SessionRecord},
     money,
@@ -91,12 +91,14 @@ pub struct Shop {
 
 /// The page frame with the shop's name above and its links below. `poll`:
 /// the page's key and how often (ms) its script asks whether it changed.
-fn frame(shop: &Shop, title: &str, poll: Option<(&str, u32)>, body: Markup) -> Markup {
+fn frame(shop: &Shop, lang: Lang, title: &str, poll: Option<(&str, u32)>, body: Markup) -> Markup {
+    let w = lang.words();
     let title = match &shop.name {
         Some(n) => format!("{title} · {n}"),
         None => title.to_string(),
     };
     page(
+        lang.code(),
         &title,
         poll.is_some(),
         html! {
@@ -105,16 +107,16 @@ fn frame(shop: &Shop, title: &str, poll: Option<(&str, u32)>, body: Markup) -> M
             @if let Some((key, ms)) = poll {
                 // Without JavaScript, the link does what the script would.
                 p class="small muted" id="poll" data-view=(key) data-poll-ms=(ms) {
-                    "This page updates by itself. " a href="" { "Check now" }
+                    (w.updates_itself) a href="" { (w.check_now) }
                 }
             }
             @if shop.url.is_some() || shop.support_email.is_some() {
                 footer class="shop-links" {
                     @if let Some(e) = &shop.support_email {
-                        p class="small" { "Questions? Write to " a href=(format!("mailto:{e}")) { (e) } "." }
+                        p class="small" { (w.questions_pre) a href=(format!("mailto:{e}")) { (e) } "." }
                     }
                     @if let Some(u) = &shop.url {
-                        p { a href=(u) class="back" { "← Back to " (shop.name.as_deref().unwrap_or("the shop")) } }
+                        p { a href=(u) class="back" { (w.back_to) (shop.name.as_deref().unwrap_or(w.the_shop)) } }
                     }
                 }
             }
@@ -122,123 +124,127 @@ fn frame(shop: &Shop, title: &str, poll: Option<(&str, u32)>, body: Markup) -> M
     )
 }
 
-pub fn render(view: &Landing<'_>, shop: &Shop) -> Markup {
+/// The page for `view`, in `lang`.
+pub fn render(view: &Landing<'_>, shop: &Shop, lang: Lang) -> Markup {
+    let w = lang.words();
     let poll = view.poll_ms().map(|ms| (view.key(), ms));
-    let page = |title: &str, body: Markup| frame(shop, title, poll, body);
+    let page = |title: &str, body: Markup| frame(shop, lang, title, poll, body);
     match view {
-        Landing::Receipt(rec, detail) => receipt(rec, detail, shop),
+        Landing::Receipt(rec, detail) => receipt(rec, detail, shop, lang),
         Landing::PaymentProcessing(rec) => page(
-            "Payment processing",
+            w.processing_title,
             html! {
-                div class="badge badge-wait" { "Payment processing" }
-                h1 { "Thanks, your order is in" }
-                p { "Your payment is still being processed by your bank. This can take a few business days for bank debits." }
-                @if let Some(a) = amount(rec) { p { "Amount: " strong { (a) } } }
+                div class="badge badge-wait" { (w.processing_badge) }
+                h1 { (w.processing_heading) }
+                p { (w.processing_text) }
+                @if let Some(a) = amount(rec) { p { (w.amount) strong { (a) } } }
                 @if let (Some(e), true) = (&rec.customer_email, shop.receipt_email) {
-                    p { "We will email " strong { (mask_email(e)) } " as soon as it clears and your order is on its way." }
-                    p class="muted" { "You can close this page." }
+                    p { (w.email_when_clears_pre) strong { (mask_email(e)) } (w.email_when_clears_post) }
+                    p class="muted" { (w.close_page) }
                 } @else {
                     // No email is configured: this page is where the answer shows.
-                    p { "Your order goes on its way as soon as the payment clears. Keep this page's address: it shows the outcome when your bank answers." }
+                    p { (w.no_email_when_clears) }
                 }
             },
         ),
         Landing::InProgress => page(
-            "Finishing your order",
+            w.progress_title,
             html! {
-                div class="badge badge-wait" { "Processing" }
-                h1 { "Thanks! We are finishing your order" }
-                p { "Your payment went through and we are preparing your order. This page refreshes by itself." }
+                div class="badge badge-wait" { (w.progress_badge) }
+                h1 { (w.progress_heading) }
+                p { (w.progress_text) }
             },
         ),
         Landing::NeedsAttention => page(
-            "Thanks for your order",
+            w.attention_title,
             html! {
-                div class="badge badge-wait" { "Received" }
-                h1 { "Thanks! Your order is received" }
-                p { "Your payment is safe. Finishing your order is taking longer than usual; we are on it and will be in touch." }
+                div class="badge badge-wait" { (w.attention_badge) }
+                h1 { (w.attention_heading) }
+                p { (w.attention_text) }
             },
         ),
         Landing::PaymentFailed(rec) => page(
-            "Payment failed",
+            w.failed_title,
             html! {
-                div class="badge badge-bad" { "Payment failed" }
-                h1 { "Your payment did not go through" }
+                div class="badge badge-bad" { (w.failed_title) }
+                h1 { (w.failed_heading) }
                 p {
-                    "Your bank reported that the payment"
-                    @if let Some(a) = amount(rec) { " of " strong { (a) } }
-                    " failed, so your order has not been placed and you have not been charged."
+                    (w.failed_pre)
+                    @if let Some(a) = amount(rec) { (w.failed_of) strong { (a) } }
+                    (w.failed_post)
                 }
-                p { "Please try again with another payment method, or contact us if you think this is a mistake." }
+                p { (w.failed_next) }
             },
         ),
         Landing::Expired => page(
-            "Checkout expired",
+            w.expired_title,
             html! {
-                div class="badge badge-bad" { "Expired" }
-                h1 { "This checkout has expired" }
-                p { "No payment was taken. Please start your order again." }
+                div class="badge badge-bad" { (w.expired_badge) }
+                h1 { (w.expired_heading) }
+                p { (w.expired_text) }
             },
         ),
         Landing::NotCompleted => page(
-            "Checkout not completed",
+            w.incomplete_title,
             html! {
-                h1 { "This checkout is not complete" }
-                p { "No payment has been made yet. Please return to the checkout page to finish your order." }
+                h1 { (w.incomplete_heading) }
+                p { (w.incomplete_text) }
             },
         ),
         Landing::SetupSaved => page(
-            "Payment details saved",
+            w.setup_title,
             html! {
-                div class="badge badge-ok" { "Saved" }
-                h1 { "Your payment details are saved" }
-                p { "Nothing was charged. They will be used for future payments you agree to." }
-                p class="muted" { "You can close this page." }
+                div class="badge badge-ok" { (w.setup_badge) }
+                h1 { (w.setup_heading) }
+                p { (w.setup_text) }
+                p class="muted" { (w.close_page) }
             },
         ),
         Landing::NotFound => page(
-            "Order not found",
+            w.not_found_title,
             html! {
-                h1 { "We could not find that order" }
-                p { "The link may be incomplete. If you just paid, please use the link from your confirmation email or contact us." }
+                h1 { (w.not_found_heading) }
+                p { (w.not_found_text) }
             },
         ),
         Landing::BadRequest => page(
-            "Invalid link",
+            w.invalid_title,
             html! {
-                h1 { "This link is not valid" }
-                p { "The order reference in the address is missing or malformed." }
+                h1 { (w.invalid_heading) }
+                p { (w.invalid_text) }
             },
         ),
         Landing::Unavailable => page(
-            "Please try again",
+            w.unavailable_title,
             html! {
-                h1 { "We could not load your order just now" }
-                p { "If you have paid, your payment is safe and your order will be processed. This page will try again shortly." }
+                h1 { (w.unavailable_heading) }
+                p { (w.unavailable_text) }
             },
         ),
     }
 }
 
-fn receipt(rec: &SessionRecord, detail: &SessionDetail, shop: &Shop) -> Markup {
+fn receipt(rec: &SessionRecord, detail: &SessionDetail, shop: &Shop, lang: Lang) -> Markup {
+    let w = lang.words();
     let currency = rec.currency.clone().unwrap_or_else(|| "usd".into());
     let delivery = &detail.delivery_details;
     frame(
         shop,
-        "Thank you for your order",
+        lang,
+        w.receipt_title,
         None,
         html! {
-            div class="badge badge-ok" { "Paid" }
-            h1 { "Thank you for your order" }
+            div class="badge badge-ok" { (w.paid_badge) }
+            h1 { (w.receipt_title) }
             @if let (Some(e), true) = (&rec.customer_email, shop.receipt_email) {
-                p class="muted" { "A confirmation goes to " (mask_email(e)) "." }
+                p class="muted" { (w.confirmation_pre) (mask_email(e)) "." }
             }
             table class="items" {
-                thead { tr { th { "Item" } th class="num" { "Qty" } th class="num" { "Amount" } } }
+                thead { tr { th { (w.item) } th class="num" { (w.qty) } th class="num" { (w.line_amount) } } }
                 tbody {
                     @for item in &detail.line_items {
                         tr {
-                            td { (item.description.as_deref().unwrap_or("Item")) }
+                            td { (item.description.as_deref().unwrap_or(w.item)) }
                             td class="num" { (item.quantity.unwrap_or(1)) }
                             td class="num" { (money::format(item.amount_total, item.currency.as_deref().unwrap_or(&currency))) }
                         }
@@ -247,22 +253,22 @@ fn receipt(rec: &SessionRecord, detail: &SessionDetail, shop: &Shop) -> Markup {
                 tfoot {
                     @if let (Some(sub), Some(total)) = (detail.amount_subtotal, rec.amount_total) {
                         @if sub != total {
-                            tr { td colspan="2" { "Subtotal" } td class="num" { (money::format(sub, &currency)) } }
+                            tr { td colspan="2" { (w.subtotal) } td class="num" { (money::format(sub, &currency)) } }
                         }
                     }
                     @if let Some(total) = rec.amount_total {
-                        tr class="total" { td colspan="2" { "Total" } td class="num" { (money::format(total, &currency)) } }
+                        tr class="total" { td colspan="2" { (w.total) } td class="num" { (money::format(total, &currency)) } }
                     }
                 }
             }
             @if delivery.name.is_some() || !delivery.address_lines.is_empty() {
-                h2 { "Delivery details" }
+                h2 { (w.delivery) }
                 address {
                     @if let Some(n) = &delivery.name { (n) br; }
                     @for line in &delivery.address_lines { (line) br; }
                 }
             }
-            p class="muted small" { "Order reference: " code { (rec.id) } }
+            p class="muted small" { (w.reference) code { (rec.id) } }
         },
     )
 }
@@ -291,7 +297,8 @@ mod tests {
             unit_amount: Some(617),
         });
         detail.delivery_details.name = Some("</address><script>x</script>".into());
-        let html = render(&Landing::Receipt(&rec, &detail), &Shop::default()).into_string();
+        let html =
+            render(&Landing::Receipt(&rec, &detail), &Shop::default(), Lang::En).into_string();
         assert!(!html.contains("<script>"), "{html}");
         assert!(!html.contains("<img"), "{html}");
         assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));

@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod email;
 pub mod landing;
+pub mod words;
 
 use maud::{DOCTYPE, Markup, html};
 
@@ -27,10 +28,10 @@ pub(crate) fn dispute_reason(reason: &str) -> String {
 /// The page frame of the customer's pages. `script`: the page waits for
 /// news and loads the small script that asks for it (no meta refresh: it
 /// reloads only when there is something new to show).
-pub fn page(title: &str, script: bool, body: Markup) -> Markup {
+pub fn page(lang: &str, title: &str, script: bool, body: Markup) -> Markup {
     html! {
         (DOCTYPE)
-        html lang="en" {
+        html lang=(lang) {
             head {
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width, initial-scale=1";

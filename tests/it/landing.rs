@@ -437,3 +437,53 @@ async fn a_processing_page_left_open_polls_without_adding_history_or_stripe_call
     let v: serde_json::Value = r.json().await.unwrap();
     assert_ne!(v["view"], "processing", "{v}");
 }
+
+#[tokio::test]
+async fn the_landing_page_speaks_the_checkouts_language_or_the_browsers() {
+    let app = spawn_app().await;
+    let id = session_id("german");
+    let (mut session, items) = SampleSession::paid(&id, 1).build();
+    session["locale"] = serde_json::json!("de");
+    app.stripe.insert(session, items);
+    let page = |path: String, accept: &'static str| {
+        let app = &app;
+        async move {
+            let r = app
+                .http
+                .get(app.url(&path))
+                .header("accept-language", accept)
+                .send()
+                .await
+                .unwrap();
+            r.text().await.unwrap()
+        }
+    };
+    let german = page(format!("/after-checkout?session_id={id}"), "en-US,en;q=0.9").await;
+    assert!(german.contains("lang=\"de\""), "{german}");
+    assert!(
+        german.contains("Danke für Ihre Bestellung") && german.contains("Gesamt"),
+        "{german}"
+    );
+    // No session: the browser's language.
+    let french = page(
+        "/after-checkout?session_id=cs_test_nobody".into(),
+        "fr-CH, fr;q=0.9",
+    )
+    .await;
+    assert!(
+        french.contains("lang=\"fr\"") && french.contains("Commande introuvable"),
+        "{french}"
+    );
+    let spanish = page("/after-checkout?session_id=bad%20id".into(), "es").await;
+    assert!(spanish.contains("Enlace no válido"), "{spanish}");
+    // A language not spoken here: English.
+    let english = page(
+        "/after-checkout?session_id=cs_test_nobody".into(),
+        "zh-CN,ja;q=0.8",
+    )
+    .await;
+    assert!(
+        english.contains("lang=\"en\"") && english.contains("We could not find that order"),
+        "{english}"
+    );
+}

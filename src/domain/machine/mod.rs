@@ -400,6 +400,9 @@ pub(super) fn apply_summary(rec: &mut SessionRecord, s: &Snapshot) {
     if let Some(n) = &s.customer_name {
         rec.customer_name = Some(n.clone());
     }
+    if let Some(l) = &s.locale {
+        rec.locale = Some(l.clone());
+    }
     if let Some(pi) = &s.payment_intent {
         rec.payment_intent = Some(pi.clone());
     }

@@ -55,6 +55,7 @@ pub(super) fn snap(payment_status: &str, status: &str) -> Snapshot {
         currency: Some("eur".into()),
         customer_email: Some("buyer@example.com".into()),
         customer_name: Some("Ana Buyer".into()),
+        locale: None,
         payment_intent: Some("pi_1".into()),
         mode: Some("payment".into()),
         subscription: None,

@@ -379,7 +379,7 @@ fn receipt(rec: &SessionRecord, detail: &SessionDetail, links: &Links<'_>) -> Em
         if let Some(n) = &delivery.name {
             text.push_str(&format!("{}\n", clean(n)));
         }
-        for l in &delivery.address_lines {
+        for l in &super::words::address_lines(super::words::Lang::En, &delivery.address_lines) {
             text.push_str(&format!("{}\n", clean(l)));
         }
     }
@@ -411,7 +411,7 @@ fn receipt(rec: &SessionRecord, detail: &SessionDetail, links: &Links<'_>) -> Em
             @if delivery.name.is_some() || !delivery.address_lines.is_empty() {
                 p { strong { "Delivery to" } br;
                     @if let Some(n) = &delivery.name { (n) br; }
-                    @for l in &delivery.address_lines { (l) br; }
+                    @for l in super::words::address_lines(super::words::Lang::En, &delivery.address_lines) { (l) br; }
                 }
             }
             p { a href=(links.order_page(rec)) { "View your order" } }

@@ -265,7 +265,7 @@ fn receipt(rec: &SessionRecord, detail: &SessionDetail, shop: &Shop, lang: Lang)
                 h2 { (w.delivery) }
                 address {
                     @if let Some(n) = &delivery.name { (n) br; }
-                    @for line in &delivery.address_lines { (line) br; }
+                    @for line in super::words::address_lines(lang, &delivery.address_lines) { (line) br; }
                 }
             }
             p class="muted small" { (w.reference) code { (rec.id) } }

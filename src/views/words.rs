@@ -378,9 +378,136 @@ pub const ES: Words = Words {
     the_shop: "la tienda",
 };
 
+/// Countries by name: ISO 3166 code, then English, German, French, Spanish.
+/// The countries Stripe's merchants most often ship to; any other code
+/// is shown as it is.
+const COUNTRIES: [(&str, [&str; 4]); 36] = [
+    (
+        "US",
+        [
+            "United States",
+            "Vereinigte Staaten",
+            "États-Unis",
+            "Estados Unidos",
+        ],
+    ),
+    ("CA", ["Canada", "Kanada", "Canada", "Canadá"]),
+    (
+        "GB",
+        [
+            "United Kingdom",
+            "Vereinigtes Königreich",
+            "Royaume-Uni",
+            "Reino Unido",
+        ],
+    ),
+    ("IE", ["Ireland", "Irland", "Irlande", "Irlanda"]),
+    ("DE", ["Germany", "Deutschland", "Allemagne", "Alemania"]),
+    ("AT", ["Austria", "Österreich", "Autriche", "Austria"]),
+    ("CH", ["Switzerland", "Schweiz", "Suisse", "Suiza"]),
+    ("FR", ["France", "Frankreich", "France", "Francia"]),
+    ("BE", ["Belgium", "Belgien", "Belgique", "Bélgica"]),
+    (
+        "NL",
+        ["Netherlands", "Niederlande", "Pays-Bas", "Países Bajos"],
+    ),
+    (
+        "LU",
+        ["Luxembourg", "Luxemburg", "Luxembourg", "Luxemburgo"],
+    ),
+    ("ES", ["Spain", "Spanien", "Espagne", "España"]),
+    ("PT", ["Portugal", "Portugal", "Portugal", "Portugal"]),
+    ("IT", ["Italy", "Italien", "Italie", "Italia"]),
+    ("DK", ["Denmark", "Dänemark", "Danemark", "Dinamarca"]),
+    ("SE", ["Sweden", "Schweden", "Suède", "Suecia"]),
+    ("NO", ["Norway", "Norwegen", "Norvège", "Noruega"]),
+    ("FI", ["Finland", "Finnland", "Finlande", "Finlandia"]),
+    ("PL", ["Poland", "Polen", "Pologne", "Polonia"]),
+    ("CZ", ["Czechia", "Tschechien", "Tchéquie", "Chequia"]),
+    ("GR", ["Greece", "Griechenland", "Grèce", "Grecia"]),
+    ("AU", ["Australia", "Australien", "Australie", "Australia"]),
+    (
+        "NZ",
+        [
+            "New Zealand",
+            "Neuseeland",
+            "Nouvelle-Zélande",
+            "Nueva Zelanda",
+        ],
+    ),
+    ("JP", ["Japan", "Japan", "Japon", "Japón"]),
+    ("SG", ["Singapore", "Singapur", "Singapour", "Singapur"]),
+    ("HK", ["Hong Kong", "Hongkong", "Hong Kong", "Hong Kong"]),
+    ("IN", ["India", "Indien", "Inde", "India"]),
+    ("MX", ["Mexico", "Mexiko", "Mexique", "México"]),
+    ("BR", ["Brazil", "Brasilien", "Brésil", "Brasil"]),
+    ("AR", ["Argentina", "Argentinien", "Argentine", "Argentina"]),
+    ("CL", ["Chile", "Chile", "Chili", "Chile"]),
+    ("CO", ["Colombia", "Kolumbien", "Colombie", "Colombia"]),
+    ("MA", ["Morocco", "Marokko", "Maroc", "Marruecos"]),
+    ("SN", ["Senegal", "Senegal", "Sénégal", "Senegal"]),
+    (
+        "ZA",
+        ["South Africa", "Südafrika", "Afrique du Sud", "Sudáfrica"],
+    ),
+    (
+        "AE",
+        [
+            "United Arab Emirates",
+            "Vereinigte Arabische Emirate",
+            "Émirats arabes unis",
+            "Emiratos Árabes Unidos",
+        ],
+    ),
+];
+
+/// A country's name in `lang` for its code (`DE`), if it is in the table.
+pub fn country_name(lang: Lang, code: &str) -> Option<&'static str> {
+    let i = match lang {
+        Lang::En => 0,
+        Lang::De => 1,
+        Lang::Fr => 2,
+        Lang::Es => 3,
+    };
+    COUNTRIES
+        .iter()
+        .find(|(c, _)| *c == code)
+        .map(|(_, names)| names[i])
+}
+
+/// Postal lines for people: the last line, when it is a country code
+/// (as Checkout gives it), becomes the country's name.
+pub fn address_lines(lang: Lang, lines: &[String]) -> Vec<String> {
+    let mut out = lines.to_vec();
+    if let Some(last) = out.last_mut()
+        && let Some(name) = country_name(lang, last)
+    {
+        *last = name.to_string();
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn countries_are_named_in_the_pages_language() {
+        let lines = vec![
+            "1 rue de Rivoli".to_string(),
+            "75001 Paris".into(),
+            "FR".into(),
+        ];
+        assert_eq!(address_lines(Lang::De, &lines)[2], "Frankreich");
+        assert_eq!(address_lines(Lang::En, &lines)[2], "France");
+        let odd = vec!["Somewhere".to_string(), "XZ".into()];
+        assert_eq!(
+            address_lines(Lang::Es, &odd),
+            odd,
+            "an unknown code stays as it is"
+        );
+        assert_eq!(country_name(Lang::Es, "DE"), Some("Alemania"));
+    }
 
     #[test]
     fn the_session_locale_wins_then_the_browser_then_english() {

@@ -464,6 +464,11 @@ async fn the_landing_page_speaks_the_checkouts_language_or_the_browsers() {
         german.contains("Danke für Ihre Bestellung") && german.contains("Gesamt"),
         "{german}"
     );
+    // The sample ships to the US: named in German.
+    assert!(
+        german.contains("Vereinigte Staaten") && !german.contains("<br>US<br>"),
+        "{german}"
+    );
     // No session: the browser's language.
     let french = page(
         "/after-checkout?session_id=cs_test_nobody".into(),

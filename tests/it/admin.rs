@@ -456,10 +456,20 @@ async fn fulfill_now_fulfills_a_failed_session_once_and_force_adds_an_audited_on
     // The timeline shows the events, the attempts and both callbacks.
     let (_, html) = admin.get(&format!("/admin/sessions/{id}")).await;
     assert!(html.contains("Stripe event checkout.session.completed"));
-    assert!(html.contains("Fulfillment attempt (webhook) → failed"));
+    assert!(html.contains("Fulfillment attempt (webhook) → needs attention"));
     assert!(html.contains("Fulfillment attempt (admin) → fulfilled"));
     assert!(html.contains("Forced fulfillment recorded (admin)"));
-    assert!(html.contains("Callback checkout.fulfilled → HTTP 200"));
+    // Each callback inside the attempt that sent it, with its webhook-id.
+    for c in &callbacks {
+        assert!(
+            html.contains(&format!("callback {} → HTTP 200", c.webhook_id)),
+            "{html}"
+        );
+    }
+    assert!(
+        !html.contains("Callback checkout.fulfilled"),
+        "not listed again on its own"
+    );
     let items = html.split("id=\"line-items\"").nth(1).unwrap();
     let items = items.split("</table>").next().unwrap();
     for n in 1..=3 {

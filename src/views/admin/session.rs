@@ -173,6 +173,18 @@ fn timeline(v: &DetailView<'_>) -> Vec<Moment> {
             lines,
         });
     }
+    // A fulfillment callback is sent by the attempt that recorded the
+    // fulfillment: its tries are shown inside that attempt's entry (the
+    // first attempt at or after them), so a failing callback reads as one
+    // attempt with its tries, not as a dozen entries around a "Fulfilled".
+    let callback_kind = NotificationKind::FulfilledCallback.as_str();
+    let mut callbacks: Vec<&crate::model::DeliveryAttempt> = d
+        .deliveries
+        .iter()
+        .filter(|c| c.kind == callback_kind)
+        .collect();
+    callbacks.sort_by_key(|c| c.at_ms);
+    let mut next_callback = 0;
     for a in &d.attempts {
         let tone = match a.outcome.as_str() {
             "fulfilled" => "ok",
@@ -180,6 +192,20 @@ fn timeline(v: &DetailView<'_>) -> Vec<Moment> {
             _ => "wait",
         };
         let mut lines = Vec::new();
+        while let Some(c) = callbacks.get(next_callback).filter(|c| c.at_ms <= a.at_ms) {
+            lines.push(format!(
+                "callback {} → {}{}",
+                c.webhook_id,
+                c.status_code
+                    .map(|s| format!("HTTP {s}"))
+                    .unwrap_or_else(|| "no answer".into()),
+                c.error
+                    .as_deref()
+                    .map(|e| format!(": {e}"))
+                    .unwrap_or_default()
+            ));
+            next_callback += 1;
+        }
         if let Some(err) = &a.error {
             lines.push(err.clone());
         }
@@ -190,7 +216,7 @@ fn timeline(v: &DetailView<'_>) -> Vec<Moment> {
             title: format!(
                 "Fulfillment attempt ({}) → {}",
                 a.trigger.as_str(),
-                a.outcome
+                state_words(State::parse(&a.outcome).unwrap_or(State::Fulfilling)).to_lowercase()
             ),
             lines,
         });
@@ -200,19 +226,33 @@ fn timeline(v: &DetailView<'_>) -> Vec<Moment> {
         if let Some(actor) = &f.actor {
             lines.push(format!("by {actor}"));
         }
+        if f.delivered_at_ms.is_none() {
+            lines.push("its callback is not acknowledged yet".into());
+        }
         out.push(Moment {
             at_ms: f.at_ms,
-            tone: "ok",
+            // Green only once the merchant has it: until then it is news, not done.
+            tone: if f.delivered_at_ms.is_some() {
+                "ok"
+            } else {
+                "info"
+            },
             icon: "check",
             title: if f.forced {
                 format!("Forced fulfillment recorded ({})", f.trigger.as_str())
             } else {
-                format!("Fulfilled ({})", f.trigger.as_str())
+                format!("Fulfillment recorded ({})", f.trigger.as_str())
             },
             lines,
         });
     }
-    for c in &d.deliveries {
+    // Callback tries after the last attempt (one still under way), and
+    // every other delivery: emails, alerts, other callbacks.
+    let rest = callbacks[next_callback..]
+        .iter()
+        .copied()
+        .chain(d.deliveries.iter().filter(|c| c.kind != callback_kind));
+    for c in rest {
         // Emails and alerts are judged by their error, callbacks by their status code.
         let outbox = crate::model::NotificationKind::parse(&c.kind).filter(|k| !k.is_callback());
         let ok = match outbox {
@@ -253,7 +293,9 @@ fn timeline(v: &DetailView<'_>) -> Vec<Moment> {
             lines,
         });
     }
-    out.sort_by_key(|m| m.at_ms);
+    // In time order; at the same millisecond the attempt, which says where
+    // the session ended up, comes last (the sort is stable otherwise).
+    out.sort_by_key(|m| (m.at_ms, m.icon == "attempt"));
     out
 }
 

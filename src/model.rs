@@ -184,6 +184,9 @@ pub struct SessionRecord {
     pub locale: Option<String>,
 }
 
+/// Words indexed per session for search (`SessionRecord::search_words`).
+pub const MAX_SEARCH_WORDS: usize = 16;
+
 /// How much of a session's payment was refunded (CONTRACT.md "After the sale").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -297,6 +300,31 @@ impl SessionRecord {
 
     pub fn disputed(&self) -> bool {
         self.dispute.is_some()
+    }
+
+    /// The words a search finds the session by: those of the customer's
+    /// name, their email (both halves) and the first line item, lowercased,
+    /// at most `MAX_SEARCH_WORDS` of 2 to 40 characters.
+    pub fn search_words(&self) -> Vec<String> {
+        let sources = [
+            self.customer_name.as_deref(),
+            self.customer_email.as_deref(),
+            self.first_item.as_deref(),
+        ];
+        let mut words: Vec<String> = Vec::new();
+        for text in sources.into_iter().flatten() {
+            for w in text.split(|c: char| !c.is_alphanumeric()) {
+                let w = w.to_lowercase();
+                let n = w.chars().count();
+                if (2..=40).contains(&n) && !words.contains(&w) {
+                    words.push(w);
+                }
+                if words.len() == MAX_SEARCH_WORDS {
+                    return words;
+                }
+            }
+        }
+        words
     }
 }
 

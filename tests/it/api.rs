@@ -323,3 +323,49 @@ async fn the_csv_export_pages_through_more_sessions_than_one_read() {
     assert_eq!(unique.len(), 1203, "no row twice across pages");
     assert_eq!(ids[0], "cs_test_bulk01202", "newest first");
 }
+
+#[tokio::test]
+async fn search_finds_a_session_by_a_word_of_the_name_email_or_first_item() {
+    let app = spawn_app().await;
+    let id = session_id("search_words");
+    let mut sample = fulfilld::stripe::double::SampleSession::paid(&id, 1);
+    sample.email = "maria.garcia@example.com".into();
+    sample.items = vec![("Ceramic pour-over dripper".into(), 3200, 1)];
+    let (mut session, items) = sample.build();
+    session["customer_details"]["name"] = serde_json::json!("Lucía Fernández");
+    app.stripe.insert(session.clone(), items);
+    assert_eq!(
+        app.send_event("evt_search_words", "checkout.session.completed", &session)
+            .await,
+        200
+    );
+    app.wait_for_state(&id, "fulfilled").await;
+    let other = session_id("search_other");
+    let other_obj = app.seed(&fulfilld::stripe::double::SampleSession::paid(&other, 1));
+    assert_eq!(
+        app.send_event("evt_search_other", "checkout.session.completed", &other_obj)
+            .await,
+        200
+    );
+    app.wait_for_state(&other, "fulfilled").await;
+    for q in [
+        "garcia",
+        "GARCIA",
+        "dripper",
+        "fernández",
+        "lucía",
+        "maria.gar",
+    ] {
+        let (status, v) = app.api_get(&format!("/admin/api/sessions?q={q}")).await;
+        assert_eq!(status, 200);
+        let ids: Vec<_> = v["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["id"].clone())
+            .collect();
+        assert_eq!(ids, [serde_json::json!(id)], "q={q}");
+    }
+    let (_, v) = app.api_get("/admin/api/sessions?q=espresso").await;
+    assert_eq!(v["data"].as_array().map(Vec::len), Some(0));
+}

@@ -326,12 +326,20 @@ impl PgStore {
                 };
                 // Keys sort bytewise, so a prefix is one range.
                 let upper = format!("{prefix}\u{10FFFF}");
+                // Beside an email prefix, a whole word of the name, email or
+                // first item; ids only, so the union compares short keys.
+                let word = if column == "email_lc" {
+                    "UNION (SELECT id FROM sessions WHERE words @> ARRAY[$1]::text[] LIMIT $3)"
+                } else {
+                    ""
+                };
                 let sql = format!(
-                    "SELECT record, {detail} FROM (
-                        SELECT * FROM sessions WHERE {column} >= $1 AND {column} < $2
-                        AND starts_with({column}, $1) ORDER BY {column} LIMIT $3
-                     ) found
-                     WHERE ($4::text IS NULL OR state = $4)
+                    "SELECT record, {detail} FROM sessions WHERE id IN (
+                        (SELECT id FROM sessions WHERE {column} >= $1 AND {column} < $2
+                         AND starts_with({column}, $1) ORDER BY {column} LIMIT $3)
+                        {word}
+                     )
+                       AND ($4::text IS NULL OR state = $4)
                        AND ($5::int8 IS NULL OR (created, id) < ($5, $6::text))
                        AND ($8::text IS NULL OR refund_status = $8)
                        AND ($9::bool IS NOT TRUE OR disputed)

@@ -630,13 +630,16 @@ pub(super) async fn write_back(
         .get_if(
             !sessions.id.is_empty(),
             tx,
-            "INSERT INTO sessions (id, state, created, email_lc, payment_intent, record, detail, refund_status, disputed, account)
-             SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::text[], $5::text[], $6::bytea[], $7::bytea[], $8::text[], $9::bool[], $10::text[])
+            "INSERT INTO sessions (id, state, created, email_lc, payment_intent, record, detail, refund_status, disputed, account, words)
+             SELECT id, state, created, email_lc, payment_intent, record, detail, refund_status, disputed, account,
+                    string_to_array(words, ' ')
+             FROM unnest($1::text[], $2::text[], $3::int8[], $4::text[], $5::text[], $6::bytea[], $7::bytea[], $8::text[], $9::bool[], $10::text[], $11::text[])
+               AS t(id, state, created, email_lc, payment_intent, record, detail, refund_status, disputed, account, words)
              ON CONFLICT (id) DO UPDATE SET state = excluded.state, created = excluded.created,
                email_lc = excluded.email_lc, payment_intent = excluded.payment_intent,
                record = excluded.record, detail = excluded.detail,
                refund_status = excluded.refund_status, disputed = excluded.disputed,
-               account = excluded.account",
+               account = excluded.account, words = excluded.words",
         )
         .await?;
     let q_bodies = st
@@ -710,7 +713,7 @@ pub(super) async fn write_back(
         )
         .await?;
     type Param<'p> = &'p (dyn ToSql + Sync);
-    let p_sessions: [Param; 10] = [
+    let p_sessions: [Param; 11] = [
         &sessions.id,
         &sessions.state,
         &sessions.created,
@@ -721,6 +724,7 @@ pub(super) async fn write_back(
         &sessions.refund_status,
         &sessions.disputed,
         &sessions.account,
+        &sessions.words,
     ];
     let p_bodies: [Param; 2] = [&body_ids, &bodies];
     let p_new_events: [Param; 5] = [
@@ -790,6 +794,8 @@ struct SessionColumns<'a> {
     refund_status: Vec<&'static str>,
     disputed: Vec<bool>,
     account: Vec<Option<&'a str>>,
+    /// Space-joined (a word has none): arrays of arrays do not unnest.
+    words: Vec<String>,
 }
 
 impl<'a> SessionColumns<'a> {
@@ -817,6 +823,8 @@ impl<'a> SessionColumns<'a> {
         self.disputed.push(s.rec.disputed());
         // Checked to be `acct_` and letters or digits when it was recorded.
         self.account.push(s.rec.account.as_deref());
+        self.words
+            .push(s.rec.search_words().join(" ").replace('\0', "\u{FFFD}"));
         Ok(())
     }
 }

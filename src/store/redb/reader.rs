@@ -5,7 +5,7 @@ use redb::{ReadTransaction, ReadableTableMetadata};
 use super::tables::{
     ACCOUNT_PREFIX, BODIES, EVENTS, FLAG_DISPUTED, FLAG_REFUND_FULL, FLAG_REFUND_PARTIAL, ID_MAX,
     INDEX, NOTIFICATIONS, SESSIONS, decode, email_term, get_event, get_json, get_record,
-    load_session, pi_term, split, state_range,
+    load_session, pi_term, split, state_range, word_term,
 };
 use crate::{
     domain::Session,
@@ -329,6 +329,17 @@ impl Reader {
                     break;
                 }
                 ids.push(id.to_string());
+            }
+            // A whole word of the name, email or first item ("garcia").
+            let word = word_term(&q.to_lowercase());
+            for entry in table.range((word.as_str(), 0, "")..=(word.as_str(), 0, ID_MAX))? {
+                if ids.len() >= SEARCH_CAP {
+                    break;
+                }
+                let id = entry?.0.value().2.to_string();
+                if !ids.contains(&id) {
+                    ids.push(id);
+                }
             }
         }
         let table = self.r.open_table(SESSIONS)?;

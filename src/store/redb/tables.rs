@@ -176,6 +176,11 @@ pub(super) fn pi_term(pi: &str) -> String {
 /// Index terms of the connected account a session belongs to.
 pub(super) const ACCOUNT_PREFIX: &str = "a:";
 
+/// Index terms of the words a search finds a session by.
+pub(super) fn word_term(word: &str) -> String {
+    format!("w:{word}")
+}
+
 pub(super) fn account_term(account: &str) -> String {
     format!("{ACCOUNT_PREFIX}{account}")
 }
@@ -315,10 +320,11 @@ impl<'t> Tx<'t> {
         let id = rec.id.as_str();
         let state_key = |r: &SessionRecord| (r.state, r.created);
         let terms = |r: &SessionRecord| {
-            let mut t: Vec<String> = Vec::with_capacity(3);
+            let mut t: Vec<String> = Vec::with_capacity(8);
             t.extend(r.customer_email.as_deref().map(email_term));
             t.extend(r.payment_intent.as_deref().map(pi_term));
             t.extend(r.account.as_deref().map(account_term));
+            t.extend(r.search_words().iter().map(|w| word_term(w)));
             t
         };
         let new_terms = terms(rec);

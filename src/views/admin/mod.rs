@@ -305,7 +305,7 @@ pub fn sessions(chrome: &Chrome<'_>, v: &ListView<'_>) -> Markup {
                 @if let Some(s) = v.state { input type="hidden" name="state" value=(s.as_str()); }
                 @if let Some(r) = v.refund_status { input type="hidden" name="refund_status" value=(r.as_str()); }
                 @if v.disputed { input type="hidden" name="disputed" value="true"; }
-                input type="search" name="q" value=(v.q.unwrap_or("")) placeholder="Session id (cs_…), email or payment intent (pi_…)" aria-label="Search";
+                input type="search" name="q" value=(v.q.unwrap_or("")) placeholder="Name, email, item, session id (cs_…) or payment intent (pi_…)" aria-label="Search";
                 button type="submit" { (icon("search")) "Search" }
                 @if v.q.is_some() { a class="muted" href=(list_href(v.state, None, None)) { "Clear" } }
                 a class="muted" id="export-csv" href=(filter_href(v.state, v.refund_status, v.disputed, v.q, None).replacen("/admin", "/admin/api/sessions.csv", 1)) download { "Export CSV" }

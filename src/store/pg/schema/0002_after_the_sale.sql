@@ -1,4 +1,5 @@
--- Version 2: refunds and disputes (the lifecycle issue).
+-- Version 2: refunds and disputes (the lifecycle issue), connected
+-- accounts, and search by words.
 
 -- List filters, kept in step with the record by every write; the
 -- connected account (Stripe Connect), for the missed-event sweep.
@@ -6,6 +7,11 @@ ALTER TABLE sessions ADD COLUMN refund_status text NOT NULL DEFAULT 'none',
                      ADD COLUMN disputed boolean NOT NULL DEFAULT false,
                      ADD COLUMN account text COLLATE "C";
 CREATE INDEX sessions_by_account ON sessions (account) WHERE account IS NOT NULL;
+
+-- Search by a whole word of the customer's name, email or first line item
+-- (SessionRecord::search_words), lowercased.
+ALTER TABLE sessions ADD COLUMN words text[] COLLATE "C" NOT NULL DEFAULT '{}';
+CREATE INDEX sessions_by_word ON sessions USING gin (words);
 CREATE INDEX sessions_refunded ON sessions (refund_status, created DESC, id DESC)
     WHERE refund_status <> 'none';
 CREATE INDEX sessions_disputed ON sessions (created DESC, id DESC) WHERE disputed;

@@ -182,6 +182,11 @@ pub struct SessionRecord {
     /// speak it when they can.
     #[serde(default)]
     pub locale: Option<String>,
+    /// An email, alert or callback about the session that could not be
+    /// delivered (its kind): shown on the list so a bounced receipt does
+    /// not hide behind a green "fulfilled". Cleared when it is sent.
+    #[serde(default)]
+    pub undelivered: Option<NotificationKind>,
 }
 
 /// Words indexed per session for search (`SessionRecord::search_words`).
@@ -281,6 +286,7 @@ impl SessionRecord {
             first_item: None,
             item_count: 0,
             locale: None,
+            undelivered: None,
         }
     }
 

@@ -236,12 +236,12 @@ pub fn record_delivery(
     else {
         return Ok(());
     };
-    if let Some(mut s) = tx.load(session_id)? {
-        let old = s.rec.clone();
-        push_bounded(&mut s.detail.deliveries, d.attempt.clone());
-        tx.store_over(Some(&old), &s)?;
-    }
     let Some(mut n) = tx.notification(notification_id)? else {
+        if let Some(mut s) = tx.load(session_id)? {
+            let old = s.rec.clone();
+            push_bounded(&mut s.detail.deliveries, d.attempt.clone());
+            tx.store_over(Some(&old), &s)?;
+        }
         return tx.unschedule(&d.job.key());
     };
     if let Some(body) = &d.refreshed_body {
@@ -273,6 +273,16 @@ pub fn record_delivery(
         }
     }
     tx.put_notification(&n)?;
+    if let Some(mut s) = tx.load(session_id)? {
+        let old = s.rec.clone();
+        push_bounded(&mut s.detail.deliveries, d.attempt.clone());
+        match n.status {
+            OutboxStatus::Failed => s.rec.undelivered = Some(n.kind),
+            OutboxStatus::Sent if s.rec.undelivered == Some(n.kind) => s.rec.undelivered = None,
+            _ => {}
+        }
+        tx.store_over(Some(&old), &s)?;
+    }
     if gave_up && n.kind == NotificationKind::PaymentFailedCallback {
         // A merchant callback that gives up needs a person, like a fulfillment that does.
         let error = format!(

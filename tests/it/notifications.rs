@@ -933,3 +933,39 @@ async fn send_test_email_reports_the_servers_answer() {
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("smtp.url is not set"), "{err}");
 }
+
+#[tokio::test]
+async fn a_bounced_receipt_marks_the_session_until_it_is_sent() {
+    let Setup { app, smtp, .. } = setup(true).await;
+    smtp.reject_rcpt(Some("bounce".into()));
+    let id = session_id("bounce");
+    let mut sample = SampleSession::paid(&id, 1);
+    sample.email = "bounce@example.com".into();
+    let session = app.seed(&sample);
+    assert_eq!(
+        app.send_event("evt_bounce_done", "checkout.session.completed", &session)
+            .await,
+        200
+    );
+    app.wait_for_state(&id, "fulfilled").await;
+    let sid = fulfilld::model::SessionId::parse(&id).unwrap();
+    let rec = eventually("the receipt is marked undelivered", || async {
+        let rec = app.store.session(&sid).await.unwrap()?;
+        rec.undelivered.is_some().then_some(rec)
+    })
+    .await;
+    assert_eq!(
+        rec.undelivered,
+        Some(fulfilld::model::NotificationKind::ReceiptEmail)
+    );
+    // The address is fixed on the mail server's side; a resend gets through.
+    smtp.reject_rcpt(None);
+    let n = fulfilld::model::notification_id(fulfilld::model::NotificationKind::ReceiptEmail, &id);
+    assert!(app.fulfiller.resend_notification(&sid, &n).await.unwrap());
+    eventually("the mark is gone once the receipt is sent", || async {
+        let rec = app.store.session(&sid).await.unwrap()?;
+        rec.undelivered.is_none().then_some(())
+    })
+    .await;
+    assert_eq!(smtp.wait_for(1).await.len(), 1);
+}

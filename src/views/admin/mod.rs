@@ -173,7 +173,15 @@ pub(crate) fn after_sale_badges(rec: &SessionRecord) -> Markup {
         "warning_closed" | "prevented" => ("Inquiry closed", "off"),
         _ => ("Disputed", "bad"),
     });
+    let undelivered = rec.undelivered.map(|k| match k {
+        crate::model::NotificationKind::ReceiptEmail => "Receipt not delivered",
+        crate::model::NotificationKind::PaymentFailedEmail => "Customer email not delivered",
+        k if k.is_callback() => "Callback not delivered",
+        k if k.is_alert() => "Alert not delivered",
+        _ => "Email not delivered",
+    });
     html! {
+        @if let Some(u) = undelivered { span class="badge badge-bad" data-undelivered=(rec.undelivered.map(|k| k.as_str()).unwrap_or_default()) { (u) } " " }
         @if let Some(r) = refund { span class="badge badge-off" data-refund=(rec.refund_status().as_str()) { (r) } }
         @if let Some((d, tone)) = dispute { " " span class={ "badge badge-" (tone) } data-dispute=[rec.dispute.as_ref().map(|d| d.status.as_str())] { (d) } }
     }
@@ -448,6 +456,20 @@ mod tests {
             assert_eq!(Flash::parse(f.code()), Some(f));
         }
         assert_eq!(Flash::parse("<x>"), None);
+    }
+
+    #[test]
+    fn a_session_shows_what_happened_after_the_sale_and_what_was_not_delivered() {
+        let mut rec = SessionRecord::new("cs_test_badges", 0, 0);
+        assert_eq!(after_sale_badges(&rec).into_string(), "");
+        rec.undelivered = Some(crate::model::NotificationKind::ReceiptEmail);
+        rec.amount_total = Some(1000);
+        rec.amount_refunded = 1000;
+        let html = after_sale_badges(&rec).into_string();
+        assert!(
+            html.contains("Receipt not delivered") && html.contains("Refunded"),
+            "{html}"
+        );
     }
 
     #[test]

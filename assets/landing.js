@@ -22,7 +22,11 @@
           location.reload();
           return;
         }
-      } else if (answer.status === 429) {
+      } else if (answer.status === 400 || answer.status === 404) {
+        // A final answer: show its page (which does not poll).
+        location.reload();
+        return;
+      } else {
         wait = Math.min(wait * 2, 60000);
       }
     } catch (_) {

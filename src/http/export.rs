@@ -88,6 +88,8 @@ pub async fn sessions_csv(
     Ok(Response::builder()
         .status(StatusCode::OK)
         .content_type("text/csv; charset=utf-8")
+        // Customer emails: never kept by a cache or a proxy.
+        .header(header::CACHE_CONTROL, "no-store")
         .header(
             header::CONTENT_DISPOSITION,
             "attachment; filename=\"fulfilld-sessions.csv\"",
@@ -128,7 +130,7 @@ fn line(fields: &[String]) -> String {
         if i > 0 {
             out.push(',');
         }
-        let f = if f.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        let f = if f.trim_start().starts_with(['=', '+', '-', '@', '\t', '\r']) {
             format!("'{f}")
         } else {
             f.clone()
@@ -158,10 +160,11 @@ mod tests {
             "two\nlines".into(),
             "=HYPERLINK(\"x\")".into(),
             "-1".into(),
+            " =1+1".into(),
         ]);
         assert_eq!(
             l,
-            "plain,\"a,b\",\"say \"\"hi\"\"\",\"two\nlines\",\"'=HYPERLINK(\"\"x\"\")\",'-1\r\n"
+            "plain,\"a,b\",\"say \"\"hi\"\"\",\"two\nlines\",\"'=HYPERLINK(\"\"x\"\")\",'-1,' =1+1\r\n"
         );
     }
 }

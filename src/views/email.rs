@@ -208,7 +208,11 @@ fn dispute_merchant(rec: &SessionRecord, links: &Links<'_>) -> Email {
     );
     let customer = clean(rec.customer_email.as_deref().unwrap_or("unknown"));
     let mut text = format!(
-        "A customer disputed a payment. Stripe has taken the disputed amount from your balance          until the dispute is decided. To contest it, submit evidence in Stripe's Dashboard          before the deadline; after it, the dispute is lost.\n\n         Amount:   {}\nReason:   {}\nDeadline: {}\nCustomer: {customer}\nSession:  {}\n\n         The session in fulfilld: {}\n",
+        "A customer disputed a payment. Stripe has taken the disputed amount from your balance \
+         until the dispute is decided. To contest it, submit evidence in Stripe's Dashboard \
+         before the deadline; after it, the dispute is lost.\n\n\
+         Amount:   {}\nReason:   {}\nDeadline: {}\nCustomer: {customer}\nSession:  {}\n\n\
+         The session in fulfilld: {}\n",
         clean(&f.amount),
         clean(&f.reason),
         clean(&f.deadline),

@@ -770,6 +770,10 @@ async fn a_dispute_alerts_the_merchant_once_with_the_deadline_and_links() {
     ] {
         assert!(text.contains(needle), "{needle} in {text}");
     }
+    assert!(
+        !text.contains("     "),
+        "no runs of spaces in the plain text: {text}"
+    );
     let html = mail.html_body().unwrap();
     assert!(
         html.contains(&format!(

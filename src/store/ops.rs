@@ -76,6 +76,20 @@ pub fn transition(
         let old_pi = old.as_ref().and_then(|o| o.payment_intent.as_deref());
         (old_pi != Some(pi)).then(|| pi.to_string())
     });
+    // Every row the effects will read, looked up before any is applied: a
+    // backend that loads rows on demand (PostgreSQL's batches) then loads
+    // them all in one go rather than one per run.
+    let probes: Vec<Result<()>> = step
+        .effects
+        .iter()
+        .map(|e| match e {
+            Effect::Queue { notification, .. } => tx.notification(&notification.id).map(drop),
+            Effect::UpdateNotification { id, .. } => tx.notification(id).map(drop),
+            Effect::ScheduleFulfill { .. } => tx.job_due(&fulfill_key(id)).map(drop),
+            Effect::CancelFulfill => Ok(()),
+        })
+        .collect();
+    probes.into_iter().collect::<Result<()>>()?;
     for effect in step.effects {
         apply(tx, id, effect, ctx.now)?;
     }
@@ -101,6 +115,12 @@ fn link_unmatched(
     }
     tx.put_unmatched(pi, &[])?;
     kept.sort_by(|a, b| (a.created, &a.event_id).cmp(&(b.created, &b.event_id)));
+    // Their records, all looked up first (see `transition`).
+    let probes: Vec<Result<()>> = kept
+        .iter()
+        .map(|ev| tx.event(&ev.event_id).map(drop))
+        .collect();
+    probes.into_iter().collect::<Result<()>>()?;
     for ev in kept {
         if let Some(mut rec) = tx.event(&ev.event_id)? {
             rec.session_id = Some(id.to_string());

@@ -486,3 +486,51 @@ async fn the_missed_event_sweep_looks_at_connected_accounts_too() {
         0
     );
 }
+
+#[tokio::test]
+async fn many_charge_events_kept_before_their_session_all_apply_when_it_arrives() {
+    let app = spawn_app().await;
+    let (id, session) = seeded(&app, "many_early", json!({}));
+    let pi = session["payment_intent"].as_str().unwrap().to_string();
+    let total = session["amount_total"].as_i64().unwrap();
+    let t = fulfilld::time::now_secs();
+    let mut bodies = Vec::new();
+    for (i, refunded) in [total / 4, total / 3, total / 2].iter().enumerate() {
+        bodies.push(charge_event(
+            "charge.refunded",
+            &format!("evt_many_refund_{i}"),
+            t + i as i64,
+            &pi,
+            json!({"amount": total, "amount_refunded": refunded, "refunded": false}),
+        ));
+    }
+    bodies.push(charge_event(
+        "charge.dispute.created",
+        "evt_many_dp_open",
+        t + 5,
+        &pi,
+        json!({}),
+    ));
+    bodies.push(charge_event(
+        "charge.dispute.closed",
+        "evt_many_dp_won",
+        t + 6,
+        &pi,
+        json!({}),
+    ));
+    for body in &bodies {
+        assert_eq!(deliver(&app, body).await["outcome"], "recorded");
+    }
+    assert_eq!(
+        app.send_event("evt_many_done", "checkout.session.completed", &session)
+            .await,
+        200
+    );
+    let s = app.wait_for_state(&id, "fulfilled").await;
+    assert_eq!(s["amount_refunded"], total / 2, "{s}");
+    assert_eq!(s["dispute"]["status"], "won", "{s}");
+    app.settle().await;
+    assert_eq!(app.receiver.of_kind("checkout.refunded").len(), 3);
+    assert_eq!(app.receiver.of_kind("checkout.dispute_opened").len(), 1);
+    assert_eq!(app.receiver.of_kind("checkout.dispute_closed").len(), 1);
+}

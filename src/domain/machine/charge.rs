@@ -34,7 +34,12 @@ impl Machine<'_, '_> {
                 amount_refunded,
                 refunded,
             } => {
-                if ev.created >= s.rec.refund_as_of {
+                // Newer news wins; within one second (Stripe's resolution)
+                // the larger refunded total, which only grows between reversals.
+                let newer = ev.created > s.rec.refund_as_of
+                    || (ev.created == s.rec.refund_as_of
+                        && amount_refunded >= s.rec.amount_refunded);
+                if newer {
                     let rec = &mut s.rec;
                     rec.charge_amount = Some(amount);
                     rec.refund_as_of = ev.created;

@@ -199,3 +199,13 @@ fn a_callback_body_names_the_fulfillment_and_the_figures() {
     assert_eq!(body["data"]["amount_refunded"], 500);
     assert_eq!(body["data"]["refund_status"], "partial");
 }
+
+#[test]
+fn two_refunds_in_one_second_delivered_newest_first_keep_the_larger_total() {
+    let (s, queued) = run(
+        vec![refunded("evt_b", 10, 1000), refunded("evt_a", 10, 500)],
+        true,
+    );
+    assert_eq!(s.rec.amount_refunded, 1000);
+    assert_eq!(queued.len(), 1, "the older figure is no change");
+}

@@ -329,7 +329,7 @@ impl PgStore {
                 // Beside an email prefix, a whole word of the name, email or
                 // first item; ids only, so the union compares short keys.
                 let word = if column == "email_lc" {
-                    "UNION (SELECT id FROM sessions WHERE words @> ARRAY[$1]::text[] LIMIT $3)"
+                    "UNION (SELECT id FROM sessions WHERE words @> ARRAY[$1]::text[] ORDER BY id LIMIT $3)"
                 } else {
                     ""
                 };

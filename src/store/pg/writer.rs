@@ -48,8 +48,10 @@ use crate::{
 /// commit, so an unbounded one would make everyone behind it wait.
 const MAX_BATCH: usize = 256;
 /// Runs of one operation in a batch before its reads are taken as a bug
-/// (each run loads what the last one missed).
-const MAX_RUNS: usize = 8;
+/// (each run loads what the last one missed). A session's first write that
+/// applies the charge events kept for its payment takes a run per event (its
+/// outbox entries), so the bound follows `ops::MAX_UNMATCHED`.
+const MAX_RUNS: usize = 8 + 2 * crate::store::ops::MAX_UNMATCHED;
 /// Attempts of a batch PostgreSQL asked to retry.
 const MAX_ATTEMPTS: usize = 3;
 /// The channel replicas listen on for queued work.

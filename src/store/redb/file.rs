@@ -130,7 +130,9 @@ pub fn dump_file(src: &Path, send: &mut dyn FnMut(Row) -> Result<()>) -> Result<
     let db = open_stopped(src)?;
     let r = db.begin_read()?;
     let layout = tables::layout_of(&r)?;
-    if layout != Some(tables::LAYOUT) {
+    // Layout 2 holds the same records (3 only adds index terms, which are
+    // not copied).
+    if !matches!(layout, Some(2) | Some(tables::LAYOUT)) {
         return Err(StoreError::Refused(format!(
             "{} is in an older layout; start this version of fulfilld on it once (it upgrades the file) before copying it",
             src.display()

@@ -49,6 +49,12 @@ fn layout(w: &WriteTransaction) -> Result<Option<u8>, StoreError> {
 pub(super) fn upgrade(w: &WriteTransaction) -> Result<u64, StoreError> {
     match layout(w)? {
         Some(LAYOUT) => return Ok(0),
+        Some(2) => {
+            let mut tx = Tx::open(w)?;
+            let n = tx.add_v3_terms()?;
+            tx.set_layout()?;
+            return Ok(n);
+        }
         Some(1) => {}
         None => {
             Tx::open(w)?.set_layout()?;
@@ -395,5 +401,51 @@ mod tests {
         let again = super::super::tests::reopen(&path).await.unwrap();
         assert_eq!(again.session_count().await.unwrap(), n as u64 + 2);
         assert_eq!(again.queue_stats().await.unwrap(), stats);
+    }
+
+    /// A layout-2 file (the previous version's): opening it adds the index
+    /// terms layout 3 searches by, for sessions written before.
+    #[tokio::test]
+    async fn a_layout_2_file_gets_the_search_and_account_terms() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v2.redb");
+        let store = RedbStore::open(&path).unwrap();
+        let mut rec = SessionRecord::new("cs_test_v2_words", 1_700_000_000, 0);
+        rec.customer_email = Some("maria.garcia@example.com".into());
+        rec.account = Some("acct_1Old".into());
+        store
+            .import(vec![Session {
+                rec,
+                detail: Default::default(),
+            }])
+            .await
+            .unwrap();
+        store.close().await;
+        drop(store);
+        // As the previous version left it: no such terms, layout 2.
+        {
+            let db = redb::Database::open(&path).unwrap();
+            let w = db.begin_write().unwrap();
+            {
+                let mut index = w.open_table(super::super::tables::INDEX).unwrap();
+                for term in ["w:maria", "w:garcia", "w:example", "w:com", "a:acct_1Old"] {
+                    index.remove((term, 0, "cs_test_v2_words")).unwrap();
+                }
+                let mut meta = w.open_table(META).unwrap();
+                meta.insert("layout", [2u8].as_slice()).unwrap();
+            }
+            w.commit().unwrap();
+        }
+        let store = super::super::tests::reopen(&path).await.unwrap();
+        let found = store
+            .list(ListQuery {
+                q: Some("garcia".into()),
+                limit: 5,
+                ..ListQuery::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(found.sessions.len(), 1);
+        assert_eq!(store.accounts(10).await.unwrap(), ["acct_1Old"]);
     }
 }

@@ -46,7 +46,7 @@ pub(super) const UNMATCHED: TableDefinition<&str, &[u8]> =
 pub(super) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
 /// The layout this code writes (`meta.layout`); see `migrate` for older ones.
-pub(super) const LAYOUT: u8 = 2;
+pub(super) const LAYOUT: u8 = 3;
 
 /// Above every session id (ids are ASCII), for open-ended index ranges.
 pub(super) const ID_MAX: &str = "\u{7f}";
@@ -391,6 +391,38 @@ impl<'t> Tx<'t> {
         self.reindex(None, rec)
     }
 
+    /// Layout 2 → 3: the index terms layout 3 added (connected accounts,
+    /// search words) for every stored session; `reindex` adds only what
+    /// changed, so sessions written before would never get them. Returns
+    /// how many sessions were looked at. A record that does not decode is
+    /// skipped (it is reported wherever it is read).
+    pub(super) fn add_v3_terms(&mut self) -> Result<u64, StoreError> {
+        let mut n = 0;
+        for entry in self.sessions.iter()? {
+            let (k, v) = entry?;
+            let id = k.value();
+            let Ok(rec) = split(id, v.value()).and_then(|(r, _)| decode::<SessionRecord>(id, r))
+            else {
+                continue;
+            };
+            n += 1;
+            let words = rec.search_words();
+            let terms = rec
+                .account
+                .as_deref()
+                .map(account_term)
+                .into_iter()
+                .chain(words.iter().map(|w| word_term(w)));
+            for term in terms {
+                self.index.insert((term.as_str(), 0, id), ())?;
+            }
+        }
+        if n > 0 {
+            self.dirty = true;
+        }
+        Ok(n)
+    }
+
     pub fn event(&self, id: &str) -> Result<Option<EventRecord>, StoreError> {
         Ok(get_event(&self.events, id)?.map(|(rec, _)| rec))
     }
@@ -616,7 +648,9 @@ pub(super) fn copy_all(
     from: &ReadTransaction,
     to: &WriteTransaction,
 ) -> Result<BackupStats, StoreError> {
-    if layout_of(from)? != Some(LAYOUT) {
+    // Layout 2 has layout 3's tables (3 added index terms, written when the
+    // copy is first opened); layout 1 is copied as it is.
+    if !matches!(layout_of(from)?, Some(2 | LAYOUT)) {
         return super::migrate::copy_v1(from, to);
     }
     let sessions = copy_table(from, to, SESSIONS)?;

@@ -408,6 +408,9 @@ pub struct SessionDetail {
     /// callbacks (whose ids are the fulfillment ids).
     #[serde(default)]
     pub notifications: Vec<String>,
+    /// Refunds that failed or were canceled, already taken off `amount_refunded`.
+    #[serde(default)]
+    pub reversed_refunds: Vec<String>,
     /// The Checkout Session as last retrieved, with every line item. Stored
     /// apart from the rest (it is large and changes only with a read): set
     /// when a read brought it, and loaded only by the views that show it;

@@ -52,8 +52,12 @@ impl Machine<'_, '_> {
                     }
                 }
             }
-            ChargeFact::RefundReversed { amount, .. } => {
-                if ev.created >= s.rec.refund_as_of && s.rec.amount_refunded > 0 {
+            ChargeFact::RefundReversed { refund, amount } => {
+                // A refund fails once: a later update about it (its metadata,
+                // say) must not take its amount off a second time.
+                let seen = s.detail.reversed_refunds.contains(&refund);
+                if !seen && ev.created >= s.rec.refund_as_of && s.rec.amount_refunded > 0 {
+                    push_bounded(&mut s.detail.reversed_refunds, refund);
                     let rec = &mut s.rec;
                     rec.refund_as_of = ev.created;
                     rec.amount_refunded = rec.amount_refunded.saturating_sub(amount).max(0);

@@ -209,3 +209,27 @@ fn two_refunds_in_one_second_delivered_newest_first_keep_the_larger_total() {
     assert_eq!(s.rec.amount_refunded, 1000);
     assert_eq!(queued.len(), 1, "the older figure is no change");
 }
+
+#[test]
+fn a_second_update_about_the_same_failed_refund_takes_nothing_off_again() {
+    let reversed = |event: &str, created: i64| {
+        charge(
+            event,
+            created,
+            ChargeFact::RefundReversed {
+                refund: "re_1".into(),
+                amount: 300,
+            },
+        )
+    };
+    let (s, queued) = run(
+        vec![
+            refunded("evt_a", 10, 800),
+            reversed("evt_r1", 20),
+            reversed("evt_r2", 30),
+        ],
+        true,
+    );
+    assert_eq!(s.rec.amount_refunded, 500);
+    assert_eq!(queued.len(), 2, "the refund, then its reversal once");
+}

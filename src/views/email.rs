@@ -5,6 +5,7 @@
 
 use maud::{DOCTYPE, Markup, html};
 
+use super::words::{EN_MAIL, Lang, address_lines};
 use crate::{
     model::{NotificationKind, SessionDetail, SessionRecord},
     money,
@@ -73,35 +74,46 @@ fn mrkdwn(s: &str) -> String {
 }
 
 fn amount(rec: &SessionRecord) -> String {
+    amount_or(rec, EN_MAIL.the_order)
+}
+
+fn amount_or(rec: &SessionRecord, none: &str) -> String {
     match (rec.amount_total, rec.currency.as_deref()) {
         (Some(a), Some(c)) => money::format(a, c),
-        _ => "your order".into(),
+        _ => none.into(),
     }
 }
 
+/// The language of a customer email: the one the customer saw at checkout
+/// (the session's `locale`), else English.
+fn customer_lang(rec: &SessionRecord) -> Lang {
+    Lang::pick(rec.locale.as_deref(), None)
+}
+
 /// The shop's lines under a customer email: where to write, and the way back.
-fn shop_text(links: &Links<'_>) -> String {
+fn shop_text(links: &Links<'_>, lang: Lang) -> String {
     let mut out = String::new();
     if let Some(e) = links.support_email {
-        out.push_str(&format!("\nQuestions? Write to {}\n", clean(e)));
+        out.push_str(&format!("\n{}{}\n", lang.words().questions_pre, clean(e)));
     }
     if let Some(u) = links.shop_url {
         out.push_str(&format!(
             "\n{}: {}\n",
-            clean(links.shop_name.unwrap_or("The shop")),
+            clean(links.shop_name.unwrap_or(lang.mail().shop)),
             clean(u)
         ));
     }
     out
 }
 
-fn shop_html(links: &Links<'_>) -> Markup {
+fn shop_html(links: &Links<'_>, lang: Lang) -> Markup {
+    let w = lang.words();
     html! {
         @if let Some(e) = links.support_email {
-            p style="font-size:13px;color:#6b7280" { "Questions? Write to " a href=(format!("mailto:{e}")) { (e) } "." }
+            p style="font-size:13px;color:#6b7280" { (w.questions_pre) a href=(format!("mailto:{e}")) { (e) } }
         }
         @if let Some(u) = links.shop_url {
-            p style="font-size:13px" { a href=(u) { "Back to " (links.shop_name.unwrap_or("the shop")) } }
+            p style="font-size:13px" { a href=(u) { (w.back_to) (links.shop_name.unwrap_or(w.the_shop)) } }
         }
     }
 }
@@ -114,10 +126,10 @@ fn customer_subject(links: &Links<'_>, subject: String) -> String {
     }
 }
 
-fn frame(title: &str, body: Markup) -> String {
+fn frame(lang: Lang, title: &str, body: Markup) -> String {
     html! {
         (DOCTYPE)
-        html lang="en" {
+        html lang=(lang.code()) {
             head {
                 meta charset="utf-8";
                 // Phones show the card at their width, not shrunk to a desktop's.
@@ -223,6 +235,7 @@ fn dispute_merchant(rec: &SessionRecord, links: &Links<'_>) -> Email {
         text.push_str(&format!("The payment in Stripe: {}\n", clean(p)));
     }
     let html = frame(
+        Lang::En,
         &subject,
         html! {
             h1 style="font-size:20px" { "A customer disputed a payment" }
@@ -248,36 +261,41 @@ fn dispute_merchant(rec: &SessionRecord, links: &Links<'_>) -> Email {
 }
 
 fn payment_failed_customer(rec: &SessionRecord, links: &Links<'_>) -> Email {
-    let amount = amount(rec);
+    let lang = customer_lang(rec);
+    let (w, m) = (lang.words(), lang.mail());
+    let amount = amount_or(rec, m.the_order);
     let subject = customer_subject(
         links,
-        format!("Your payment of {amount} did not go through"),
+        format!("{}{amount}{}", m.failed_subject_pre, m.failed_subject_post),
     );
     let mut text = format!(
-        "Hello,\n\nYour bank reported that your payment of {} did not go through, so your \
-         order has not been placed and you have not been charged.\n\n",
-        clean(&amount)
+        "{}\n\n{}{}{}\n\n",
+        m.hello,
+        m.failed_pre,
+        clean(&amount),
+        m.failed_post
     );
     match links.retry_url {
-        Some(url) => text.push_str(&format!("You can pay again here: {}\n\n", clean(url))),
-        None => text.push_str("Please place your order again with another payment method.\n\n"),
+        Some(url) => text.push_str(&format!("{}{}\n\n", m.pay_again_here, clean(url))),
+        None => text.push_str(&format!("{}\n\n", m.place_again)),
     }
-    text.push_str(&format!("Order reference: {}\n", clean(rec.id.as_str())));
-    text.push_str(&shop_text(links));
+    text.push_str(&format!("{}{}\n", w.reference, clean(rec.id.as_str())));
+    text.push_str(&shop_text(links, lang));
     let html = frame(
+        lang,
         &subject,
         html! {
-            h1 style="font-size:20px" { "Your payment did not go through" }
-            p { "Your bank reported that your payment of " strong { (amount) } " did not go through, so your order has not been placed and you have not been charged." }
+            h1 style="font-size:20px" { (w.failed_heading) }
+            p { (m.failed_pre) strong { (amount) } (m.failed_post) }
             @match links.retry_url {
                 Some(url) => {
-                    p { a href=(url) style="display:inline-block;background:#4f46e5;color:#ffffff;padding:10px 16px;border-radius:8px;text-decoration:none;font-weight:600" { "Pay again" } }
-                    p style="font-size:13px;color:#6b7280" { "Or copy this link: " (url) }
+                    p { a href=(url) style="display:inline-block;background:#4f46e5;color:#ffffff;padding:10px 16px;border-radius:8px;text-decoration:none;font-weight:600" { (m.pay_again) } }
+                    p style="font-size:13px;color:#6b7280;overflow-wrap:anywhere" { (m.copy_link) (url) }
                 }
-                None => { p { "Please place your order again with another payment method." } }
+                None => { p { (m.place_again) } }
             }
-            p style="font-size:13px;color:#6b7280" { "Order reference: " (rec.id) }
-            (shop_html(links))
+            p style="font-size:13px;color:#6b7280" { (w.reference) (rec.id) }
+            (shop_html(links, lang))
         },
     );
     Email {
@@ -300,6 +318,7 @@ fn payment_failed_merchant(rec: &SessionRecord, links: &Links<'_>) -> Email {
         clean(&dashboard),
     );
     let html = frame(
+        Lang::En,
         &subject,
         html! {
             h1 style="font-size:20px" { "A delayed payment failed" }
@@ -335,6 +354,7 @@ fn stuck_merchant(rec: &SessionRecord, error: Option<&str>, links: &Links<'_>) -
         clean(&dashboard),
     );
     let html = frame(
+        Lang::En,
         &subject,
         html! {
             h1 style="font-size:20px" { "A paid order could not be fulfilled" }
@@ -355,72 +375,73 @@ fn stuck_merchant(rec: &SessionRecord, error: Option<&str>, links: &Links<'_>) -
 }
 
 fn receipt(rec: &SessionRecord, detail: &SessionDetail, links: &Links<'_>) -> Email {
+    let lang = customer_lang(rec);
+    let (w, m) = (lang.words(), lang.mail());
     let currency = rec.currency.clone().unwrap_or_else(|| "usd".into());
-    let total = amount(rec);
-    let subject = customer_subject(links, format!("Your receipt: {total}"));
+    let total = amount_or(rec, m.the_order);
+    let subject = customer_subject(links, format!("{}{total}", m.receipt_subject));
     let line = |amount: i64, cur: Option<&str>| money::format(amount, cur.unwrap_or(&currency));
-    let mut text = String::from("Thank you for your order.\n\n");
+    let subtotal = match (detail.amount_subtotal, rec.amount_total) {
+        (Some(sub), Some(t)) if sub != t => Some(money::format(sub, &currency)),
+        _ => None,
+    };
+    let delivery = &detail.delivery_details;
+    let address = address_lines(lang, &delivery.address_lines);
+    let deliver = delivery.name.is_some() || !address.is_empty();
+
+    let mut text = format!("{}.\n\n", w.receipt_title);
     for item in &detail.line_items {
         text.push_str(&format!(
             "{} x {}  {}\n",
             item.quantity.unwrap_or(1),
-            clean(item.description.as_deref().unwrap_or("Item")),
+            clean(item.description.as_deref().unwrap_or(w.item)),
             clean(&line(item.amount_total, item.currency.as_deref()))
         ));
     }
-    if let (Some(sub), Some(t)) = (detail.amount_subtotal, rec.amount_total)
-        && sub != t
-    {
-        text.push_str(&format!(
-            "\nSubtotal: {}\n",
-            clean(&money::format(sub, &currency))
-        ));
+    if let Some(sub) = &subtotal {
+        text.push_str(&format!("\n{}: {}\n", w.subtotal, clean(sub)));
     }
-    text.push_str(&format!("Total: {}\n", clean(&total)));
-    let delivery = &detail.delivery_details;
-    if delivery.name.is_some() || !delivery.address_lines.is_empty() {
-        text.push_str("\nDelivery to:\n");
-        if let Some(n) = &delivery.name {
-            text.push_str(&format!("{}\n", clean(n)));
-        }
-        for l in &super::words::address_lines(super::words::Lang::En, &delivery.address_lines) {
+    text.push_str(&format!("{}: {}\n", w.total, clean(&total)));
+    if deliver {
+        text.push_str(&format!("\n{}:\n", m.delivery_to));
+        for l in delivery.name.iter().chain(&address) {
             text.push_str(&format!("{}\n", clean(l)));
         }
     }
     text.push_str(&format!(
-        "\nYour order: {}\nOrder reference: {}\n",
+        "\n{}{}\n{}{}\n",
+        m.your_order,
         clean(&links.order_page(rec)),
+        w.reference,
         clean(rec.id.as_str())
     ));
-    text.push_str(&shop_text(links));
+    text.push_str(&shop_text(links, lang));
     let html = frame(
+        lang,
         &subject,
         html! {
-            h1 style="font-size:20px" { "Thank you for your order" }
+            h1 style="font-size:20px" { (w.receipt_title) }
             table style="width:100%;border-collapse:collapse;margin:12px 0" {
                 @for item in &detail.line_items {
                     tr {
-                        td style="padding:6px 0;border-bottom:1px solid #e5e7eb" { (item.description.as_deref().unwrap_or("Item")) }
+                        td style="padding:6px 0;border-bottom:1px solid #e5e7eb;overflow-wrap:anywhere" { (item.description.as_deref().unwrap_or(w.item)) }
                         td style="padding:6px 8px;border-bottom:1px solid #e5e7eb;text-align:right;white-space:nowrap" { "× " (item.quantity.unwrap_or(1)) }
                         td style="padding:6px 0;border-bottom:1px solid #e5e7eb;text-align:right;white-space:nowrap" { (line(item.amount_total, item.currency.as_deref())) }
                     }
                 }
-                @if let (Some(sub), Some(t)) = (detail.amount_subtotal, rec.amount_total) {
-                    @if sub != t {
-                        tr { td colspan="2" style="padding:6px 0" { "Subtotal" } td style="text-align:right" { (money::format(sub, &currency)) } }
-                    }
+                @if let Some(sub) = &subtotal {
+                    tr { td colspan="2" style="padding:6px 0" { (w.subtotal) } td style="text-align:right" { (sub) } }
                 }
-                tr { td colspan="2" style="padding:8px 0;font-weight:700" { "Total" } td style="text-align:right;font-weight:700" { (total) } }
+                tr { td colspan="2" style="padding:8px 0;font-weight:700" { (w.total) } td style="text-align:right;font-weight:700" { (total) } }
             }
-            @if delivery.name.is_some() || !delivery.address_lines.is_empty() {
-                p { strong { "Delivery to" } br;
-                    @if let Some(n) = &delivery.name { (n) br; }
-                    @for l in super::words::address_lines(super::words::Lang::En, &delivery.address_lines) { (l) br; }
+            @if deliver {
+                p { strong { (m.delivery_to) } br;
+                    @for l in delivery.name.iter().chain(&address) { (l) br; }
                 }
             }
-            p { a href=(links.order_page(rec)) { "View your order" } }
-            p style="font-size:13px;color:#6b7280" { "Order reference: " (rec.id) }
-            (shop_html(links))
+            p { a href=(links.order_page(rec)) { (m.view_order) } }
+            p style="font-size:13px;color:#6b7280" { (w.reference) (rec.id) }
+            (shop_html(links, lang))
         },
     );
     Email {
@@ -503,6 +524,65 @@ mod tests {
             e.html
                 .contains("href=\"https://shop.example.com/pay-again\"")
         );
+    }
+
+    #[test]
+    fn customer_emails_speak_the_checkouts_language_and_fall_back_to_english() {
+        let detail = SessionDetail {
+            line_items: vec![LineItemRecord {
+                description: Some("Tasse".into()),
+                quantity: Some(2),
+                amount_total: 2_400,
+                currency: Some("eur".into()),
+                id: "li_1".into(),
+                amount_subtotal: 2_400,
+                price_id: None,
+                unit_amount: Some(1_200),
+            }],
+            ..SessionDetail::default()
+        };
+        let mut r = rec();
+        r.locale = Some("de".into());
+        let links = Links {
+            support_email: Some("hilfe@example.de"),
+            shop_url: Some("https://laden.example.de"),
+            ..LINKS
+        };
+        let e = render(NotificationKind::ReceiptEmail, &r, &detail, None, &links);
+        assert_eq!(e.subject, "Ihre Zahlungsbestätigung: €1,234.56");
+        assert!(e.html.contains("<html lang=\"de\">"), "{}", e.html);
+        for said in [
+            "Danke für Ihre Bestellung",
+            "Gesamt: €1,234.56",
+            "Fragen? Schreiben Sie an hilfe@example.de",
+            "Der Shop: https://laden.example.de",
+        ] {
+            assert!(e.text.contains(said), "{said:?} in {}", e.text);
+        }
+        assert!(!e.text.contains("Thank you"), "{}", e.text);
+
+        r.locale = Some("fr-CA".into());
+        let e = render(
+            NotificationKind::PaymentFailedEmail,
+            &r,
+            &detail,
+            None,
+            &links,
+        );
+        assert_eq!(e.subject, "Votre paiement de €1,234.56 n'est pas passé");
+        assert!(e.text.starts_with("Bonjour,\n\nVotre banque"), "{}", e.text);
+        assert!(e.html.contains("Payer à nouveau"));
+
+        r.locale = Some("ja".into());
+        let e = render(
+            NotificationKind::PaymentFailedEmail,
+            &r,
+            &detail,
+            None,
+            &links,
+        );
+        assert_eq!(e.subject, "Your payment of €1,234.56 did not go through");
+        assert!(e.html.contains("<html lang=\"en\">"));
     }
 
     #[test]

@@ -61,6 +61,16 @@ impl Lang {
         }
     }
 
+    /// The texts of the customer's emails in this language.
+    pub fn mail(self) -> &'static MailWords {
+        match self {
+            Lang::En => &EN_MAIL,
+            Lang::De => &DE_MAIL,
+            Lang::Fr => &FR_MAIL,
+            Lang::Es => &ES_MAIL,
+        }
+    }
+
     pub fn words(self) -> &'static Words {
         match self {
             Lang::En => &EN,
@@ -460,6 +470,101 @@ const COUNTRIES: [(&str, [&str; 4]); 36] = [
         ],
     ),
 ];
+
+/// The customer emails' own texts (receipt, payment failed); the words
+/// they share with the pages (headings, "Total", the order reference)
+/// come from [`Words`]. `*_pre` / `*_post` surround an amount.
+pub struct MailWords {
+    pub hello: &'static str,
+    pub failed_subject_pre: &'static str,
+    pub failed_subject_post: &'static str,
+    pub failed_pre: &'static str,
+    pub failed_post: &'static str,
+    pub pay_again_here: &'static str,
+    pub pay_again: &'static str,
+    pub copy_link: &'static str,
+    pub place_again: &'static str,
+    pub receipt_subject: &'static str,
+    pub delivery_to: &'static str,
+    pub your_order: &'static str,
+    pub view_order: &'static str,
+    /// Stands for the amount when the session has none.
+    pub the_order: &'static str,
+    /// Names the shop's link when `shop.name` is not set.
+    pub shop: &'static str,
+}
+
+pub const EN_MAIL: MailWords = MailWords {
+    hello: "Hello,",
+    failed_subject_pre: "Your payment of ",
+    failed_subject_post: " did not go through",
+    failed_pre: "Your bank reported that your payment of ",
+    failed_post: " did not go through, so your order has not been placed and you have not been charged.",
+    pay_again_here: "You can pay again here: ",
+    pay_again: "Pay again",
+    copy_link: "Or copy this link: ",
+    place_again: "Please place your order again with another payment method.",
+    receipt_subject: "Your receipt: ",
+    delivery_to: "Delivery to",
+    your_order: "Your order: ",
+    view_order: "View your order",
+    the_order: "your order",
+    shop: "The shop",
+};
+
+pub const DE_MAIL: MailWords = MailWords {
+    hello: "Guten Tag,",
+    failed_subject_pre: "Ihre Zahlung über ",
+    failed_subject_post: " ist nicht durchgegangen",
+    failed_pre: "Ihre Bank hat gemeldet, dass Ihre Zahlung über ",
+    failed_post: " nicht durchgegangen ist. Ihre Bestellung wurde daher nicht aufgegeben, und Ihnen wurde nichts berechnet.",
+    pay_again_here: "Hier können Sie erneut bezahlen: ",
+    pay_again: "Erneut bezahlen",
+    copy_link: "Oder kopieren Sie diesen Link: ",
+    place_again: "Bitte geben Sie Ihre Bestellung mit einer anderen Zahlungsart erneut auf.",
+    receipt_subject: "Ihre Zahlungsbestätigung: ",
+    delivery_to: "Lieferung an",
+    your_order: "Ihre Bestellung: ",
+    view_order: "Bestellung ansehen",
+    the_order: "Ihre Bestellung",
+    shop: "Der Shop",
+};
+
+pub const FR_MAIL: MailWords = MailWords {
+    hello: "Bonjour,",
+    failed_subject_pre: "Votre paiement de ",
+    failed_subject_post: " n'est pas passé",
+    failed_pre: "Votre banque a signalé que votre paiement de ",
+    failed_post: " n'est pas passé : votre commande n'a donc pas été passée et rien ne vous a été débité.",
+    pay_again_here: "Vous pouvez payer à nouveau ici : ",
+    pay_again: "Payer à nouveau",
+    copy_link: "Ou copiez ce lien : ",
+    place_again: "Veuillez repasser votre commande avec un autre moyen de paiement.",
+    receipt_subject: "Votre reçu : ",
+    delivery_to: "Livraison à",
+    your_order: "Votre commande : ",
+    view_order: "Voir votre commande",
+    the_order: "votre commande",
+    shop: "La boutique",
+};
+
+pub const ES_MAIL: MailWords = MailWords {
+    hello: "Hola:",
+    failed_subject_pre: "Tu pago de ",
+    failed_subject_post: " no se ha completado",
+    failed_pre: "Tu banco ha informado de que tu pago de ",
+    failed_post: " no se ha completado, así que tu pedido no se ha realizado y no se te ha cobrado nada.",
+    pay_again_here: "Puedes volver a pagar aquí: ",
+    pay_again: "Pagar de nuevo",
+    copy_link: "O copia este enlace: ",
+    place_again: "Vuelve a hacer tu pedido con otro método de pago.",
+    receipt_subject: "Tu recibo: ",
+    delivery_to: "Entrega a",
+    your_order: "Tu pedido: ",
+    view_order: "Ver tu pedido",
+    the_order: "tu pedido",
+    shop: "La tienda",
+};
 
 /// A country's name in `lang` for its code (`DE`), if it is in the table.
 pub fn country_name(lang: Lang, code: &str) -> Option<&'static str> {

@@ -81,7 +81,7 @@ pub(crate) fn admin_page(title: &str, chrome: &Chrome<'_>, body: Markup) -> Mark
             // Keyboard users jump past the header to the page's content.
             a class="skip-link" href="#main" { "Skip to content" }
             header class="topbar" {
-                a class="brand" href="/admin" { img src="/assets/favicon.svg" alt="fulfilld" width="22" height="22"; span class="name" { "fulfilld" } }
+                a class="brand" href="/admin" { img src="/assets/favicon.svg" alt="" width="22" height="22"; span class="name" { "fulfilld" } }
                 nav aria-label="Main" { (tab(Nav::Sessions, "/admin", "Sessions")) (tab(Nav::Webhooks, "/admin/webhooks", "Webhook log")) }
                 div class="who" {
                     span class="muted hide-sm" { (chrome.username) }
@@ -313,7 +313,7 @@ pub fn sessions(chrome: &Chrome<'_>, v: &ListView<'_>) -> Markup {
                 @if let Some(s) = v.state { input type="hidden" name="state" value=(s.as_str()); }
                 @if let Some(r) = v.refund_status { input type="hidden" name="refund_status" value=(r.as_str()); }
                 @if v.disputed { input type="hidden" name="disputed" value="true"; }
-                input type="search" name="q" value=(v.q.unwrap_or("")) placeholder="Name, email, item, session id (cs_…) or payment intent (pi_…)" aria-label="Search";
+                input type="search" name="q" value=(v.q.unwrap_or("")) placeholder="Name, email, item or id (cs_…, pi_…)" aria-label="Search by name, email, item, session id or payment intent";
                 button type="submit" { (icon("search")) "Search" }
                 @if v.q.is_some() { a class="muted" href=(list_href(v.state, None, None)) { "Clear" } }
                 a class="muted" id="export-csv" href=(filter_href(v.state, v.refund_status, v.disputed, v.q, None).replacen("/admin", "/admin/api/sessions.csv", 1)) download { "Export CSV" }
@@ -333,29 +333,27 @@ pub fn sessions(chrome: &Chrome<'_>, v: &ListView<'_>) -> Markup {
                 }
             } @else {
                 div class="table-wrap" {
-                    table class="grid" id="sessions" {
+                    table class="grid stack" id="sessions" {
                         thead { tr {
-                            th class="hide-sm" { "Created" } th { "Order" } th class="hide-sm" { "Customer" }
-                            th class="num" { "Amount" } th class="hide-sm" { "Payment" } th { "Fulfillment" }
+                            th { "Created" } th { "Order" } th { "Customer" }
+                            th class="num" { "Amount" } th { "Payment" } th { "Fulfillment" }
                         } }
                         tbody {
                             @for rec in v.rows {
                                 tr {
-                                    td class="nowrap muted hide-sm" { (display_secs(rec.created)) }
-                                    td {
+                                    td class="nowrap muted full-sm small-sm" { (display_secs(rec.created)) }
+                                    td class="full-sm" {
                                         @if let Some(item) = &rec.first_item {
                                             div class="item ellipsis" { (item) @if rec.item_count > 1 { span class="muted" { " +" (rec.item_count - 1) " more" } } }
                                         }
                                         a class="session-link mono" href=(format!("/admin/sessions/{}", rec.id)) { (short_id(&rec.id)) } " " (mode_badge(rec.livemode))
-                                        // On a phone the customer and date columns are hidden: said here.
-                                        div class="show-sm small muted ellipsis" { (rec.customer_email.as_deref().unwrap_or("")) " · " (display_secs(rec.created)) }
                                     }
-                                    td class="hide-sm" {
+                                    td class="full-sm" {
                                         @if let Some(n) = &rec.customer_name { div class="ellipsis" { strong { (n) } } }
                                         div class="ellipsis muted" { (rec.customer_email.as_deref().unwrap_or("—")) }
                                     }
                                     td class="num nowrap" { (amount(rec)) }
-                                    td class="hide-sm" { (payment_badge(rec.payment_status.as_deref())) }
+                                    td { (payment_badge(rec.payment_status.as_deref())) }
                                     td { (state_badge(rec.state)) " " (after_sale_badges(rec)) }
                                 }
                             }

@@ -77,7 +77,7 @@ pub fn webhooks(
                 section class="panel empty" { p { "No requests yet." } }
             } @else {
                 div class="table-wrap" {
-                    table class="grid" id="webhook-log" {
+                    table class="grid stack" id="webhook-log" {
                         thead { tr { th { "Received" } th { "Result" } th { "Details" } th class="hide-sm" { "From" } } }
                         tbody {
                             @for e in entries {
@@ -89,7 +89,7 @@ pub fn webhooks(
                                             Outcome::Refused(r) => { span class="pill pill-bad" data-reason=(r.code()) { (e.status) " " (r.code()) } }
                                         }
                                     }
-                                    td {
+                                    td class="full-sm break" {
                                         @match &e.outcome {
                                             Outcome::Accepted { event_type, event_id, session_id, reason, .. } => {
                                                 strong { (event_type) } div class="small muted mono break" { (event_id) }

@@ -292,6 +292,47 @@ impl Browser {
             .unwrap_or_else(|| vec![format!("axe answered {v}")])
     }
 
+    /// What makes the page scroll sideways at the current width: the page
+    /// itself, any table wider than its scrolling wrapper, and the widest
+    /// elements reaching past the viewport. Empty when nothing does.
+    pub async fn sideways_overflow(&self) -> Vec<String> {
+        // Elements inside a scrolling or clipping box (a `pre`, an ellipsis)
+        // do not move the page; tables are judged by their wrapper instead.
+        let script = r#"
+            const vw = document.documentElement.clientWidth, out = [];
+            const name = e => e.tagName.toLowerCase() + (e.id ? '#' + e.id : '') +
+              (typeof e.className === 'string' && e.className.trim() ? '.' + e.className.trim().split(/\s+/).join('.') : '');
+            const clipped = e => { for (let p = e.parentElement; p && p !== document.body; p = p.parentElement)
+              if (getComputedStyle(p).overflowX !== 'visible') return true; return false; };
+            if (document.documentElement.scrollWidth > vw) out.push('page ' + document.documentElement.scrollWidth + ' > ' + vw);
+            for (const w of document.querySelectorAll('.table-wrap'))
+              if (w.scrollWidth > w.clientWidth + 1) out.push(name(w) + ' ' + w.scrollWidth + ' > ' + w.clientWidth);
+            for (const e of document.querySelectorAll('body *')) {
+              const r = e.getBoundingClientRect();
+              if (r.width > 0 && r.right > vw + 1 && getComputedStyle(e).position !== 'fixed' && !clipped(e))
+                out.push(name(e) + ' ends at ' + Math.round(r.right));
+            }
+            return [vw + ' px wide'].concat(out.slice(0, 12));"#;
+        let v = self
+            .must(
+                Method::POST,
+                "/execute/sync",
+                json!({"script": script, "args": []}),
+            )
+            .await;
+        let mut lines: Vec<String> = v
+            .as_array()
+            .map(|a| a.iter().map(string).collect())
+            .unwrap_or_else(|| vec![format!("script answered {v}")]);
+        let width = lines.remove(0);
+        if lines.is_empty() {
+            lines
+        } else {
+            lines.insert(0, width);
+            lines
+        }
+    }
+
     /// Writes a PNG of the viewport to `path`, creating its directory.
     pub async fn screenshot_png(&self, path: &Path) {
         let v = self.must(Method::GET, "/screenshot", Value::Null).await;

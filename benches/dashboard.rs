@@ -42,6 +42,18 @@ fn session(i: u64) -> (SessionRecord, SessionDetail) {
     rec.currency = Some("eur".into());
     rec.customer_email = Some(format!("customer{}@example.com", i % 20_000));
     rec.payment_intent = Some(format!("pi_bench_{i:08}"));
+    // Names a search finds 20 sessions by; items every session shares, so
+    // a search for "product" is the capped worst case.
+    rec.customer_name = Some(format!("Alex Surname{}", i % 5000));
+    rec.first_item = Some("Product number 0 with a longer name".into());
+    rec.item_count = 3;
+    rec.other_item_words = fulfilld::model::other_item_words(
+        [
+            "Product number 1 with a longer name",
+            "Product number 2 with a longer name",
+        ]
+        .into_iter(),
+    );
     let mut d = SessionDetail::default();
     for n in 0..3 {
         d.line_items.push(LineItemRecord {
@@ -216,6 +228,14 @@ async fn main() {
             300,
         )
         .await,
+    );
+    report(
+        "list, search by a name (20 hits)",
+        &time_page(&http, &format!("{base}/admin?q=surname1234"), &cookie, 300).await,
+    );
+    report(
+        "list, search by an item (1000 cap)",
+        &time_page(&http, &format!("{base}/admin?q=product"), &cookie, 300).await,
     );
     report(
         "list, search by payment intent",

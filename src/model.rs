@@ -178,6 +178,11 @@ pub struct SessionRecord {
     pub first_item: Option<String>,
     #[serde(default)]
     pub item_count: u32,
+    /// The words of the other line items' descriptions (lowercased, each
+    /// once, at most `MAX_OTHER_ITEM_WORDS`), so a search finds an order by
+    /// any item it holds, not only the first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub other_item_words: Option<String>,
     /// Checkout's `locale` (`auto`, `de`, `fr-CA`…): the customer's pages
     /// speak it when they can.
     #[serde(default)]
@@ -190,7 +195,31 @@ pub struct SessionRecord {
 }
 
 /// Words indexed per session for search (`SessionRecord::search_words`).
-pub const MAX_SEARCH_WORDS: usize = 16;
+pub const MAX_SEARCH_WORDS: usize = 24;
+/// Words kept from the line items after the first (`other_item_words`).
+pub const MAX_OTHER_ITEM_WORDS: usize = 8;
+
+/// The words of `text` a search matches: split at anything not a letter or
+/// digit, lowercased, 2 to 40 characters.
+fn words_of(text: &str) -> impl Iterator<Item = String> + '_ {
+    text.split(|c: char| !c.is_alphanumeric())
+        .map(str::to_lowercase)
+        .filter(|w| (2..=40).contains(&w.chars().count()))
+}
+
+/// `other_item_words` for a session whose line items have these descriptions.
+pub fn other_item_words<'a>(descriptions: impl Iterator<Item = &'a str>) -> Option<String> {
+    let mut words: Vec<String> = Vec::new();
+    for w in descriptions.flat_map(words_of) {
+        if words.len() == MAX_OTHER_ITEM_WORDS {
+            break;
+        }
+        if !words.contains(&w) {
+            words.push(w);
+        }
+    }
+    (!words.is_empty()).then(|| words.join(" "))
+}
 
 /// How much of a session's payment was refunded (CONTRACT.md "After the sale").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -285,6 +314,7 @@ impl SessionRecord {
             customer_name: None,
             first_item: None,
             item_count: 0,
+            other_item_words: None,
             locale: None,
             undelivered: None,
         }
@@ -309,25 +339,22 @@ impl SessionRecord {
     }
 
     /// The words a search finds the session by: those of the customer's
-    /// name, their email (both halves) and the first line item, lowercased,
-    /// at most `MAX_SEARCH_WORDS` of 2 to 40 characters.
+    /// name, their email (both halves) and the line items, lowercased, at
+    /// most `MAX_SEARCH_WORDS` of 2 to 40 characters.
     pub fn search_words(&self) -> Vec<String> {
         let sources = [
             self.customer_name.as_deref(),
             self.customer_email.as_deref(),
             self.first_item.as_deref(),
+            self.other_item_words.as_deref(),
         ];
         let mut words: Vec<String> = Vec::new();
-        for text in sources.into_iter().flatten() {
-            for w in text.split(|c: char| !c.is_alphanumeric()) {
-                let w = w.to_lowercase();
-                let n = w.chars().count();
-                if (2..=40).contains(&n) && !words.contains(&w) {
-                    words.push(w);
-                }
-                if words.len() == MAX_SEARCH_WORDS {
-                    return words;
-                }
+        for w in sources.into_iter().flatten().flat_map(words_of) {
+            if words.len() == MAX_SEARCH_WORDS {
+                break;
+            }
+            if !words.contains(&w) {
+                words.push(w);
             }
         }
         words
@@ -760,6 +787,39 @@ pub fn is_session_id(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn search_words_cover_every_item_each_word_once_within_the_caps() {
+        let mut rec = SessionRecord::new("cs_test_w", 0, 0);
+        rec.customer_name = Some("Lucía Fernández".into());
+        rec.customer_email = Some("lucia@example.com".into());
+        rec.first_item = Some("Pour-over dripper".into());
+        rec.other_item_words =
+            other_item_words(["Paper filters, pack of 100", "A dripper stand"].into_iter());
+        assert_eq!(
+            rec.other_item_words.as_deref(),
+            Some("paper filters pack of 100 dripper stand"),
+            "one-letter words dropped, each word once"
+        );
+        let words = rec.search_words();
+        for w in ["lucía", "fernández", "example", "pour", "filters", "stand"] {
+            assert!(words.iter().any(|x| x == w), "{w} in {words:?}");
+        }
+        assert_eq!(
+            words.iter().filter(|w| *w == "dripper").count(),
+            1,
+            "{words:?}"
+        );
+        let long: Vec<String> = (0..50).map(|i| format!("word{i}")).collect();
+        let many = other_item_words(long.iter().map(String::as_str));
+        assert_eq!(
+            many.as_deref().map(|w| w.split(' ').count()),
+            Some(MAX_OTHER_ITEM_WORDS)
+        );
+        rec.customer_name = Some(long.join(" "));
+        assert_eq!(rec.search_words().len(), MAX_SEARCH_WORDS);
+        assert_eq!(other_item_words(["", "—"].into_iter()), None);
+    }
 
     #[test]
     fn states_round_trip_through_their_names() {

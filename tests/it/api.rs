@@ -325,12 +325,15 @@ async fn the_csv_export_pages_through_more_sessions_than_one_read() {
 }
 
 #[tokio::test]
-async fn search_finds_a_session_by_a_word_of_the_name_email_or_first_item() {
+async fn search_finds_a_session_by_a_word_of_the_name_email_or_any_item() {
     let app = spawn_app().await;
     let id = session_id("search_words");
     let mut sample = fulfilld::stripe::double::SampleSession::paid(&id, 1);
     sample.email = "maria.garcia@example.com".into();
-    sample.items = vec![("Ceramic pour-over dripper".into(), 3200, 1)];
+    sample.items = vec![
+        ("Ceramic pour-over dripper".into(), 3200, 1),
+        ("Paper filters, pack of 100".into(), 600, 2),
+    ];
     let (mut session, items) = sample.build();
     session["customer_details"]["name"] = serde_json::json!("Lucía Fernández");
     app.stripe.insert(session.clone(), items);
@@ -352,6 +355,7 @@ async fn search_finds_a_session_by_a_word_of_the_name_email_or_first_item() {
         "garcia",
         "GARCIA",
         "dripper",
+        "filters",
         "fernández",
         "lucía",
         "maria.gar",

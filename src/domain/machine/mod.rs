@@ -426,6 +426,12 @@ pub(super) fn apply_fetched(s: &mut Session, f: &Fetched) {
         .and_then(|i| i.description.clone())
         .map(|d| d.chars().take(120).collect());
     s.rec.item_count = u32::try_from(f.line_items.len()).unwrap_or(u32::MAX);
+    s.rec.other_item_words = crate::model::other_item_words(
+        f.line_items
+            .iter()
+            .skip(1)
+            .filter_map(|i| i.description.as_deref()),
+    );
     s.detail.delivery_details = f.delivery_details.clone();
     s.detail.amount_subtotal = f.amount_subtotal;
     s.detail.raw = Some(f.raw.clone());

@@ -330,7 +330,7 @@ impl Reader {
                 }
                 ids.push(id.to_string());
             }
-            // A whole word of the name, email or first item ("garcia").
+            // A whole word of the name, email or items ("garcia").
             let word = word_term(&q.to_lowercase());
             for entry in table.range((word.as_str(), 0, "")..=(word.as_str(), 0, ID_MAX))? {
                 if ids.len() >= SEARCH_CAP {

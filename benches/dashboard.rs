@@ -65,6 +65,7 @@ fn session(i: u64) -> (SessionRecord, SessionDetail) {
             currency: Some("eur".into()),
             price_id: Some(format!("price_{n}")),
             unit_amount: Some(1000),
+            product_id: None,
         });
     }
     d.events.push(EventRef {

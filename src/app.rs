@@ -164,6 +164,13 @@ impl Application {
         clock: Option<Arc<dyn crate::time::Clock>>,
     ) -> Result<Application, AppError> {
         let path = config.storage.path.clone();
+        // Every deliverable file and key file is checked before anything
+        // is served: a missing one would fail a paying customer later.
+        let catalogue = crate::delivery::Catalogue::load(&config.delivery)
+            .map_err(|e| AppError::Setup(e.to_string()))?;
+        if catalogue.enabled() {
+            tracing::info!(catalogue = %catalogue.summary(), "digital delivery");
+        }
         let key = config
             .stripe
             .secret_key
@@ -238,6 +245,7 @@ impl Application {
             payment_failed_email: smtp,
         };
         state.trusted_proxies = config.server.trusted_proxies.clone();
+        state.catalogue = Arc::new(catalogue);
         // The local token lets `fulfilld backup` ask this server for a
         // copy of its file; PostgreSQL is backed up with pg_dump instead.
         if config.storage.url.is_none() {

@@ -371,6 +371,9 @@ pub struct LineItemRecord {
     pub currency: Option<String>,
     pub price_id: Option<String>,
     pub unit_amount: Option<i64>,
+    /// The price's product (`prod_…`), which digital delivery matches on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub product_id: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -23,9 +23,36 @@ pub fn run(source: &ConfigSource) -> ExitCode {
     if code != 0 {
         return ExitCode::from(code);
     }
-    match &loaded {
-        Ok((config, _)) if config.storage.url.is_some() => ExitCode::from(check_database(config)),
-        _ => ExitCode::from(code),
+    let Ok((config, _)) = &loaded else {
+        return ExitCode::from(code);
+    };
+    let delivery = check_delivery(config, &mut std::io::stderr().lock());
+    if delivery != 0 {
+        return ExitCode::from(delivery);
+    }
+    if config.storage.url.is_some() {
+        return ExitCode::from(check_database(config));
+    }
+    ExitCode::from(code)
+}
+
+/// Resolves every deliverable file and reads every key file, as `serve`
+/// does at startup: a file that is missing, unreadable or outside
+/// `files_dir`, or a key file that does not parse, exits 2 naming the
+/// product entry.
+fn check_delivery(config: &Config, err: &mut dyn Write) -> u8 {
+    if !config.delivery.enabled() {
+        return 0;
+    }
+    match crate::delivery::Catalogue::load(&config.delivery) {
+        Ok(c) => {
+            let _ = writeln!(err, "delivery: {}", c.summary());
+            0
+        }
+        Err(e) => {
+            let _ = writeln!(err, "fulfilld: invalid configuration: {e}");
+            INVALID
+        }
     }
 }
 

@@ -8,6 +8,7 @@
 //! across keys, `masked` prints it.
 
 mod cidr;
+mod delivery;
 mod explain;
 mod load;
 mod masked;
@@ -22,6 +23,7 @@ use lettre::message::Mailbox;
 use serde::{Deserialize, Serialize};
 
 pub use cidr::{IpNet, TrustedProxies};
+pub use delivery::{DeliveryConfig, DeliveryProduct, RevokeOnRefund, unsafe_relative};
 pub use secret::{Mask, Secret};
 pub use smtp_url::{SmtpCredentials, SmtpScheme, SmtpUrl, TlsMode};
 pub use types::{ConfigValue, HttpUrl};
@@ -63,6 +65,7 @@ pub struct Config {
     pub shop: ShopConfig,
     pub log: LogConfig,
     pub jobs: JobsConfig,
+    pub delivery: DeliveryConfig,
 }
 
 /// The shop's identity on customer pages and emails (CONTRACT.md "The

@@ -147,6 +147,13 @@ fn example_keys() -> Vec<(String, String)> {
     let mut out = Vec::new();
     for line in raw.lines() {
         let line = line.trim();
+        // An array of tables (`[[delivery.products]]`, commented or not):
+        // its keys are named `delivery.products[].key`.
+        let header = line.strip_prefix("# ").unwrap_or(line);
+        if let Some(name) = header.strip_prefix("[[").and_then(|l| l.strip_suffix("]]")) {
+            section = format!("{name}[]");
+            continue;
+        }
         if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
             section = name.to_string();
             continue;
@@ -175,9 +182,15 @@ fn the_example_config_is_valid_and_names_every_key() {
     let mut all = String::new();
     let mut current = String::new();
     for (path, value) in example_keys() {
-        let (section, key) = path.split_once('.').unwrap();
+        let (section, key, header) = match path.split_once("[].") {
+            Some((array, key)) => (array, key, format!("[[{array}]]")),
+            None => {
+                let (section, key) = path.split_once('.').unwrap();
+                (section, key, format!("[{section}]"))
+            }
+        };
         if section != current {
-            all.push_str(&format!("[{section}]\n"));
+            all.push_str(&format!("{header}\n"));
             current = section.to_string();
         }
         all.push_str(&format!("{key} = {value}\n"));
@@ -202,15 +215,28 @@ fn the_example_config_is_valid_and_names_every_key() {
         webhook_url_file: None,
         retry_url: Some(url("https://x.test/")),
     };
+    full.delivery.products = vec![crate::config::DeliveryProduct {
+        stripe_product: Some("prod_x".into()),
+        stripe_price: Some("price_x".into()),
+        files: vec!["x".into()],
+        license_keys: Some("x".into()),
+        message: Some("x".into()),
+    }];
     let value = toml::Value::try_from(&full).unwrap();
     let named: Vec<String> = example_keys().into_iter().map(|(k, _)| k).collect();
     for (section, table) in value.as_table().unwrap() {
-        for key in table.as_table().unwrap().keys() {
+        for (key, v) in table.as_table().unwrap() {
             let path = format!("{section}.{key}");
-            assert!(
-                named.contains(&path),
-                "config.toml.example does not document {path}"
-            );
+            let keys: Vec<String> = match v.as_array().and_then(|a| a.first()?.as_table()) {
+                Some(entry) => entry.keys().map(|k| format!("{path}[].{k}")).collect(),
+                None => vec![path],
+            };
+            for path in keys {
+                assert!(
+                    named.contains(&path),
+                    "config.toml.example does not document {path}"
+                );
+            }
         }
     }
     assert!(

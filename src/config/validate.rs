@@ -311,6 +311,7 @@ impl Config {
                 "is required when smtp.url is set",
             ));
         }
+        self.delivery.validate()?;
         let jobs = &self.jobs;
         let ranges: [(&str, u64, u64, u64); 5] = [
             (
@@ -525,7 +526,13 @@ impl Config {
         {
             out.push("smtp.url uses tls=none with a remote server: mail and the SMTP password travel in clear text".into());
         }
-        if self.fulfillment.callback_url.is_none() {
+        if self.delivery.enabled() {
+            out.push("delivery.products is set: this build checks the files and key files but does not hand them to customers yet (digital delivery is being built; CONTRACT.md \"Digital delivery\")".into());
+            if self.smtp.url.is_none() {
+                out.push("delivery.products is set but smtp.url is not: customers will see their downloads and keys on the landing page only, with no email to keep".into());
+            }
+        }
+        if self.fulfillment.callback_url.is_none() && !self.delivery.enabled() {
             out.push(
                 "fulfillment.callback_url is not set: fulfillments are recorded but nothing is told about them"
                     .into(),

@@ -89,6 +89,8 @@ pub struct LineItemJson<'a> {
     pub currency: Option<&'a str>,
     pub unit_amount: Option<i64>,
     pub price_id: Option<&'a str>,
+    /// The price's product: what `[[delivery.products]]` matches.
+    pub product_id: Option<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -206,6 +208,7 @@ impl<'a> From<&'a LineItemRecord> for LineItemJson<'a> {
             currency: i.currency.as_deref(),
             unit_amount: i.unit_amount,
             price_id: i.price_id.as_deref(),
+            product_id: i.product_id.as_deref(),
         }
     }
 }
@@ -384,6 +387,7 @@ mod tests {
                 "id": i.id, "description": i.description, "quantity": i.quantity,
                 "amount_total": i.amount_total, "currency": i.currency,
                 "unit_amount": i.unit_amount, "price_id": i.price_id,
+                "product_id": i.product_id,
             })).collect::<Vec<_>>(),
             "fulfillments": detail.fulfillments.iter().map(|f| json!({
                 "id": f.id, "at": rfc3339_ms(f.at_ms), "forced": f.forced,
@@ -426,6 +430,7 @@ mod tests {
                 currency: Some("eur".into()),
                 price_id: None,
                 unit_amount: Some(2100),
+                product_id: None,
             }],
             attempts: vec![AttemptRecord {
                 at_ms: 1_700_000_150_000,

@@ -68,6 +68,8 @@ pub struct AppState {
     pub healthy_at: std::sync::Mutex<Option<std::time::Instant>>,
     /// `server.trusted_proxies`: see [`client::client_addr`].
     pub trusted_proxies: crate::config::TrustedProxies,
+    /// Digital delivery's products, files and key files (empty when off).
+    pub catalogue: Arc<crate::delivery::Catalogue>,
     /// Bytes of request bodies held at once, across all connections.
     pub body_budget: limits::BodyBudget,
     /// The shop on customer pages (`shop.*`, and which emails are sent).
@@ -110,6 +112,7 @@ impl AppState {
             local_token: None,
             mode_warned: std::sync::atomic::AtomicBool::new(false),
             trusted_proxies: crate::config::TrustedProxies::default(),
+            catalogue: Arc::default(),
             shop: Default::default(),
         }
     }

@@ -396,13 +396,14 @@ impl Session {
 
 impl LineItem {
     pub fn record(&self) -> LineItemRecord {
-        let (price_id, unit_amount) = match &self.price {
+        let (price_id, unit_amount, product_id) = match &self.price {
             Value::Object(p) => (
                 p.get("id").and_then(Value::as_str).map(str::to_string),
                 p.get("unit_amount").and_then(Value::as_i64),
+                p.get("product").and_then(id_of),
             ),
-            Value::String(s) => (Some(s.clone()), None),
-            _ => (None, None),
+            Value::String(s) => (Some(s.clone()), None, None),
+            _ => (None, None, None),
         };
         LineItemRecord {
             id: self.id.clone(),
@@ -413,6 +414,7 @@ impl LineItem {
             currency: self.currency.clone(),
             price_id,
             unit_amount,
+            product_id,
         }
     }
 }
@@ -472,6 +474,14 @@ mod tests {
                 .unwrap();
         assert_eq!(items.data.len(), 1);
         assert!(items.data[0].record().price_id.is_some());
+        assert_eq!(
+            items.data[0].record().product_id.as_deref(),
+            Some("prod_QXg1hqf4jFNsqG")
+        );
+        // An expanded product is read by its id.
+        let mut item = items.data[0].clone();
+        item.price["product"] = serde_json::json!({"id": "prod_X", "object": "product"});
+        assert_eq!(item.record().product_id.as_deref(), Some("prod_X"));
     }
 
     #[test]

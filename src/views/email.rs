@@ -538,6 +538,7 @@ mod tests {
                 amount_subtotal: 2_400,
                 price_id: None,
                 unit_amount: Some(1_200),
+                product_id: None,
             }],
             ..SessionDetail::default()
         };
@@ -598,6 +599,7 @@ mod tests {
                 currency: Some("eur".into()),
                 price_id: None,
                 unit_amount: Some(250),
+                product_id: None,
             });
         }
         let e = render(NotificationKind::ReceiptEmail, &rec(), &d, None, &LINKS);
@@ -677,6 +679,7 @@ mod tests {
             currency: Some("eur".into()),
             price_id: None,
             unit_amount: Some(500),
+            product_id: None,
         });
         let baseline = |kind, rec: &SessionRecord, d: &SessionDetail, err| {
             render(kind, rec, d, err, &LINKS).text.lines().count()

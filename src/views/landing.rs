@@ -295,6 +295,7 @@ mod tests {
             currency: Some("eur".into()),
             price_id: None,
             unit_amount: Some(617),
+            product_id: None,
         });
         detail.delivery_details.name = Some("</address><script>x</script>".into());
         let html =

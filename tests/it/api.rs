@@ -72,6 +72,8 @@ async fn detail_has_the_contract_fields() {
     for key in ["id", "description", "quantity", "amount_total", "price_id"] {
         assert!(li.get(key).is_some(), "line item misses {key}");
     }
+    // The product, read from the price, is what digital delivery matches.
+    assert_eq!(li["product_id"], "prod_0001", "{li}");
     let a = &s["attempts"][0];
     for key in ["at", "trigger", "outcome", "error"] {
         assert!(a.get(key).is_some(), "attempt misses {key}");

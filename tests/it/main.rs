@@ -8,6 +8,7 @@ mod admin;
 mod api;
 mod browser;
 mod crash;
+mod delivery;
 mod demo;
 mod exactly_once;
 mod landing;

@@ -219,7 +219,8 @@ async fn every_response_carries_a_request_id() {
     );
 }
 
-fn check_config(dir: &std::path::Path, toml: &str) -> (i32, String, String) {
+/// Runs `fulfilld check-config` on `toml` written in `dir`: exit code, stdout, stderr.
+pub(crate) fn check_config(dir: &std::path::Path, toml: &str) -> (i32, String, String) {
     let path = dir.join("config.toml");
     std::fs::write(&path, toml).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_fulfilld"))

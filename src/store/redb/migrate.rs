@@ -271,7 +271,7 @@ mod tests {
                     .insert(id.as_str(), serde_json::to_vec(&rec).unwrap().as_slice())
                     .unwrap();
                 let detail = serde_json::json!({
-                    "line_items": [LineItemRecord { id: "li_1".into(), description: Some("Mug".into()), quantity: Some(2), amount_total: 2400, amount_subtotal: 2400, currency: Some("eur".into()), price_id: None, unit_amount: Some(1200) }],
+                    "line_items": [LineItemRecord { id: "li_1".into(), description: Some("Mug".into()), quantity: Some(2), amount_total: 2400, amount_subtotal: 2400, currency: Some("eur".into()), price_id: None, unit_amount: Some(1200), product_id: None }],
                     "attempts": [], "fulfillments": [], "deliveries": [],
                     "events": [EventRef { id: format!("evt_{i}"), kind: "checkout.session.completed".into(), received_at_ms: 7 }],
                     "delivery_details": {"name": null, "address_lines": []},

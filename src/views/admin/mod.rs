@@ -415,6 +415,7 @@ mod tests {
             currency: Some("usd".into()),
             price_id: Some("\"><b>".into()),
             unit_amount: Some(100),
+            product_id: None,
         });
         let list = sessions(
             &chrome(),

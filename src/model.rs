@@ -449,6 +449,36 @@ pub struct SessionDetail {
     pub raw: Option<serde_json::Value>,
 }
 
+/// Something a fulfilled session hands the customer: a file to download or
+/// a license key (CONTRACT.md "Digital delivery").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Grant {
+    /// `gr_1`, `gr_2`, … in the order the line items earned them.
+    pub id: String,
+    pub line_item: String,
+    /// The entry that matched: `prod_…` or `price_…`.
+    pub product: String,
+    pub what: Granted,
+    /// Downloads counted so far (a resumed download counts once).
+    pub downloads: u32,
+    pub max_downloads: u32,
+    pub issued_at_ms: u64,
+    pub expires_at_ms: u64,
+    pub revoked_at_ms: Option<u64>,
+    /// Bumped when fresh links are sent: a link carries the generation it
+    /// was issued with.
+    pub generation: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Granted {
+    /// A file, by its name relative to `delivery.files_dir`.
+    File { name: String },
+    /// A key from the pool (the key file's name); `None` while the pool is empty.
+    LicenseKey { pool: String, key: Option<String> },
+}
+
 /// Bounds on the history kept per session, so a session that is retried for
 /// days or hammered with redeliveries cannot grow without limit.
 pub const MAX_HISTORY: usize = 500;

@@ -13,9 +13,10 @@ use std::{
     path::{Path, PathBuf},
 };
 
+pub use crate::domain::delivery::Matcher;
 use crate::{
     config::{DeliveryConfig, DeliveryProduct},
-    model::LineItemRecord,
+    domain::delivery::{DeliveryRules, ProductRule},
 };
 
 /// A key file larger than this is refused: at 40 bytes a key it holds
@@ -30,13 +31,6 @@ pub const MAX_KEY_CHARS: usize = 512;
 pub struct CatalogueError {
     pub key: String,
     pub message: String,
-}
-
-/// What one product entry matches.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Matcher {
-    Product(String),
-    Price(String),
 }
 
 /// A file a product grants, resolved.
@@ -72,6 +66,8 @@ pub struct Catalogue {
     /// Canonical `files_dir` (empty when delivery is off).
     pub root: PathBuf,
     pub products: Vec<Product>,
+    /// What the domain's rules need of it.
+    pub rules: DeliveryRules,
 }
 
 impl Catalogue {
@@ -96,25 +92,28 @@ impl Catalogue {
             .iter()
             .enumerate()
             .map(|(i, p)| product(&root, i, p))
-            .collect::<Result<_, _>>()?;
-        Ok(Catalogue { root, products })
+            .collect::<Result<Vec<Product>, _>>()?;
+        let rules = DeliveryRules {
+            products: products
+                .iter()
+                .map(|p| ProductRule {
+                    matcher: p.matcher.clone(),
+                    files: p.files.iter().map(|f| f.name.clone()).collect(),
+                    key_pool: p.keys.as_ref().map(|k| k.name.clone()),
+                })
+                .collect(),
+            link_ttl_ms: u64::from(config.link_ttl_hours) * 3_600_000,
+            max_downloads: config.max_downloads,
+        };
+        Ok(Catalogue {
+            root,
+            products,
+            rules,
+        })
     }
 
     pub fn enabled(&self) -> bool {
         !self.products.is_empty()
-    }
-
-    /// The entry a line item matches: its price's entry before its
-    /// product's (the more specific wins).
-    pub fn matching(&self, item: &LineItemRecord) -> Option<&Product> {
-        let by = |m: &dyn Fn(&Matcher) -> bool| self.products.iter().find(|p| m(&p.matcher));
-        item.price_id
-            .as_deref()
-            .and_then(|price| by(&|m| matches!(m, Matcher::Price(p) if p == price)))
-            .or_else(|| {
-                let product = item.product_id.as_deref()?;
-                by(&|m| matches!(m, Matcher::Product(p) if p == product))
-            })
     }
 
     /// One line for `check-config` and the startup log.

@@ -150,38 +150,19 @@ fn a_key_file_with_a_key_twice_or_binary_is_refused() {
 }
 
 #[test]
-fn a_line_item_matches_its_price_entry_before_its_product_entry() {
-    let (_dir, mut config) = shop();
-    config.products.push(DeliveryProduct {
-        stripe_product: Some("prod_app".into()),
-        files: vec!["guide.pdf".into()],
-        ..Default::default()
-    });
+fn the_rules_name_what_the_catalogue_resolved() {
+    let (_dir, config) = shop();
     let c = Catalogue::load(&config).unwrap();
-    let item = |price: &str, product: &str| LineItemRecord {
-        id: "li_1".into(),
-        description: None,
-        quantity: Some(1),
-        amount_total: 100,
-        amount_subtotal: 100,
-        currency: Some("eur".into()),
-        price_id: Some(price.into()),
-        unit_amount: Some(100),
-        product_id: Some(product.into()),
-    };
-    let m =
-        |price: &str, product: &str| c.matching(&item(price, product)).map(|p| p.matcher.clone());
+    assert_eq!(c.rules.products.len(), 2);
     assert_eq!(
-        m("price_app", "prod_app"),
-        Some(Matcher::Price("price_app".into()))
+        c.rules.products[0].matcher,
+        Matcher::Product("prod_book".into())
     );
+    assert_eq!(c.rules.products[0].files, ["guide.pdf"]);
     assert_eq!(
-        m("price_other", "prod_app"),
-        Some(Matcher::Product("prod_app".into()))
+        c.rules.products[1].key_pool.as_deref(),
+        Some("keys/app.txt")
     );
-    assert_eq!(
-        m("price_other", "prod_book"),
-        Some(Matcher::Product("prod_book".into()))
-    );
-    assert_eq!(m("price_other", "prod_other"), None);
+    assert_eq!(c.rules.link_ttl_ms, 168 * 3_600_000);
+    assert_eq!(c.rules.max_downloads, 5);
 }

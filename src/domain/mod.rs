@@ -16,6 +16,7 @@
 //!   attempt that holds the claim may record a result;
 //! * the newest event wins over an attempt that overlapped it.
 
+pub mod delivery;
 pub mod ids;
 mod machine;
 pub mod outbox;

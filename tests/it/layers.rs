@@ -51,6 +51,7 @@ fn the_rules_use_nothing_above_them() {
         "crate::views",
         "crate::notify",
         "crate::config",
+        "crate::delivery",
         "tokio",
         "redb",
         "poem",
